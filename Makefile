@@ -1,0 +1,40 @@
+# Set-up is part of every target: a .venv in the repo root, the project and its test extras.
+# torch: TORCH_SPEC picks the wheel. The default, torch==2.13.0, is the CPU build on this
+# machine's disk (a plain `pip install torch` would pull a multi-GB CUDA build). On a GPU
+# machine use e.g. `make gpu-check TORCH_SPEC=torch` or keep the torch already installed there.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-slow report report-quick bench gpu-check install clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow --hypothesis-profile=thorough
+
+report: $(STAMP)
+	$(PY) -m verify run
+
+report-quick: $(STAMP)
+	$(PY) -m verify run --quick --out reports/quick
+
+bench: $(STAMP)
+	$(PY) -m pytest -q benchmarks --benchmark-only -p no:cacheprovider -m "not slow or slow"
+
+gpu-check: $(STAMP)
+	$(PY) -m verify.fewshot.gpu_check --out reports/gpu
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

@@ -1,0 +1,29 @@
+"""What is COMPUTED: the algorithms under test. Each is written once against the array API
+(array-api-compat) and runs on NumPy arrays and torch tensors (CPU/CUDA, float32/float64).
+
+solvers never imports theory or verify: an algorithm under test must not see the answer."""
+from solvers._result import History, NonFiniteIterate, SolverBreakdown, SolverResult, Status
+from solvers.cg import cg
+from solvers.gradient_descent import gradient_descent
+from solvers.imaml import INNER_SOLVERS, MetaGradientResult, imaml_meta_gradient, inner_solve
+from solvers.nesterov import nesterov
+from solvers.newton_cg import newton_cg
+from solvers.protocol import TaskProtocol, check_task
+
+__all__ = [
+    "History",
+    "INNER_SOLVERS",
+    "MetaGradientResult",
+    "NonFiniteIterate",
+    "SolverBreakdown",
+    "SolverResult",
+    "Status",
+    "TaskProtocol",
+    "cg",
+    "check_task",
+    "gradient_descent",
+    "imaml_meta_gradient",
+    "inner_solve",
+    "nesterov",
+    "newton_cg",
+]

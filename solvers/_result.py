@@ -1,0 +1,60 @@
+"""The one result type of every iterative solver (anchor: lineax ``Solution``/``RESULTS``)."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Status", "SolverResult", "History", "SolverBreakdown", "NonFiniteIterate"]
+
+
+class Status(str, enum.Enum):
+    """Why a solver stopped."""
+
+    CONVERGED = "converged"      #: met its tolerance (or the residual became exactly zero)
+    MAX_STEPS = "max_steps"      #: took max_steps steps without meeting a tolerance
+    BREAKDOWN = "breakdown"      #: CG met non-positive curvature pᵀMp ≤ 0 (M not positive definite)
+    STALLED = "stalled"          #: a line search found no decrease (rounding level reached)
+
+
+class SolverBreakdown(ArithmeticError):
+    """Raised when CG meets non-positive curvature and ``on_breakdown='raise'``."""
+
+
+class NonFiniteIterate(FloatingPointError):
+    """Raised when an iterate or a callback's output becomes NaN or Inf."""
+
+
+@dataclass
+class History:
+    """Per-step record: ``iterates[k]`` is x after k steps (``iterates[0]`` the start) and
+    ``residual_norms[k]`` its residual norm (gradient norm for optimizers, ‖b − Mx‖ for CG)."""
+
+    iterates: list = field(default_factory=list)
+    residual_norms: list = field(default_factory=list)
+
+    def record(self, x, residual_norm) -> None:
+        xp_copy = x.clone() if hasattr(x, "clone") else x.copy()
+        self.iterates.append(xp_copy)
+        self.residual_norms.append(residual_norm)
+
+
+@dataclass
+class SolverResult:
+    """Result of an iterative solver.
+
+    x: the solution; steps: steps taken (gradient evaluations for GD/Nesterov, matrix-vector
+    products for CG, Newton iterations for Newton-CG); residual_norm: the final residual norm
+    (a float, or an array of one per task when batched); status: a :class:`Status`;
+    evaluations: counts of callback evaluations by kind; history: a :class:`History` or None."""
+
+    x: Any
+    steps: int
+    residual_norm: Any
+    status: Status
+    evaluations: dict = field(default_factory=dict)
+    history: History | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.status is Status.CONVERGED

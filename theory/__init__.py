@@ -1,0 +1,33 @@
+"""What is TRUE: closed-form references and the bounds of the iMAML appendix, as pure functions.
+
+theory imports neither solvers nor verify."""
+from theory import bounds
+from theory.bounds import (
+    Certificate,
+    aposteriori_bound,
+    cg_error_bound,
+    corollary1_calls,
+    lemma2_steps,
+    lemma3_bound,
+    lemma3_bound_sharp,
+    theorem2_steps,
+)
+from theory.constants import Constants
+from theory.quadratic import QuadraticTask
+from theory.tolerances import machine_epsilon, rounding_allowance
+
+__all__ = [
+    "bounds",
+    "Certificate",
+    "Constants",
+    "QuadraticTask",
+    "aposteriori_bound",
+    "cg_error_bound",
+    "corollary1_calls",
+    "lemma2_steps",
+    "lemma3_bound",
+    "lemma3_bound_sharp",
+    "machine_epsilon",
+    "rounding_allowance",
+    "theorem2_steps",
+]

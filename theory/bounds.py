@@ -1,0 +1,189 @@
+"""The bounds of iMAML's appendix as pure functions (SPEC §3–§6, §8).
+
+Each function states the claim it encodes, whether it is an upper bound or tight, and where it
+comes from. ``constants`` is a :class:`theory.constants.Constants` (or any object with the
+attributes ``beta, mu, kappa, L, B, rho, D, lam``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = [
+    "lemma2_steps",
+    "lemma2_steps_proof_typo",
+    "nesterov_distance_bound",
+    "gd_steps_estimate",
+    "cg_contraction",
+    "cg_error_bound",
+    "lemma3_bound",
+    "lemma3_bound_sharp",
+    "lemma3_B1",
+    "theorem2_steps",
+    "theorem2_inner_steps_proof_typo",
+    "corollary1_calls",
+    "Certificate",
+    "aposteriori_bound",
+]
+
+
+def _positive(name, value, *, allow_zero=False):
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return v
+
+
+def _kappa(kappa):
+    k = float(kappa)
+    if not math.isfinite(k) or k < 1:
+        raise ValueError(f"kappa must be finite and >= 1, got {kappa!r}")
+    return k
+
+
+def _ceil_log_count(factor: float, argument: float) -> int:
+    """⌈factor · log(argument)⌉, and 0 when the argument is at most 1 (nothing to do)."""
+    if argument <= 1.0:
+        return 0
+    return int(math.ceil(factor * math.log(argument)))
+
+
+def lemma2_steps(kappa, distance, delta) -> int:
+    """iMAML Lemma 2 (upper bound): Nesterov's accelerated gradient descent on a β-smooth,
+    μ-strongly convex f (κ = β/μ) reaches ‖x − x*‖ ≤ δ within ⌈2√κ · log(2κ‖x₀ − x*‖/δ)⌉
+    gradient evaluations. ``distance`` is ‖x₀ − x*‖ (the lemma's ‖x*‖ when x₀ = 0)."""
+    k = _kappa(kappa)
+    return _ceil_log_count(2 * math.sqrt(k), 2 * k * _positive("distance", distance, allow_zero=True)
+                           / _positive("delta", delta))
+
+
+def lemma2_steps_proof_typo(kappa, distance, delta) -> int:
+    """The count the proof of Theorem 2 writes, ⌈2 log(2κ‖x₀ − x*‖/δ)⌉, without the √κ of
+    Lemma 2 (SPEC §6: a typo; the suite shows it is too small)."""
+    k = _kappa(kappa)
+    return _ceil_log_count(2.0, 2 * k * _positive("distance", distance, allow_zero=True)
+                           / _positive("delta", delta))
+
+
+def nesterov_distance_bound(kappa, steps, initial_distance) -> float:
+    """Upper bound on ‖x_k − x*‖ for the Nesterov variant of SPEC §3 (x₀ = y₀, step 1/β,
+    momentum (√κ−1)/(√κ+1)): √(κ+1) · (1 − 1/√κ)^(k/2) · ‖x₀ − x*‖. Follows from the standard
+    guarantee f(x_k) − f* ≤ (1 − 1/√κ)^k (f(x₀) − f* + (μ/2)‖x₀ − x*‖²) (Nesterov 2004, Thm 2.2.3)."""
+    k = _kappa(kappa)
+    return math.sqrt(k + 1) * (1 - 1 / math.sqrt(k)) ** (steps / 2) * float(initial_distance)
+
+
+def gd_steps_estimate(kappa, distance, delta) -> int:
+    """Gradient descent with step 1/β contracts ‖x − x*‖ by (1 − 1/κ) per step on quadratics,
+    tightly on the bottom eigenvector: ⌈log(‖x₀ − x*‖/δ) / −log(1 − 1/κ)⌉ ≈ κ·log(‖x₀−x*‖/δ)
+    steps (SPEC §3's negative control; exact for a start on the bottom eigenvector)."""
+    k = _kappa(kappa)
+    ratio = _positive("distance", distance, allow_zero=True) / _positive("delta", delta)
+    if ratio <= 1 or k == 1:
+        return 0 if ratio <= 1 else 1
+    return int(math.ceil(math.log(ratio) / -math.log1p(-1 / k)))
+
+
+def cg_contraction(kappa) -> float:
+    """q = (√κ − 1)/(√κ + 1), the Chebyshev rate of CG (and Nesterov's momentum)."""
+    s = math.sqrt(_kappa(kappa))
+    return (s - 1) / (s + 1)
+
+
+def cg_error_bound(kappa, steps, initial_error, *, norm: str = "2") -> float:
+    """Conjugate gradient, Chebyshev bound (upper bound; SPEC §4): after k steps on a system
+    with condition number κ, ‖g_k − g*‖_M ≤ 2 q^k ‖g₀ − g*‖_M, and in the Euclidean norm
+    ‖g_k − g*‖ ≤ 2√κ q^k ‖g₀ − g*‖, q = (√κ−1)/(√κ+1). ``initial_error`` is in the same norm."""
+    if norm not in ("2", "M"):
+        raise ValueError(f"norm must be '2' or 'M', got {norm!r}")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    factor = 2.0 * (math.sqrt(_kappa(kappa)) if norm == "2" else 1.0)
+    return min(factor * cg_contraction(kappa) ** steps, factor) * float(initial_error)
+
+
+def lemma3_B1(constants, *, sharp: bool = False) -> float:
+    """B₁ = 2λρB/μ² + λL/μ (Lemma 3 / Theorem 2 as stated); without the 2 when ``sharp``."""
+    c = constants
+    return (1.0 if sharp else 2.0) * c.lam * c.rho * c.B / c.mu ** 2 + c.lam * c.L / c.mu
+
+
+def lemma3_bound(constants, delta, delta_prime) -> float:
+    """iMAML Lemma 3 as stated (upper bound): if ‖φ − Alg*(θ)‖ ≤ δ,
+    ‖g − (I + H(φ)/λ)⁻¹∇L(φ)‖ ≤ δ′ and δ < μ/(2ρ), then
+    ‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′. Raises ValueError when δ ≥ μ/(2ρ)."""
+    d = _positive("delta", delta, allow_zero=True)
+    dp = _positive("delta_prime", delta_prime, allow_zero=True)
+    if constants.rho > 0 and d >= constants.mu / (2 * constants.rho):
+        raise ValueError(f"Lemma 3 needs delta < mu/(2 rho) = {constants.mu / (2 * constants.rho):.3g},"
+                         f" got delta={d:.3g}; use lemma3_bound_sharp, which has no such condition")
+    return lemma3_B1(constants) * d + dp
+
+
+def lemma3_bound_sharp(constants, delta, delta_prime) -> float:
+    """Lemma 3 without the proof's factor 2 (SPEC §5; upper bound, no condition on δ):
+    ‖g − dθL(Alg*(θ))‖ ≤ (λρB/μ² + λL/μ)δ + δ′, since λI + H(Alg*(θ)) ⪰ μI gives
+    ‖(M + Δ)⁻¹ − M⁻¹‖ ≤ ρδ/μ². For ρ = 0 it equals the stated bound and is attained."""
+    d = _positive("delta", delta, allow_zero=True)
+    dp = _positive("delta_prime", delta_prime, allow_zero=True)
+    return lemma3_B1(constants, sharp=True) * d + dp
+
+
+def theorem2_steps(constants, eps) -> tuple[int, int]:
+    """iMAML Theorem 2 (sufficient counts): Nesterov on G(·, θ) from φ₀ = 0 for
+    T_inner = ⌈2√κ log(8κD(B₁/ε + ρ/μ))⌉ steps, then CG from g₀ = 0 for
+    T_cg = ⌈2√κ log(4κ(λ/μ)B/ε)⌉ steps, give ‖g − dθL(Alg*(θ))‖ ≤ ε. Returns (T_inner, T_cg)."""
+    c = constants
+    e = _positive("eps", eps)
+    root = 2 * math.sqrt(_kappa(c.kappa))
+    t_inner = _ceil_log_count(root, 8 * c.kappa * c.D * (lemma3_B1(c) / e + c.rho / c.mu))
+    t_cg = _ceil_log_count(root, 4 * c.kappa * (c.lam / c.mu) * c.B / e)
+    return t_inner, t_cg
+
+
+def theorem2_inner_steps_proof_typo(constants, eps) -> int:
+    """The inner count of the proof of Theorem 2 as written, ⌈2 log(2κD/δ)⌉ with
+    δ = min{ε/(2B₁), μ/(2ρ)} (no √κ: SPEC §6's typo)."""
+    c = constants
+    e = _positive("eps", eps)
+    delta = e / (2 * lemma3_B1(c)) if lemma3_B1(c) > 0 else math.inf
+    if c.rho > 0:
+        delta = min(delta, c.mu / (2 * c.rho))
+    if not math.isfinite(delta):
+        return 0
+    return lemma2_steps_proof_typo(c.kappa, c.D, delta)
+
+
+def corollary1_calls(n_tasks, L_F, gap, eps) -> float:
+    """iMAML Corollary 1 (upper bound): with M tasks, meta-gradients accurate to ε/2 and step
+    1/L_F, gradient descent on F from θ = 0 reaches ‖∇F(θ)‖ ≤ ε within
+    4·M·L_F·(F(0) − min F)/ε² calls to the meta-gradient routine."""
+    if int(n_tasks) != n_tasks or n_tasks < 1:
+        raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
+    return (4 * n_tasks * _positive("L_F", L_F) * _positive("gap", gap, allow_zero=True)
+            / _positive("eps", eps) ** 2)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """An a-posteriori bound on the exact-solve error of one computed meta-gradient (SPEC §5a).
+
+    bound: certified ‖g − dθL(Alg*(θ))‖ ≤ bound. delta, delta_prime, B: the certified δ, δ′ and
+    B at Alg*(θ) that went into Lemma 3's sharper form."""
+
+    bound: float
+    delta: float
+    delta_prime: float
+    B: float
+
+
+def aposteriori_bound(constants, *, stationarity, cg_residual, outer_grad_norm) -> Certificate:
+    """Lemma 3 made computable (SPEC §5a; upper bound, exact arithmetic):
+    δ ≤ ‖∇_φG(φ, θ)‖/μ, δ′ ≤ (λ/μ)‖r‖ with r = ∇L(φ) − (I + H(φ)/λ)g, B ≤ ‖∇L(φ)‖ + Lδ, then
+    the sharper Lemma 3 bound (λρB/μ² + λL/μ)δ + δ′. Needs μ, L, ρ, λ of ``constants`` only."""
+    c = constants
+    delta = _positive("stationarity", stationarity, allow_zero=True) / c.mu
+    delta_prime = c.lam / c.mu * _positive("cg_residual", cg_residual, allow_zero=True)
+    B = _positive("outer_grad_norm", outer_grad_norm, allow_zero=True) + c.L * delta
+    bound = (c.lam * c.rho * B / c.mu ** 2 + c.lam * c.L / c.mu) * delta + delta_prime
+    return Certificate(bound, delta, delta_prime, B)

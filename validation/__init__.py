@@ -1,0 +1,22 @@
+"""Input validation shared by ``theory`` and ``solvers``.
+
+A leaf package (it imports neither) so that the rule "solvers never see theory" holds while both
+reject bad input with the same clear, argument-naming errors.
+"""
+from validation._checks import (
+    check_array,
+    check_finite,
+    check_lam,
+    check_same_namespace,
+    check_symmetric_psd,
+    check_tolerances,
+)
+
+__all__ = [
+    "check_array",
+    "check_finite",
+    "check_lam",
+    "check_same_namespace",
+    "check_symmetric_psd",
+    "check_tolerances",
+]

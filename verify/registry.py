@@ -1,0 +1,64 @@
+"""The registry of claims: each claim is a function from a run context to check results.
+
+Claims register themselves with :func:`claim` when their module is imported; the command line
+(`imaml-verify`) and the tests read the same registry. Importing :mod:`verify.checks` imports
+every check module."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+__all__ = ["RunContext", "Claim", "CLAIMS", "claim", "all_claims"]
+
+
+@dataclass
+class RunContext:
+    """How a claim should run: ``quick`` selects a small grid (about a minute for everything);
+    ``array`` is 'numpy' or 'torch'; ``dtype`` 'float64' or 'float32'; ``device`` 'cpu'/'cuda'."""
+
+    seed: int = 0
+    quick: bool = False
+    dtype: str = "float64"
+    device: str = "cpu"
+    array: str = "numpy"
+    extra: dict = field(default_factory=dict)
+
+    def rng_seed(self, *salt: int) -> int:
+        """A deterministic seed for one instance of a sweep."""
+        import numpy as np
+
+        return int(np.random.SeedSequence([self.seed, *salt]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class Claim:
+    """name: short id; title; spec: SPEC section; statement: the claim in one or two lines;
+    loose: what the appendix gets loose or wrong here (None when nothing); run: the sweep."""
+
+    name: str
+    title: str
+    spec: str
+    statement: str
+    run: Callable
+    loose: str | None = None
+
+
+CLAIMS: dict[str, Claim] = {}
+
+
+def claim(name: str, *, title: str, spec: str, statement: str, loose: str | None = None):
+    """Decorator registering ``fn(ctx: RunContext) -> list[CheckResult]`` as a claim."""
+
+    def register(fn):
+        if name in CLAIMS:
+            raise ValueError(f"claim {name!r} is registered twice")
+        CLAIMS[name] = Claim(name, title, spec, statement, fn, loose)
+        return fn
+
+    return register
+
+
+def all_claims() -> dict[str, Claim]:
+    import verify.checks  # noqa: F401  (registers every claim)
+
+    return dict(CLAIMS)

@@ -1,0 +1,140 @@
+"""Task generators with planted answers (SPEC §2): spectra chosen so μ, β, κ are exact."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory.quadratic import QuadraticTask
+
+__all__ = ["TaskSpec", "planted_spectrum_task", "paper_synthetic_task", "to_array", "planted_spectrum"]
+
+QUERY_KINDS = ("shared", "reversed", "independent", "same")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that reproduces a generated task."""
+
+    dim: int
+    kappa: float
+    lam: float
+    seed: int
+    query: str = "shared"
+    spectrum: str = "uniform"
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def to_array(x: np.ndarray, *, array: str = "numpy", dtype: str = "float64", device: str = "cpu"):
+    """A float64 NumPy array as a NumPy array or torch tensor of the requested dtype/device."""
+    if array == "numpy":
+        if device != "cpu":
+            raise ValueError(f"device must be 'cpu' for NumPy arrays, got {device!r}")
+        return np.asarray(x, dtype=dtype)
+    if array == "torch":
+        import torch
+
+        return torch.as_tensor(np.asarray(x, dtype=np.float64)).to(
+            dtype=getattr(torch, dtype), device=device)
+    raise ValueError(f"array must be 'numpy' or 'torch', got {array!r}")
+
+
+def planted_spectrum(dim: int, kappa: float, lam: float, *, kind: str = "uniform",
+                     rng: np.random.Generator | None = None, floor: float = 0.0) -> np.ndarray:
+    """Eigenvalues s ≥ 0 (ascending) of A with (max s + λ)/(min s + λ) = κ exactly and both
+    ends present: min s = floor, max s = κ(floor + λ) − λ. ``kind``: 'uniform' (evenly spaced),
+    'log' (geometric in s + λ), 'endpoints' (only the two ends: 2 distinct eigenvalues),
+    'random' (interior drawn uniformly from ``rng``)."""
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim!r}")
+    if not (kappa >= 1 and math.isfinite(kappa)):
+        raise ValueError(f"kappa must be finite and >= 1, got {kappa!r}")
+    lo, hi = floor, kappa * (floor + lam) - lam
+    if dim == 1:
+        if kappa != 1:
+            raise ValueError("a 1-dimensional task has kappa = 1")
+        return np.array([lo])
+    if kind == "uniform":
+        s = np.linspace(lo, hi, dim)
+    elif kind == "log":
+        s = np.geomspace(lo + lam, hi + lam, dim) - lam
+    elif kind == "endpoints":
+        s = np.where(np.arange(dim) < dim // 2, lo, hi).astype(float)
+    elif kind == "random":
+        rng = rng if rng is not None else np.random.default_rng(0)
+        s = np.sort(np.concatenate([[lo, hi], rng.uniform(lo, hi, dim - 2)]))
+    else:
+        raise ValueError(f"kind must be uniform, log, endpoints or random, got {kind!r}")
+    s[0], s[-1] = lo, hi
+    return np.sort(s)
+
+
+def _orthogonal(rng, dim):
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    return q * np.sign(np.diag(r))
+
+
+def planted_spectrum_task(dim: int, kappa: float, lam: float, *, seed: int, query: str = "shared",
+                          spectrum: str = "uniform", query_scale: float = 1.0,
+                          array: str = "numpy", dtype: str = "float64", device: str = "cpu"):
+    """A quadratic task A = Q diag(s) Qᵀ whose G has condition number exactly κ.
+
+    ``query``: 'shared' (Aₜ has A's eigenvectors, eigenvalues in the same order), 'reversed'
+    (shared eigenvectors, Aₜ's top eigenvalue on A's bottom eigenvector: Lemma 3's worst case),
+    'independent' (Aₜ has its own random eigenvectors) or 'same' (the query loss is the inner
+    loss). Returns (task, spec)."""
+    if query not in QUERY_KINDS:
+        raise ValueError(f"query must be one of {QUERY_KINDS}, got {query!r}")
+    rng = np.random.default_rng(seed)
+    s = planted_spectrum(dim, kappa, lam, kind=spectrum, rng=rng)
+    Q = _orthogonal(rng, dim)
+    A = (Q * s) @ Q.T
+    b = rng.standard_normal(dim)
+    t = query_scale * np.sort(rng.uniform(0.1, 1.0, dim))
+    t[-1] = query_scale
+    if query == "same":
+        Aq, bq = A, b
+    elif query == "independent":
+        Q2 = _orthogonal(rng, dim)
+        Aq, bq = (Q2 * t) @ Q2.T, rng.standard_normal(dim)
+    else:
+        Aq, bq = (Q * (t if query == "shared" else t[::-1])) @ Q.T, rng.standard_normal(dim)
+    sym = lambda M: (M + M.T) / 2  # noqa: E731
+    arrays = [to_array(x, array=array, dtype=dtype, device=device) for x in (sym(A), b, sym(Aq), bq)]
+    return QuadraticTask(*arrays, lam), TaskSpec(dim, float(kappa), float(lam), int(seed), query, spectrum)
+
+
+def paper_synthetic_task(*, seed: int, fourier: bool = False, n_train: int = 200, n_query: int = 200,
+                         noise: float = 0.1, array: str = "numpy", dtype: str = "float64",
+                         device: str = "cpu"):
+    """The paper's synthetic setting (Appendix F.1): linear regression with x ∈ R⁵⁰, λ = 5,
+    κ = 50 (condition number of A + λI, so λmin(A) = 0 and λmax(A) = 245, SPEC §2).
+
+    Training inputs are planted so that A = XᵀX/n has exactly that spectrum (evenly spaced);
+    with ``fourier`` the eigenvectors are those of 50 random Fourier features cos(Wz + c) of
+    z ∈ R⁵ instead of random ones. Query inputs are fresh draws with covariance A. Targets are
+    y = xᵀw + noise with a task vector w ~ N(0, I/50). Returns (task, spec)."""
+    dim, lam, kappa = 50, 5.0, 50.0
+    rng = np.random.default_rng(seed)
+    s = planted_spectrum(dim, kappa, lam, kind="uniform")
+    if fourier:
+        Z = rng.standard_normal((n_train, 5))
+        feats = math.sqrt(2.0) * np.cos(Z @ rng.standard_normal((5, dim)) + rng.uniform(0, 2 * math.pi, dim))
+        U, _, Vt = np.linalg.svd(feats, full_matrices=False)
+    else:
+        U = _orthogonal(rng, n_train)[:, :dim]
+        Vt = _orthogonal(rng, dim).T
+    X = math.sqrt(n_train) * (U * np.sqrt(s)) @ Vt          # XᵀX/n = V diag(s) Vᵀ
+    w = rng.standard_normal(dim) / math.sqrt(dim)
+    y = X @ w + noise * rng.standard_normal(n_train)
+    Xq = rng.standard_normal((n_query, dim)) @ ((Vt.T * np.sqrt(s)) @ Vt)
+    yq = Xq @ w + noise * rng.standard_normal(n_query)
+    A, b = X.T @ X / n_train, -X.T @ y / n_train
+    Aq, bq = Xq.T @ Xq / n_query, -Xq.T @ yq / n_query
+    sym = lambda M: (M + M.T) / 2  # noqa: E731
+    arrays = [to_array(x, array=array, dtype=dtype, device=device) for x in (sym(A), b, sym(Aq), bq)]
+    spec = TaskSpec(dim, kappa, lam, int(seed), "independent", "fourier" if fourier else "uniform")
+    return QuadraticTask(*arrays, lam), spec
