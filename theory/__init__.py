@@ -5,6 +5,7 @@ from theory import bounds
 from theory.bounds import (
     Certificate,
     aposteriori_bound,
+    certify,
     cg_error_bound,
     corollary1_calls,
     lemma2_steps,
@@ -22,6 +23,7 @@ __all__ = [
     "Constants",
     "QuadraticTask",
     "aposteriori_bound",
+    "certify",
     "cg_error_bound",
     "corollary1_calls",
     "lemma2_steps",

@@ -24,6 +24,7 @@ __all__ = [
     "corollary1_calls",
     "Certificate",
     "aposteriori_bound",
+    "certify",
 ]
 
 
@@ -187,3 +188,11 @@ def aposteriori_bound(constants, *, stationarity, cg_residual, outer_grad_norm) 
     B = _positive("outer_grad_norm", outer_grad_norm, allow_zero=True) + c.L * delta
     bound = (c.lam * c.rho * B / c.mu ** 2 + c.lam * c.L / c.mu) * delta + delta_prime
     return Certificate(bound, delta, delta_prime, B)
+
+
+def certify(result, constants) -> Certificate:
+    """:func:`aposteriori_bound` for a meta-gradient result (anything with ``stationarity``,
+    ``cg_residual`` and ``outer_grad_norm``, e.g. ``solvers.MetaGradientResult``)."""
+    return aposteriori_bound(constants, stationarity=result.stationarity,
+                             cg_residual=result.cg_residual,
+                             outer_grad_norm=result.outer_grad_norm)

@@ -25,14 +25,19 @@ class QuadraticTask:
     ``curvature_bounds``) and the exact references solvers never call (``inner_solution``,
     ``jacobian``, ``meta_gradient``, ``constants``).
 
+    ``psd_rtol`` overrides the relative tolerance (default eps·d of the dtype) within which A
+    and Aₜ must be symmetric and positive semidefinite.
+
     Raises ValueError naming the argument for a non-symmetric or indefinite ``A``/``A_query``,
     λ ≤ 0, NaN/Inf, or mismatched shapes; TypeError for mixed libraries or dtypes.
     """
 
-    def __init__(self, A, b, A_query, b_query, lam):
+    def __init__(self, A, b, A_query, b_query, lam, *, psd_rtol=None):
         self.lam = check_lam(lam)
         check_array(A, "A", ndim=2)
-        rel = relative_tolerance(A.dtype, dim=max(A.shape[0], 1)) * 10
+        # symmetry / semidefiniteness are judged up to rounding of the data's own precision;
+        # a float64 copy of float32 data passes the float32 allowance as psd_rtol
+        rel = relative_tolerance(A.dtype, dim=max(A.shape[0], 1)) if psd_rtol is None else psd_rtol
         self._eig_A = check_symmetric_psd(A, "A", rel_tol=rel)
         d = A.shape[0]
         check_array(b, "b", ndim=1, like=A, shape=(d,))
@@ -94,10 +99,15 @@ class QuadraticTask:
         eye = xp.eye(self.dim, dtype=self.A.dtype, device=device(self.A))
         return self.lam * xp.linalg.solve(self._system(), eye)
 
+    def implicit_gradient(self, phi):
+        """(I + H(φ)/λ)⁻¹∇L(φ) = λ(A + λI)⁻¹∇L(φ): the exact solution of the CG system of
+        Algorithm 2 at a given (possibly approximate) φ (SPEC §4)."""
+        self._check_point(phi, "phi")
+        return self.lam * self._xp.linalg.solve(self._system(), self.outer_grad(phi))
+
     def meta_gradient(self, theta):
         """Exact dθ L(Alg*(θ)) = λ(A + λI)⁻¹(Aₜφ* + bₜ), φ* = Alg*(θ)."""
-        phi = self.inner_solution(theta)
-        return self.lam * self._xp.linalg.solve(self._system(), self.outer_grad(phi))
+        return self.implicit_gradient(self.inner_solution(theta))
 
     def constants(self, theta, radius: float | None = None, delta: float = 0.0) -> Constants:
         """Constants of Assumption 2 (SPEC §2), in float64.

@@ -8,7 +8,8 @@ import numpy as np
 
 from theory.quadratic import QuadraticTask
 
-__all__ = ["TaskSpec", "planted_spectrum_task", "paper_synthetic_task", "to_array", "planted_spectrum"]
+__all__ = ["TaskSpec", "planted_spectrum_task", "paper_synthetic_task", "to_array", "planted_spectrum",
+           "float64_twin", "bottom_eigenvector"]
 
 QUERY_KINDS = ("shared", "reversed", "independent", "same")
 
@@ -138,3 +139,21 @@ def paper_synthetic_task(*, seed: int, fourier: bool = False, n_train: int = 200
     arrays = [to_array(x, array=array, dtype=dtype, device=device) for x in (sym(A), b, sym(Aq), bq)]
     spec = TaskSpec(dim, kappa, lam, int(seed), "independent", "fourier" if fourier else "uniform")
     return QuadraticTask(*arrays, lam), spec
+
+
+def float64_twin(task: QuadraticTask) -> QuadraticTask:
+    """The same task (the same stored numbers) as float64 NumPy arrays: the exact reference for
+    float32 or torch runs. Data rounded to float32 may be indefinite by float32 rounding; the
+    twin accepts that (judged with the source dtype's tolerance) rather than altering the data."""
+    from theory._arrays import to_numpy64
+    from theory.tolerances import relative_tolerance
+
+    return QuadraticTask(*(to_numpy64(x) for x in (task.A, task.b, task.A_query, task.b_query)),
+                         task.lam, psd_rtol=relative_tolerance(task.A.dtype, dim=task.dim))
+
+
+def bottom_eigenvector(task: QuadraticTask) -> np.ndarray:
+    """A unit eigenvector of A for its smallest eigenvalue (float64)."""
+    from theory._arrays import to_numpy64
+
+    return np.linalg.eigh(to_numpy64(task.A))[1][:, 0]

@@ -1,0 +1,105 @@
+"""Conjugate gradient on the meta-gradient system (I + H(φ)/λ) g = ∇L(φ) (SPEC §4): the
+Chebyshev bound at every step, and finite termination within the number of distinct eigenvalues."""
+from __future__ import annotations
+
+import numpy as np
+
+from solvers import cg
+from theory.bounds import cg_error_bound
+from verify.checks._common import allowance, grid, make_instance, np64
+from verify.checks._result import compare
+from verify.registry import claim
+from verify.tasks import float64_twin, planted_spectrum_task, to_array
+
+SPEC = "SPEC §4"
+STATEMENT = "‖g_k − g*‖ ≤ 2√κ((√κ−1)/(√κ+1))^k ‖g₀ − g*‖ for every k (CG from g₀ = 0)"
+FT_STATEMENT = "CG reaches g* (to rounding) within as many steps as I + H/λ has distinct eigenvalues"
+
+
+def system_matvec(task, phi):
+    """v ↦ (I + H(φ)/λ) v through the task protocol."""
+    return lambda v: v + task.inner_hvp(phi, v) / task.lam
+
+
+def check_cg_bound(task, theta, *, steps=None, instance=None, matvec=None, norm="2"):
+    """Run CG on the system at φ = Alg*(θ) with history; measured = the step with the largest
+    error/bound ratio, judged against the Chebyshev bound there (``norm`` '2' or 'M').
+    ``matvec`` may plant a defective operator (the negative control)."""
+    twin = float64_twin(task)
+    phi = task.inner_solution(theta)
+    phi64 = np64(phi)
+    g_star = twin.implicit_gradient(phi64)
+    beta, mu = twin.curvature_bounds()
+    kappa, dim = beta / mu, phi64.shape[0]
+    steps = dim if steps is None else steps
+    res = cg(matvec or system_matvec(task, phi), task.outer_grad(phi), max_steps=steps, rtol=0.0,
+             atol=0.0, history=True)
+    M = np.eye(dim) + np64(twin.A) / twin.lam
+
+    def size(e):
+        return float(np.sqrt(e @ M @ e)) if norm == "M" else float(np.linalg.norm(e))
+
+    e0 = size(g_star)
+    floor = allowance(str(phi.dtype).replace("torch.", ""), kappa, float(np.linalg.norm(g_star)), dim)
+    worst = None
+    for k, g in enumerate(res.history.iterates):
+        err, bound = size(np64(g) - g_star), cg_error_bound(kappa, k, e0, norm=norm)
+        if worst is None or err - bound > worst[1] - worst[2]:
+            worst = (k, err, bound)
+    k, err, bound = worst
+    return compare("cg-bound", SPEC, STATEMENT, err, bound, allowance=floor,
+                   instance=dict(instance or {}, norm=norm, step=k),
+                   details={"steps": res.steps, "kappa": kappa,
+                            "errors": [size(np64(g) - g_star) for g in res.history.iterates],
+                            "bounds": [cg_error_bound(kappa, j, e0, norm=norm)
+                                       for j in range(len(res.history.iterates))]})
+
+
+def check_finite_termination(task, theta, distinct, *, instance=None):
+    """After ``distinct`` CG steps the error is at rounding level (exact arithmetic: zero)."""
+    twin = float64_twin(task)
+    phi = task.inner_solution(theta)
+    g_star = twin.implicit_gradient(np64(phi))
+    beta, mu = twin.curvature_bounds()
+    res = cg(system_matvec(task, phi), task.outer_grad(phi), max_steps=distinct, rtol=0.0, atol=0.0)
+    err = float(np.linalg.norm(np64(res.x) - g_star))
+    floor = allowance(str(phi.dtype).replace("torch.", ""), beta / mu,
+                      float(np.linalg.norm(g_star)), g_star.shape[0])
+    return compare("cg-finite-termination", SPEC, FT_STATEMENT, err, floor,
+                   instance=dict(instance or {}, distinct_eigenvalues=distinct),
+                   details={"steps": res.steps, "status": res.status.value})
+
+
+@claim("cg-bound", title="CG: Chebyshev bound", spec=SPEC, statement=STATEMENT)
+def run(ctx):
+    results = []
+    for i, (d, kappa, lam, query) in enumerate(grid(ctx, queries=("shared", "independent"))):
+        task, _, theta, _, inst = make_instance(ctx, d, kappa, lam, query, i, spectrum="log")
+        for norm in ("2", "M"):
+            results.append(check_cg_bound(task, theta, instance=inst, norm=norm))
+    return results
+
+
+@claim("cg-finite-termination", title="CG: finite termination", spec=SPEC, statement=FT_STATEMENT)
+def run_finite_termination(ctx):
+    """Spectra with m distinct eigenvalues (A = Q diag(s) Qᵀ with s taking m values)."""
+    results = []
+    for dim in ((8, 30) if ctx.quick else (8, 30, 60)):
+        for m in (1, 2, 3, 5):
+            seed = ctx.rng_seed(dim, m)
+            task, spec = planted_spectrum_task(dim, 10.0, 1.0, seed=seed, query="independent")
+            rng = np.random.default_rng(seed)
+            levels = np.linspace(0.0, 9.0, m) if m > 1 else np.array([4.0])
+            s = levels[np.arange(dim) % m]
+            Q = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+            A = (Q * s) @ Q.T
+            conv = lambda x: to_array(x, array=ctx.array, dtype=ctx.dtype, device=ctx.device)  # noqa: E731
+            from theory.quadratic import QuadraticTask
+
+            task = QuadraticTask(conv((A + A.T) / 2), conv(rng.standard_normal(dim)),
+                                 conv(np64(task.A_query)), conv(np64(task.b_query)), 1.0)
+            theta = conv(rng.standard_normal(dim))
+            results.append(check_finite_termination(task, theta, m,
+                                                    instance=dict(dim=dim, seed=seed, array=ctx.array,
+                                                                  dtype=ctx.dtype)))
+    return results
