@@ -4,8 +4,10 @@
 solvers never imports theory or verify: an algorithm under test must not see the answer."""
 from solvers._result import History, NonFiniteIterate, SolverBreakdown, SolverResult, Status
 from solvers.cg import cg
+from solvers.first_order import fomaml_meta_gradient, reptile_direction
 from solvers.gradient_descent import gradient_descent
 from solvers.imaml import INNER_SOLVERS, MetaGradientResult, imaml_meta_gradient, inner_solve
+from solvers.maml import maml_meta_gradient, truncated_meta_gradient
 from solvers.nesterov import nesterov
 from solvers.newton_cg import newton_cg
 from solvers.protocol import TaskProtocol, check_task
@@ -21,9 +23,13 @@ __all__ = [
     "TaskProtocol",
     "cg",
     "check_task",
+    "fomaml_meta_gradient",
     "gradient_descent",
     "imaml_meta_gradient",
     "inner_solve",
+    "maml_meta_gradient",
     "nesterov",
     "newton_cg",
+    "reptile_direction",
+    "truncated_meta_gradient",
 ]

@@ -1,7 +1,7 @@
 """What is TRUE: closed-form references and the bounds of the iMAML appendix, as pure functions.
 
 theory imports neither solvers nor verify."""
-from theory import bounds
+from theory import bounds, maml
 from theory.bounds import (
     Certificate,
     aposteriori_bound,
@@ -14,6 +14,7 @@ from theory.bounds import (
     theorem2_steps,
 )
 from theory.constants import Constants
+from theory.logistic import LogisticTask
 from theory.quadratic import QuadraticTask
 from theory.tolerances import machine_epsilon, rounding_allowance
 
@@ -21,6 +22,7 @@ __all__ = [
     "bounds",
     "Certificate",
     "Constants",
+    "LogisticTask",
     "QuadraticTask",
     "aposteriori_bound",
     "certify",
@@ -30,6 +32,7 @@ __all__ = [
     "lemma3_bound",
     "lemma3_bound_sharp",
     "machine_epsilon",
+    "maml",
     "rounding_allowance",
     "theorem2_steps",
 ]

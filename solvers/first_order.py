@@ -1,0 +1,58 @@
+"""First-order MAML and Reptile (SPEC §7): meta-update directions that use no second-order
+information, written through the same inner solver as iMAML.
+
+- First-order MAML: g = ∇L(φ) at the approximate inner solution φ = Alg(θ). It IS iMAML's
+  Algorithm 2 with 0 CG steps started at g₀ = ∇L(φ); this module calls exactly that code.
+- Reptile: the direction θ − φ. At the exact inner solution it equals ∇L̂(φ)/λ (the first-order
+  direction of the *inner* loss, divided by λ), not first-order MAML's ∇L(φ)/λ unless L = L̂.
+"""
+from __future__ import annotations
+
+from solvers._common import array_namespace, norm
+from solvers.imaml import MetaGradientResult, implicit_gradient_at, inner_solve
+
+__all__ = ["fomaml_meta_gradient", "reptile_direction"]
+
+
+def fomaml_meta_gradient(task, theta, *, inner_steps, inner="nesterov", warm_start="theta",
+                         inner_step_size=None, inner_momentum=None, newton_cg_steps=5,
+                         history=False) -> MetaGradientResult:
+    """First-order MAML: g = ∇L(φ) with φ from :func:`solvers.inner_solve` (same options as
+    :func:`solvers.imaml_meta_gradient`). Computed as iMAML with ``cg_steps=0`` and
+    ``cg_start='gradient'`` (SPEC §4, §7), so ``result.cg`` is CG's 0-step result and
+    ``cg_residual`` the implicit system's residual at g. Method 'fomaml'."""
+    inner_result = inner_solve(task, theta, inner_steps=inner_steps, inner=inner,
+                               warm_start=warm_start, inner_step_size=inner_step_size,
+                               inner_momentum=inner_momentum, newton_cg_steps=newton_cg_steps,
+                               history=history)
+    return implicit_gradient_at(task, theta, inner_result, cg_steps=0, cg_start="gradient",
+                                history=history, method="fomaml")
+
+
+def reptile_direction(task, theta, *, inner_steps, inner="nesterov", warm_start="theta",
+                      inner_step_size=None, inner_momentum=None, newton_cg_steps=5,
+                      history=False) -> MetaGradientResult:
+    """Reptile's meta-update direction θ − φ with φ from :func:`solvers.inner_solve` (same
+    options as :func:`solvers.imaml_meta_gradient`). Method 'reptile'; ``gradient`` holds
+    θ − φ (a descent-like direction in the units of θ, not of a gradient: λ(θ − φ) compares
+    with a gradient). ``cg`` is None; ``cg_residual`` is the implicit system's residual
+    ‖∇L(φ) − (I + H(φ)/λ)λ(θ − φ)‖ and ``outer_grad_norm`` ‖∇L(φ)‖ (diagnostics, not counted
+    as work: ``evaluations`` has the inner solver's gradients only)."""
+    inner_result = inner_solve(task, theta, inner_steps=inner_steps, inner=inner,
+                               warm_start=warm_start, inner_step_size=inner_step_size,
+                               inner_momentum=inner_momentum, newton_cg_steps=newton_cg_steps,
+                               history=history)
+    xp = array_namespace(theta)
+    lam = float(task.lam)
+    phi = inner_result.x
+    direction = theta - phi
+    v = task.outer_grad(phi)
+    scaled = lam * direction
+    residual = v - scaled - task.inner_hvp(phi, scaled) / lam
+    evals = {"inner_grad": inner_result.steps, "hvp": inner_result.evaluations.get("hvp", 0),
+             "outer_grad": 0}
+    return MetaGradientResult(
+        gradient=direction, phi=phi, inner=inner_result, cg=None,
+        stationarity=float(norm(xp, task.inner_grad(phi) + lam * (phi - theta))),
+        cg_residual=float(norm(xp, residual)), outer_grad_norm=float(norm(xp, v)),
+        evaluations=evals, method="reptile")

@@ -1,0 +1,136 @@
+"""MAML and truncated backpropagation in closed form on quadratic tasks (SPEC §7), and MAML's
+exact-solve error bound on any task of Assumption 2 (ρ ≥ 0).
+
+MAML runs K steps of gradient descent on G(·, θ) from φ₀ = θ with step α,
+φₖ₊₁ = φₖ − α(∇L̂(φₖ) + λ(φₖ − θ)), and returns J_Kᵀ∇L(φ_K) with J_K = dφ_K/dθ. On a quadratic
+task, with C = A + λI and P = I − αC:
+
+    φ_K − φ* = P^K (θ − φ*),        J_K = P^K + λC⁻¹(I − P^K).
+
+Truncated backpropagation through the last T steps treats φ_{K−T} as a constant (for T < K):
+J^(T) = λC⁻¹(I − P^T); for T = K it is MAML's J_K.
+
+Every function here works in float64 NumPy (the truth is computed once, exactly) and returns
+float64 NumPy arrays whatever the task's array type.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from theory._arrays import to_numpy64
+
+__all__ = [
+    "maml_iterate",
+    "maml_jacobian",
+    "maml_meta_gradient",
+    "maml_contraction",
+    "maml_exact_solve_error_bound",
+    "truncated_jacobian",
+    "truncated_meta_gradient",
+]
+
+
+def _count(name, value):
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _quadratic(task, step_size):
+    """(A, λ, C, P) in float64 for a quadratic task; α must be finite and > 0."""
+    a = float(step_size)
+    if not (math.isfinite(a) and a > 0):
+        raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
+    for attr in ("A", "b", "A_query", "b_query"):
+        if not hasattr(task, attr):
+            raise TypeError(f"task must be a quadratic task (theory.QuadraticTask), it has no {attr}")
+    A = to_numpy64(task.A)
+    A = (A + A.T) / 2
+    lam = float(task.lam)
+    C = A + lam * np.eye(A.shape[0])
+    return A, lam, C, np.eye(A.shape[0]) - a * C
+
+
+def maml_contraction(task, step_size) -> float:
+    """‖P‖ = ‖I − α(A + λI)‖ = max |1 − α(s + λ)| over the eigenvalues s of A: the factor by
+    which each step contracts φₖ − φ* and J_k − J* (< 1 iff 0 < α < 2/β)."""
+    _, lam, C, _ = _quadratic(task, step_size)
+    eig = np.linalg.eigvalsh(C)
+    return float(max(abs(1 - float(step_size) * eig[0]), abs(1 - float(step_size) * eig[-1])))
+
+
+def maml_iterate(task, theta, step_size, inner_steps) -> np.ndarray:
+    """φ_K = φ* + P^K(θ − φ*) (exact K-step gradient descent from φ₀ = θ)."""
+    K = _count("inner_steps", inner_steps)
+    A, lam, C, P = _quadratic(task, step_size)
+    theta = to_numpy64(theta)
+    phi_star = np.linalg.solve(C, lam * theta - to_numpy64(task.b))
+    return phi_star + np.linalg.matrix_power(P, K) @ (theta - phi_star)
+
+
+def maml_jacobian(task, step_size, inner_steps) -> np.ndarray:
+    """MAML's Jacobian J_K = P^K + λC⁻¹(I − P^K) (SPEC §7; exact, independent of θ). It solves
+    J_{k+1} = (I − αC)J_k + αλI, J₀ = I."""
+    K = _count("inner_steps", inner_steps)
+    A, lam, C, P = _quadratic(task, step_size)
+    PK = np.linalg.matrix_power(P, K)
+    return PK + lam * np.linalg.solve(C, np.eye(A.shape[0]) - PK)
+
+
+def truncated_jacobian(task, step_size, inner_steps, backprop_steps) -> np.ndarray:
+    """Truncated backpropagation's Jacobian: λC⁻¹(I − P^T) for T < K (J_{K−T} = 0), and MAML's
+    J_K for T = K."""
+    K, T = _count("inner_steps", inner_steps), _count("backprop_steps", backprop_steps)
+    if T > K:
+        raise ValueError(f"backprop_steps must be <= inner_steps = {K}, got {T}")
+    if T == K:
+        return maml_jacobian(task, step_size, K)
+    A, lam, C, P = _quadratic(task, step_size)
+    return lam * np.linalg.solve(C, np.eye(A.shape[0]) - np.linalg.matrix_power(P, T))
+
+
+def _outer_grad64(task, phi):
+    return to_numpy64(task.A_query) @ phi + to_numpy64(task.b_query)
+
+
+def maml_meta_gradient(task, theta, step_size, inner_steps) -> np.ndarray:
+    """MAML's meta-gradient J_Kᵀ∇L(φ_K) in closed form (what autograd must reproduce)."""
+    phi = maml_iterate(task, theta, step_size, inner_steps)
+    return maml_jacobian(task, step_size, inner_steps).T @ _outer_grad64(task, phi)
+
+
+def truncated_meta_gradient(task, theta, step_size, inner_steps, backprop_steps) -> np.ndarray:
+    """Truncated backpropagation's meta-gradient J^(T)ᵀ∇L(φ_K) in closed form."""
+    phi = maml_iterate(task, theta, step_size, inner_steps)
+    J = truncated_jacobian(task, step_size, inner_steps, backprop_steps)
+    return J.T @ _outer_grad64(task, phi)
+
+
+def maml_exact_solve_error_bound(constants, *, step_size, inner_steps, initial_distance,
+                                 outer_grad_norm) -> float:
+    """Upper bound on MAML's exact-solve error ‖J_Kᵀ∇L(φ_K) − dθL(Alg*(θ))‖ (SPEC §7, §8).
+
+    Assumption 2 constants (β, μ, L, ρ, λ), 0 < α ≤ 1/β so that q = 1 − αμ bounds every step's
+    contraction ‖I − α(Hₖ + λI)‖; ``initial_distance`` = ‖θ − Alg*(θ)‖ and ``outer_grad_norm``
+    = ‖∇L(φ_K)‖. With Eₖ = Jₖ − J*, J* = λ(H(φ*) + λI)⁻¹, the recursion gives
+    Eₖ₊₁ = (I − α(Hₖ + λI))Eₖ + α(H(φ*) − Hₖ)J*, so
+
+        ‖E_K‖ ≤ q^K (1 − λ/β) + K α ρ (λ/μ) q^(K−1) ‖θ − φ*‖,   ‖φ_K − φ*‖ ≤ q^K ‖θ − φ*‖,
+        error ≤ ‖E_K‖ ‖∇L(φ_K)‖ + (λ/μ) L q^K ‖θ − φ*‖.
+
+    (‖I − J*‖ = ‖H(H + λI)⁻¹‖ ≤ 1 − λ/β.) On quadratic tasks ρ = 0 and it decays exactly like
+    ‖P‖^K = q^K for α ≤ 1/β. Raises ValueError if α > 1/β (the contraction factor is then not 1 − αμ)."""
+    c = constants
+    a = float(step_size)
+    if not (math.isfinite(a) and 0 < a <= 1.0 / c.beta * (1 + 1e-12)):
+        raise ValueError(f"step_size must be in (0, 1/beta] = (0, {1 / c.beta:.6g}], got {step_size!r}")
+    K = _count("inner_steps", inner_steps)
+    q = 1.0 - a * c.mu
+    r = float(initial_distance)
+    if not (math.isfinite(r) and r >= 0):
+        raise ValueError(f"initial_distance must be finite and >= 0, got {initial_distance!r}")
+    jac_err = q ** K * (1 - c.lam / c.beta) + (K * a * c.rho * (c.lam / c.mu) * q ** (K - 1) * r
+                                                if K else 0.0)
+    return jac_err * float(outer_grad_norm) + (c.lam / c.mu) * c.L * q ** K * r
