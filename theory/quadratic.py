@@ -25,7 +25,7 @@ class QuadraticTask:
     ``curvature_bounds``) and the exact references solvers never call (``inner_solution``,
     ``jacobian``, ``meta_gradient``, ``constants``).
 
-    ``psd_rtol`` overrides the relative tolerance (default eps·d of the dtype) within which A
+    ``psd_rtol`` overrides the relative tolerance (default eps·d² of the dtype) within which A
     and Aₜ must be symmetric and positive semidefinite.
 
     Raises ValueError naming the argument for a non-symmetric or indefinite ``A``/``A_query``,
@@ -35,9 +35,12 @@ class QuadraticTask:
     def __init__(self, A, b, A_query, b_query, lam, *, psd_rtol=None):
         self.lam = check_lam(lam)
         check_array(A, "A", ndim=2)
-        # symmetry / semidefiniteness are judged up to rounding of the data's own precision;
-        # a float64 copy of float32 data passes the float32 allowance as psd_rtol
-        rel = relative_tolerance(A.dtype, dim=max(A.shape[0], 1)) if psd_rtol is None else psd_rtol
+        # symmetry / semidefiniteness are judged up to rounding of the data's own precision:
+        # forming a d×d matrix from d×d factors (Q diag(s) Qᵀ, XᵀX/n) perturbs its spectrum by
+        # about d²·eps·‖A‖. A float64 copy of float32 data passes the float32 value as psd_rtol.
+        d = max(A.shape[0], 1)
+        rel = relative_tolerance(A.dtype, dim=d * d) if psd_rtol is None else float(psd_rtol)
+        self.psd_rtol = rel
         self._eig_A = check_symmetric_psd(A, "A", rel_tol=rel)
         d = A.shape[0]
         check_array(b, "b", ndim=1, like=A, shape=(d,))

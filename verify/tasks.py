@@ -69,6 +69,7 @@ def planted_spectrum(dim: int, kappa: float, lam: float, *, kind: str = "uniform
         s = np.sort(np.concatenate([[lo, hi], rng.uniform(lo, hi, dim - 2)]))
     else:
         raise ValueError(f"kind must be uniform, log, endpoints or random, got {kind!r}")
+    s = np.clip(s, lo, hi)  # geomspace(λ, λ) − λ is not exactly 0: keep s inside [lo, hi]
     s[0], s[-1] = lo, hi
     return np.sort(s)
 
@@ -146,10 +147,9 @@ def float64_twin(task: QuadraticTask) -> QuadraticTask:
     float32 or torch runs. Data rounded to float32 may be indefinite by float32 rounding; the
     twin accepts that (judged with the source dtype's tolerance) rather than altering the data."""
     from theory._arrays import to_numpy64
-    from theory.tolerances import relative_tolerance
 
     return QuadraticTask(*(to_numpy64(x) for x in (task.A, task.b, task.A_query, task.b_query)),
-                         task.lam, psd_rtol=relative_tolerance(task.A.dtype, dim=task.dim))
+                         task.lam, psd_rtol=task.psd_rtol)
 
 
 def bottom_eigenvector(task: QuadraticTask) -> np.ndarray:

@@ -17,20 +17,20 @@ LOOSE = ("The proof's factor 2 on the ρ term is not needed: (λρB/μ² + λL/�
          "condition on δ (SPEC §5); for quadratic tasks ρ = 0 and both forms coincide.")
 
 
-def judge(twin, theta64, phi64, g64, *, instance=None, details=None):
+def judge(twin, theta64, phi64, g64, *, instance=None, details=None, bound=lemma3_bound):
     """Measure δ, δ′ and the exact-solve error of (φ, g) in float64 against ``twin`` (a float64
     reference task with exact references) and compare with Lemma 3 as stated; the sharper
-    form is reported in ``details``."""
+    form is reported in ``details``. ``bound`` may plant a defective bound (negative control)."""
     phi_star = twin.inner_solution(theta64)
     delta = float(np.linalg.norm(phi64 - phi_star))
     delta_prime = float(np.linalg.norm(g64 - twin.implicit_gradient(phi64)))
     g_exact = twin.meta_gradient(theta64)
     err = float(np.linalg.norm(g64 - g_exact))
     c = twin.constants(theta64)
-    bound = lemma3_bound(c, delta, delta_prime)
+    value = bound(c, delta, delta_prime)
     floor = allowance("float64", c.kappa, float(np.linalg.norm(g_exact)) + c.lam * c.L / c.mu * delta,
                       phi64.shape[0])
-    return compare("lemma3", SPEC, STATEMENT, err, bound, allowance=floor, instance=instance,
+    return compare("lemma3", SPEC, STATEMENT, err, value, allowance=floor, instance=instance,
                    details=dict(details or {}, delta=delta, delta_prime=delta_prime,
                                 bound_sharp=lemma3_bound_sharp(c, delta, delta_prime)))
 

@@ -24,9 +24,12 @@ LOOSE = ("The proof writes 2 log(2κD/δ) for the inner count, without the √κ
 
 
 def theorem2_constants(twin, theta64, eps):
-    """Instance constants with B valid within δ = ε/(2B₁) of Alg*(θ), as the proof needs."""
+    """Instance constants with B valid within δ = ε/(2B₁) of Alg*(θ), as the proof needs.
+    (B₁ = 0, i.e. L = ρ = 0: the meta-gradient does not depend on φ and any φ will do.)"""
     c0 = twin.constants(theta64)
-    delta = eps / (2 * lemma3_B1(c0)) if lemma3_B1(c0) > 0 else 0.0
+    if lemma3_B1(c0) == 0:
+        return c0, float("inf")
+    delta = eps / (2 * lemma3_B1(c0))
     return twin.constants(theta64, delta=delta), delta
 
 
