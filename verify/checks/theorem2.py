@@ -36,14 +36,13 @@ def theorem2_constants(twin, theta64, eps):
 def steps_needed(task, theta, eps, c, delta, t_inner):
     """The proof's decomposition, measured: the fewest Nesterov steps (from 0) reaching
     ‖φ − Alg*(θ)‖ ≤ δ, and the fewest CG steps (at the φ of T_inner steps) reaching
-    ‖g − (I + H(φ)/λ)⁻¹∇L(φ)‖ ≤ ε/2."""
+    ‖g − (I + H(φ)/λ)⁻¹∇L(φ)‖ ≤ ε/2. Searched up to T_inner (None: not reached by then)."""
     twin = float64_twin(task)
     theta64 = np64(theta)
     phi_star = twin.inner_solution(theta64)
-    cap = max(4 * t_inner, 50)
-    res = inner_solve(task, theta, inner_steps=cap, warm_start="zero", history=True)
+    res = inner_solve(task, theta, inner_steps=t_inner, warm_start="zero", history=True)
     inner_needed = steps_to_reach(res.history.iterates, phi_star, delta)
-    phi = inner_solve(task, theta, inner_steps=t_inner, warm_start="zero").x
+    phi = res.x
     target = twin.implicit_gradient(np64(phi))
     lam = task.lam
     cg_res = cg(lambda v: v + task.inner_hvp(phi, v) / lam, task.outer_grad(phi),
