@@ -19,7 +19,12 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
     If CG meets non-positive curvature at its first step the direction falls back to −∇f(x);
     later, the last CG iterate (a descent direction) is used. Stops early when
     ‖∇f(x)‖ ≤ max(atol, rtol‖∇f(x₀)‖) (CONVERGED), or when the line search finds no decrease in
-    ``max_backtracks`` halvings (STALLED: rounding level). ``steps`` counts Newton iterations.
+    ``max_backtracks`` halvings (STALLED: rounding level). Where f(trial) is within √eps·|f(x)|
+    of f(x), i.e. f's values cannot resolve the decrease, a step is also accepted by the
+    derivative test ∇f(trial)·d ≤ (2·armijo − 1)∇f(x)·d (Hager–Zhang's approximate Armijo
+    condition; one more gradient evaluation, reused as the next gradient when accepted), so the
+    iteration reaches the rounding level of x rather than stalling at ‖∇f‖ ~ √eps.
+    ``steps`` counts Newton iterations.
     """
     xp, oracle, rtol, atol, max_steps = prepare(grad, x0, rtol, atol, max_steps)
     if x0.ndim != 1:
@@ -32,6 +37,8 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
         counts["objective"] += 1
         return float(objective(x))
 
+    # relative change of f below which f's values are rounding noise (Hager & Zhang's ε_k)
+    f_resolution = float(xp.finfo(x0.dtype).eps) ** 0.5
     rec = History() if history else None
     x, tol, status, steps = x0, None, Status.MAX_STEPS, 0
     g = oracle(x)
@@ -54,17 +61,26 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
         counts["hvp"] += inner.evaluations["matvec"]
         direction = inner.x if inner.steps > 0 else -g
         slope = float(dot(xp, g, direction))
-        f0, t = f(x), 1.0
+        f0, t, g_trial = f(x), 1.0, None
         for _ in range(max_backtracks):
             trial = x + t * direction
-            if f(trial) <= f0 + armijo * t * slope:
+            f_trial = f(trial)
+            if f_trial <= f0 + armijo * t * slope:
                 break
+            if f_trial <= f0 + f_resolution * abs(f0):
+                # f cannot resolve a decrease this small (‖∇f‖ near √eps): judge the step by
+                # the directional derivative instead, the approximate Armijo condition of
+                # Hager & Zhang (SIAM J. Optim. 16, 2005), exact for quadratics
+                g_trial = oracle(trial)
+                if float(dot(xp, g_trial, direction)) <= (2 * armijo - 1) * slope:
+                    break
+                g_trial = None
             t *= backtrack
         else:
             status = Status.STALLED
             break
         x = guard_finite(xp, trial, "the Newton-CG iterate", steps + 1)
         steps += 1
-        g = oracle(x)
+        g = oracle(x) if g_trial is None else g_trial
     return SolverResult(x=x, steps=steps, residual_norm=gnorm, status=status,
                         evaluations={"grad": oracle.count, **counts}, history=rec)
