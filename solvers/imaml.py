@@ -12,7 +12,7 @@ from solvers.gradient_descent import gradient_descent
 from solvers.nesterov import nesterov
 from solvers.newton_cg import newton_cg
 from solvers.protocol import check_task
-from validation import check_array
+from validation import check_array, check_steps
 
 __all__ = ["imaml_meta_gradient", "MetaGradientResult", "inner_solve", "INNER_SOLVERS"]
 
@@ -63,6 +63,8 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
     step 1/β) or 'newton_cg' (``inner_steps`` Newton iterations of ``newton_cg_steps`` CG steps)."""
     check_task(task)
     check_array(theta, "theta", ndim=1)
+    if inner_steps is not None or not (rtol or atol):
+        check_steps(inner_steps, "inner_steps")
     if inner not in INNER_SOLVERS:
         raise ValueError(f"inner must be one of {INNER_SOLVERS}, got {inner!r}")
     if warm_start not in ("theta", "zero"):
@@ -76,6 +78,7 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
     phi0 = theta if warm_start == "theta" else xp.zeros_like(theta)
     common = dict(max_steps=inner_steps, rtol=rtol, atol=atol, history=history)
     if inner == "newton_cg":
+        check_steps(newton_cg_steps, "newton_cg_steps")
         return newton_cg(lambda p: task.inner_loss(p) + 0.5 * lam * xp.sum((p - theta) ** 2),
                          grad_G, lambda p, v: task.inner_hvp(p, v) + lam * v, phi0,
                          cg_steps=newton_cg_steps, **common)
@@ -98,6 +101,7 @@ def imaml_meta_gradient(task, theta, *, inner_steps, cg_steps, inner="nesterov",
     """
     if cg_start not in ("zero", "gradient"):
         raise ValueError(f"cg_start must be 'zero' or 'gradient', got {cg_start!r}")
+    check_steps(cg_steps, "cg_steps")
     inner_result = inner_solve(task, theta, inner_steps=inner_steps, inner=inner,
                                warm_start=warm_start, inner_step_size=inner_step_size,
                                inner_momentum=inner_momentum, newton_cg_steps=newton_cg_steps,
@@ -109,6 +113,7 @@ def imaml_meta_gradient(task, theta, *, inner_steps, cg_steps, inner="nesterov",
 def implicit_gradient_at(task, theta, inner_result, *, cg_steps, cg_start="zero",
                          history=False, on_breakdown="raise", method="imaml"):
     """The CG half of Algorithm 2 at a given inner result (shared by first-order MAML)."""
+    check_steps(cg_steps, "cg_steps")
     xp = array_namespace(theta)
     lam = float(task.lam)
     phi = inner_result.x

@@ -5,6 +5,7 @@ from solvers._common import check_callback_output, dot, guard_finite, norm
 from solvers._optimizer import GradientOracle, prepare
 from solvers._result import History, SolverResult, Status
 from solvers.cg import cg
+from validation import check_steps
 
 __all__ = ["newton_cg"]
 
@@ -29,6 +30,7 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
     xp, oracle, rtol, atol, max_steps = prepare(grad, x0, rtol, atol, max_steps)
     if x0.ndim != 1:
         raise ValueError(f"x0 must be a vector for newton_cg, got shape {tuple(x0.shape)}")
+    cg_steps = check_steps(cg_steps, "cg_steps")
     if not (0 < armijo < 1 and 0 < backtrack < 1):
         raise ValueError(f"need 0 < armijo < 1 and 0 < backtrack < 1, got {armijo!r}, {backtrack!r}")
     counts = {"objective": 0, "hvp": 0}

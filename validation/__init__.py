@@ -8,6 +8,7 @@ from validation._checks import (
     check_finite,
     check_lam,
     check_same_namespace,
+    check_steps,
     check_symmetric_psd,
     check_tolerances,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "check_finite",
     "check_lam",
     "check_same_namespace",
+    "check_steps",
     "check_symmetric_psd",
     "check_tolerances",
 ]

@@ -88,9 +88,19 @@ def check_tolerances(rtol, atol, max_steps) -> tuple[float, float, int | None]:
             raise ValueError(f"{label} must be finite and >= 0, got {value!r}")
         out.append(v)
     if max_steps is not None:
-        if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 0:
-            raise ValueError(f"max_steps must be a non-negative integer or None, got {max_steps!r}")
-        max_steps = int(max_steps)
+        max_steps = check_steps(max_steps, "max_steps")
     elif out[0] == 0.0 and out[1] == 0.0:
         raise ValueError("no stopping rule: give max_steps, or rtol > 0 or atol > 0")
     return out[0], out[1], max_steps
+
+
+def check_steps(steps, name: str) -> int:
+    """A step count (``max_steps``, ``cg_steps``, ``inner_steps``...) must be a non-negative
+    integer; the error names the argument the caller passed."""
+    try:
+        ok = not isinstance(steps, bool) and int(steps) == steps and steps >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a non-negative integer, got {steps!r}")
+    return int(steps)
