@@ -1,0 +1,125 @@
+"""The figures are drawn from the numbers stored in results.json (checked on the artists'
+data, not on pixels), with labelled axes and log scales, and their data says what the captions
+claim. Uses the session's one quick run (tests/_quick_run.py)."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from _quick_run import quick_run
+
+from verify import figures
+
+DRAWN = [f for f in figures.FIGURES]
+LOG_AXES = {"fig1": "y", "fig2": "y", "fig3": "xy", "fig4": "xy", "fig5": "xy", "fig6": "x",
+            "fig7": "y"}
+
+
+def _positive_pairs(x, y):
+    """What a log-scale plot can show: the pairs whose y is a positive number."""
+    if not isinstance(x, list):
+        x = [x] * len(y)
+    return [(a, b) for a, b in zip(x, y) if b is not None and b > 0]
+
+
+def tagged_series(fig):
+    """(gid, plotted x, plotted y) for every artist tagged with its data path."""
+    out = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if line.get_gid():
+                out.append((line.get_gid(), list(line.get_xdata()), list(line.get_ydata())))
+        for coll in ax.collections:
+            if coll.get_gid():
+                xy = coll.get_offsets()
+                out.append((coll.get_gid(), list(xy[:, 0]), list(xy[:, 1])))
+    return out
+
+
+def mismatches(fig, data) -> list[str]:
+    """Tagged series whose plotted numbers differ from the data at their paths."""
+    bad = []
+    for gid, px, py in tagged_series(fig):
+        paths = dict(part.split(":", 1) for part in gid.split("|"))
+        if "y" in paths:
+            want = _positive_pairs(figures.resolve(data, paths["x"]),
+                                   figures.resolve(data, paths["y"]))
+            got = list(zip(px, py))
+        else:                              # strip plot: only x carries data (y is jitter)
+            want = [v for v in figures.resolve(data, paths["x"])]
+            got = px
+        if not np.array_equal(np.asarray(got, dtype=float), np.asarray(want, dtype=float)):
+            bad.append(gid)
+    return bad
+
+
+def _drawn(fig_id):
+    _, out, doc, _ = quick_run()
+    entry = doc["figures"][fig_id]
+    if entry["status"] == "skipped":
+        pytest.skip(f"{fig_id} skipped in this environment: {entry['reason']}")
+    assert entry["status"] == "drawn", entry["reason"]
+    return out, entry
+
+
+@pytest.mark.parametrize("fig_id", DRAWN)
+def test_figure_is_drawn_from_the_stored_numbers(fig_id):
+    out, entry = _drawn(fig_id)
+    for rel in entry["files"]:
+        head = (out / rel).read_bytes()[:8]
+        assert head.startswith(b"\x89PNG") if rel.endswith(".png") else b"<svg" in (out / rel).read_bytes()[:2000]
+    fig = figures.draw(fig_id, entry["data"])
+    series = tagged_series(fig)
+    assert series, "no plotted series is tagged with its data"
+    assert all(len(x) > 0 for _, x, _ in series)
+    assert mismatches(fig, entry["data"]) == []
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+        for axis in LOG_AXES[fig_id]:
+            assert getattr(ax, f"get_{axis}scale")() == "log"
+    assert entry["caption"] == figures.caption(fig_id, entry["data"])
+
+
+@pytest.mark.parametrize("fig_id", DRAWN)
+def test_mismatch_detector_catches_altered_numbers(fig_id):
+    """Negative control of the test above: a figure drawn from other numbers is caught."""
+    _, entry = _drawn(fig_id)
+    altered = copy.deepcopy(entry["data"])
+    gid = tagged_series(figures.draw(fig_id, entry["data"]))[0][0]
+    paths = dict(part.split(":", 1) for part in gid.split("|"))
+    path = paths.get("y", paths["x"]).replace("*", "0", 1)    # first number of the series
+    if isinstance(figures.resolve(altered, path), list):
+        path += "/0"
+    parent, key = path.rsplit("/", 1)
+    node = figures.resolve(altered, parent)
+    node[int(key) if isinstance(node, list) else key] = 3 * node[int(key) if isinstance(node, list) else key] + 1
+    assert mismatches(figures.draw(fig_id, altered), entry["data"])
+
+
+def test_figure_data_agree_with_the_bounds_they_show():
+    """The numbers behind figures 1, 3 and 7 respect the bounds drawn beside them."""
+    _, _, doc, _ = quick_run()
+    fig1 = doc["figures"]["fig1"]["data"]
+    for c in fig1["curves"]:
+        assert c["violations"] == 0
+        assert all(e <= b + c["rounding_allowance"] for e, b in zip(c["relative_error"], c["bound"]))
+    for row in doc["figures"]["fig3"]["data"]["rows"]:
+        assert row["needed_inner"] <= row["T_inner"] and row["needed_cg"] <= row["T_cg"]
+        assert row["achieved_error"] <= row["eps"]
+    fig7 = doc["figures"]["fig7"]
+    if fig7["status"] == "drawn":
+        d = fig7["data"]
+        for pep, quad, implied in zip(d["pep"], d["quadratic"], d["lemma2_implied"]):
+            assert pep <= implied
+            assert quad <= pep   # quadratics are among the functions PEP maximizes over
+
+
+def test_render_formats():
+    fig = figures.draw("fig6", {"ratios": {"a": [0.5, 0.1], "b": [1.0]}})
+    assert figures.render(fig, "png").startswith(b"\x89PNG")
+    assert b"<svg" in figures.render(fig, "svg")[:2000]
+    with pytest.raises(ValueError, match="fmt"):
+        figures.render(fig, "jpeg")
+    with pytest.raises(KeyError, match="fig99"):
+        figures.lookup("fig99")

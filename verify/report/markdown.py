@@ -1,0 +1,154 @@
+"""REPORT.md, rendered from the results document alone (so it always says what results.json says)."""
+from __future__ import annotations
+
+import json
+
+__all__ = ["render_report", "summary_table", "fmt"]
+
+
+def fmt(x, digits=3) -> str:
+    """A number for a table: 3 significant digits, '—' for None, strings ('inf') as they are."""
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}g}"
+
+
+def _verdict(status: str) -> str:
+    return {"PASS": "PASS", "FAIL": "**FAIL**", "ERROR": "**ERROR**"}[status]
+
+
+def summary_table(doc) -> str:
+    """The summary table: one row per claim."""
+    lines = ["| claim | SPEC | instances | worst ratio | worst measured/(bound+allowance) | "
+             "weakest control | result |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for c in doc["claims"]:
+        control = "—" if c["weakest_control_ratio"] is None else f"{fmt(c['weakest_control_ratio'])} (> 1 needed)"
+        lines.append(f"| `{c['name']}` | {c['spec']} | {c['instances']} | {fmt(c['worst_ratio'])} | "
+                     f"{fmt(c['worst_ratio_with_allowance'])} | {control} | {_verdict(c['status'])} |")
+    return "\n".join(lines)
+
+
+def _json_inline(obj) -> str:
+    text = json.dumps(obj, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 600 else text[:600] + " …"
+
+
+def _check_line(c) -> str:
+    return (f"measured {fmt(c['measured'], 6)} {c['relation']} bound {fmt(c['bound'], 6)} "
+            f"(+ allowance {fmt(c['allowance'], 2)}), ratio {fmt(c['ratio'], 4)}, "
+            f"{'passed' if c['passed'] else '**failed**'}")
+
+
+def _claim_section(c) -> str:
+    out = [f"### `{c['name']}` — {c['title']}", "",
+           f"*SPEC {c['spec']}.* {c['statement']}", "",
+           f"- **Result:** {_verdict(c['status'])} — {c['instances']} instances "
+           f"({c['bound_checks']} bound checks, {c['controls']} negative controls), "
+           f"{c['failed']} failed, {fmt(c['elapsed_s'], 2)} s.",
+           f"- **Worst ratio measured/bound:** {fmt(c['worst_ratio'], 4)}"
+           + (f"; weakest negative control {fmt(c['weakest_control_ratio'], 4)} (must exceed 1)"
+              if c["weakest_control_ratio"] is not None else "") + "."]
+    w = c["worst"]
+    if w is not None:
+        out.append(f"- **{'Worst failing' if not w['passed'] else 'Worst'} instance:** {_check_line(w)}. "
+                   f"{w['statement']}")
+        out.append(f"  - instance: `{_json_inline(w['instance'])}`")
+        if w["details"]:
+            out.append(f"  - details: `{_json_inline(w['details'])}`")
+    if c["failed"]:
+        fails = [x for x in c["checks"] if not x["passed"]]
+        out.append(f"- **Failures ({len(fails)}):**")
+        for x in fails[:10]:
+            out.append(f"  - {_check_line(x)} on `{_json_inline(x['instance'])}`")
+        if len(fails) > 10:
+            out.append(f"  - … and {len(fails) - 10} more (results.json has all)")
+    if c["error"]:
+        out += ["- **Error:**", "", "```", c["error"].rstrip(), "```"]
+    if c["loose"]:
+        out.append(f"- **Loose in the appendix:** {c['loose']}")
+    return "\n".join(out)
+
+
+def _iteration_table(rows) -> str:
+    lines = ["| d | κ | target | Nesterov steps | Lemma 2 | ratio | GD steps | GD / Lemma 2 | "
+             "CG steps | CG bound | ratio |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['dim']} | {fmt(r['kappa'])} | {fmt(r['target'])} | {fmt(r['nesterov_steps'])} | "
+            f"{r['lemma2_steps']} | {fmt(r['nesterov_over_lemma2'], 2)} | {fmt(r['gd_steps'])} | "
+            f"{fmt(r['gd_over_lemma2'], 2)} | {fmt(r['cg_steps'])} | {r['cg_bound_steps']} | "
+            f"{fmt(r['cg_over_bound'], 2)} |")
+    return "\n".join(lines)
+
+
+def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
+    s = doc["summary"]
+    st = doc["settings"]
+    verdict = (f"**All {s['claims']} claims hold** ({s['checks']} checks)." if s["passed"] else
+               f"**{len(s['failed_claims'])} of {s['claims']} claims FAIL**: "
+               + ", ".join(f"`{n}`" for n in s["failed_claims"])
+               + f" ({s['failed_checks']} of {s['checks']} checks failed).")
+    pk = doc["environment"]["packages"]
+    out = [
+        "# imaml-verify report", "",
+        "Numerical verification of the appendix of *Meta-Learning with Implicit Gradients* "
+        "(Rajeswaran, Finn, Kakade, Levine, NeurIPS 2019) against the statements in SPEC.md.", "",
+        verdict, "",
+        f"- run: `{' '.join(doc['command'])}` — {'quick' if st['quick'] else 'full'} mode, seed "
+        f"{st['seed']}, {st['dtype']} on {st['array']}/{st['device']}, {fmt(doc['elapsed_s']['total'], 3)} s "
+        f"(claims {fmt(doc['elapsed_s']['claims'], 3)} s, figures {fmt(doc['elapsed_s']['figures'], 3)} s), "
+        f"{doc['created']}",
+        f"- versions: imaml-verify {doc['tool']['version']}, Python {doc['environment']['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in pk.items() if v and k != "imaml-verify")
+        + f"; {doc['environment']['cpu_count']} CPUs",
+        "- everything below is in `results.json` (schema: `results.schema.json`).", "",
+        "## Summary", "",
+        "Ratio = measured / bound. A bound check passes when measured ≤ bound + a rounding allowance "
+        "derived from the dtype, κ and the scale (theory.tolerances), i.e. when measured/(bound + "
+        "allowance) ≤ 1; a ratio of `inf` is an equality checked to rounding (bound 0). A negative "
+        "control passes when measured > bound (it shows the check can fail).", "",
+        summary_table(doc), "",
+    ]
+    if doc["figures"]:
+        out += ["## Figures", ""]
+        for i, f in enumerate(doc["figures"].values(), 1):
+            out += [f"### Figure {f['id'][3:]} — {f['title']}", ""]
+            if f["status"] == "drawn":
+                png = next(p for p in f["files"] if p.endswith(".png"))
+                svg = next((p for p in f["files"] if p.endswith(".svg")), None)
+                out += [f"![{f['title']}]({png})", "",
+                        f"*Figure {f['id'][3:]}.* {f['caption']}"
+                        + (f" ([SVG]({svg}))" if svg else ""), ""]
+            else:
+                out += [f"*Not drawn ({f['status']}):* {f['reason']}", ""]
+    if doc.get("iteration_counts"):
+        out += ["## Iteration counts: steps taken against the bounds", "",
+                "Planted quadratics (uniform spectrum, φ₀ = θ, λ = 1). Steps after which the error "
+                "stays below target × initial error (inner solvers: ‖φₖ − φ*‖; CG at the exact inner "
+                "solution: ‖gₖ − g*‖, from g₀ = 0) against Lemma 2's count and the smallest k with "
+                "2√κ qᵏ ≤ target. A ratio above 1 for gradient descent is the negative control: "
+                "without acceleration Lemma 2's count is not enough. `make bench` records the same "
+                "rows in pytest-benchmark's `extra_info`.", "",
+                _iteration_table(doc["iteration_counts"]["rows"]), ""]
+    out += ["## Claims", ""]
+    for c in doc["claims"]:
+        out += [_claim_section(c), ""]
+    loose = [c for c in doc["claims"] if c["loose"]]
+    if loose:
+        out += ["## Loose places of the appendix, as found", ""]
+        out += [f"- `{c['name']}` ({c['spec']}): {c['loose']}" for c in loose]
+        out.append("")
+    if fewshot_markdown:
+        out += [fewshot_markdown.rstrip(), ""]
+    out += ["## Reproduce", "", "```sh", f"imaml-verify run --seed {st['seed']}"
+            + (" --quick" if st["quick"] else "") + f" --dtype {st['dtype']} --device {st['device']}",
+            "```", ""]
+    return "\n".join(out)

@@ -1,0 +1,138 @@
+"""results.json: everything one run found, in the documented schema (results.schema.json)."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, is_dataclass
+from enum import Enum
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "jsonable", "claim_record", "environment",
+           "summary", "load_schema", "validate", "dumps"]
+
+SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
+SCHEMA_VERSION = 1
+PACKAGES = ("imaml-verify", "numpy", "scipy", "torch", "array-api-compat", "matplotlib",
+            "tqdm", "PEPit", "cvxpy", "clarabel")
+
+
+def jsonable(obj):
+    """Plain JSON data from results: NumPy/torch scalars and arrays become numbers and lists,
+    dataclasses and enums their fields and values, non-finite floats the strings 'inf'/'nan'."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, Enum):
+        return jsonable(obj.value)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [jsonable(v) for v in obj]
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(asdict(obj))
+    if hasattr(obj, "detach"):                       # torch tensor
+        obj = obj.detach().cpu().numpy()
+    if hasattr(obj, "tolist"):                       # NumPy array or scalar
+        return jsonable(obj.tolist())
+    if hasattr(obj, "item"):
+        return jsonable(obj.item())
+    return str(obj)
+
+
+def _margin(check) -> float:
+    """How close a check is to failing, on one scale (> 1 fails): ratio for an upper bound,
+    bound/measured for a negative control."""
+    r = check.ratio
+    if check.relation == "<=":
+        return r
+    return math.inf if r == 0 else 1.0 / r
+
+
+def _with_allowance(check) -> float:
+    """measured / (bound + allowance): how close an upper-bound check came to failing (> 1
+    fails). Finite where the plain ratio is not (equalities checked to rounding: bound 0)."""
+    edge = check.bound + check.allowance
+    if edge == 0:
+        return 0.0 if check.measured == 0 else math.inf
+    return check.measured / edge
+
+
+def claim_record(claim, results, *, elapsed_s: float, error: str | None = None) -> dict:
+    """The results.json record of one claim from its CheckResults (or the error it raised)."""
+    results = list(results or [])
+    bound_checks = [r for r in results if r.relation == "<="]
+    controls = [r for r in results if r.relation == ">"]
+    failed = [r for r in results if not r.passed]
+    if error is not None:
+        status = "ERROR"
+    elif failed or not results:
+        status = "FAIL"
+    else:
+        status = "PASS"
+    if failed:
+        worst = max(failed, key=_margin)
+    elif results:
+        worst = max(results, key=_margin)
+    else:
+        worst = None
+    return jsonable({
+        "name": claim.name, "title": claim.title, "spec": claim.spec,
+        "statement": claim.statement, "loose": claim.loose, "status": status,
+        "instances": len(results), "failed": len(failed),
+        "bound_checks": len(bound_checks), "controls": len(controls),
+        "worst_ratio": max((r.ratio for r in bound_checks), default=None),
+        "worst_ratio_with_allowance": max((_with_allowance(r) for r in bound_checks), default=None),
+        "weakest_control_ratio": min((r.ratio for r in controls), default=None),
+        "worst": worst.as_dict() if worst is not None else None,
+        "checks": [r.as_dict() for r in results],
+        "elapsed_s": float(elapsed_s),
+        "error": error if error is not None else ("no check ran" if not results else None),
+    })
+
+
+def summary(claim_records) -> dict:
+    failed = [c["name"] for c in claim_records if c["status"] != "PASS"]
+    return {"passed": not failed, "claims": len(claim_records), "failed_claims": failed,
+            "checks": sum(c["instances"] for c in claim_records),
+            "failed_checks": sum(c["failed"] for c in claim_records)}
+
+
+def _version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "packages": {p: _version(p) for p in PACKAGES}}
+
+
+def now_utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate(doc: dict) -> None:
+    """Raise jsonschema.ValidationError when ``doc`` does not follow results.schema.json."""
+    import jsonschema
+
+    jsonschema.validate(doc, load_schema())
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(jsonable(doc), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
