@@ -27,6 +27,7 @@ __all__ = [
     "maml_meta_gradient",
     "maml_contraction",
     "maml_exact_solve_error_bound",
+    "maml_jacobian_error_bound",
     "truncated_jacobian",
     "truncated_meta_gradient",
 ]
@@ -108,29 +109,48 @@ def truncated_meta_gradient(task, theta, step_size, inner_steps, backprop_steps)
     return J.T @ _outer_grad64(task, phi)
 
 
-def maml_exact_solve_error_bound(constants, *, step_size, inner_steps, initial_distance,
-                                 outer_grad_norm) -> float:
-    """Upper bound on MAML's exact-solve error ‖J_Kᵀ∇L(φ_K) − dθL(Alg*(θ))‖ (SPEC §7, §8).
-
-    Assumption 2 constants (β, μ, L, ρ, λ), 0 < α ≤ 1/β so that q = 1 − αμ bounds every step's
-    contraction ‖I − α(Hₖ + λI)‖; ``initial_distance`` = ‖θ − Alg*(θ)‖ and ``outer_grad_norm``
-    = ‖∇L(φ_K)‖. With Eₖ = Jₖ − J*, J* = λ(H(φ*) + λI)⁻¹, the recursion gives
-    Eₖ₊₁ = (I − α(Hₖ + λI))Eₖ + α(H(φ*) − Hₖ)J*, so
-
-        ‖E_K‖ ≤ q^K (1 − λ/β) + K α ρ (λ/μ) q^(K−1) ‖θ − φ*‖,   ‖φ_K − φ*‖ ≤ q^K ‖θ − φ*‖,
-        error ≤ ‖E_K‖ ‖∇L(φ_K)‖ + (λ/μ) L q^K ‖θ − φ*‖.
-
-    (‖I − J*‖ = ‖H(H + λI)⁻¹‖ ≤ 1 − λ/β.) On quadratic tasks ρ = 0 and it decays exactly like
-    ‖P‖^K = q^K for α ≤ 1/β. Raises ValueError if α > 1/β (the contraction factor is then not 1 − αμ)."""
-    c = constants
+def _check_alpha_r(constants, step_size, initial_distance):
     a = float(step_size)
-    if not (math.isfinite(a) and 0 < a <= 1.0 / c.beta * (1 + 1e-12)):
-        raise ValueError(f"step_size must be in (0, 1/beta] = (0, {1 / c.beta:.6g}], got {step_size!r}")
-    K = _count("inner_steps", inner_steps)
-    q = 1.0 - a * c.mu
+    if not (math.isfinite(a) and 0 < a <= 1.0 / constants.beta * (1 + 1e-12)):
+        raise ValueError(f"step_size must be in (0, 1/beta] = (0, {1 / constants.beta:.6g}], "
+                         f"got {step_size!r}")
     r = float(initial_distance)
     if not (math.isfinite(r) and r >= 0):
         raise ValueError(f"initial_distance must be finite and >= 0, got {initial_distance!r}")
-    jac_err = q ** K * (1 - c.lam / c.beta) + (K * a * c.rho * (c.lam / c.mu) * q ** (K - 1) * r
-                                                if K else 0.0)
-    return jac_err * float(outer_grad_norm) + (c.lam / c.mu) * c.L * q ** K * r
+    return a, r
+
+
+def maml_jacobian_error_bound(constants, *, step_size, inner_steps, initial_distance) -> float:
+    """Upper bound on ‖J_K − J*‖, J_K = dφ_K/dθ of K gradient steps on G(·, θ) from φ₀ = θ and
+    J* = dAlg*/dθ = λ(H(φ*) + λI)⁻¹ (Lemma 1), for any task of Assumption 2 and 0 < α ≤ 1/β.
+
+    With q = 1 − αμ (every step's ‖I − α(Hₖ + λI)‖ ≤ q and ‖φₖ − φ*‖ ≤ qᵏ‖θ − φ*‖) and
+    Eₖ = Jₖ − J*: Eₖ₊₁ = (I − α(Hₖ + λI))Eₖ + α(H(φ*) − Hₖ)J*, E₀ = I − J* = H(H + λI)⁻¹, so
+
+        ‖E_K‖ ≤ q^K (1 − λ/β) + K α ρ (λ/μ) q^(K−1) ‖θ − φ*‖.
+
+    ``initial_distance`` = ‖θ − Alg*(θ)‖. Raises ValueError if α > 1/β."""
+    c = constants
+    a, r = _check_alpha_r(c, step_size, initial_distance)
+    K = _count("inner_steps", inner_steps)
+    q = 1.0 - a * c.mu
+    return q ** K * (1 - c.lam / c.beta) + (K * a * c.rho * (c.lam / c.mu) * q ** (K - 1) * r
+                                            if K else 0.0)
+
+
+def maml_exact_solve_error_bound(constants, *, step_size, inner_steps, initial_distance,
+                                 outer_grad_norm) -> float:
+    """Upper bound on MAML's exact-solve error ‖J_Kᵀ∇L(φ_K) − dθL(Alg*(θ))‖ (SPEC §7, §8), for
+    any task of Assumption 2 (ρ ≥ 0) and 0 < α ≤ 1/β:
+
+        error ≤ ‖J_K − J*‖ ‖∇L(φ_K)‖ + (λ/μ) L q^K ‖θ − φ*‖,   q = 1 − αμ,
+
+    with ‖J_K − J*‖ from :func:`maml_jacobian_error_bound`, ``outer_grad_norm`` = ‖∇L(φ_K)‖,
+    ``initial_distance`` = ‖θ − Alg*(θ)‖ (since g_K − g* = (J_K − J*)ᵀ∇L(φ_K) +
+    J*(∇L(φ_K) − ∇L(φ*))). On quadratic tasks ρ = 0 and it decays exactly like ‖P‖^K = q^K
+    for α ≤ 1/β; it is nearly attained on a planted instance (verify.checks.maml)."""
+    c = constants
+    a, r = _check_alpha_r(c, step_size, initial_distance)
+    jac = maml_jacobian_error_bound(c, step_size=a, inner_steps=inner_steps, initial_distance=r)
+    return jac * float(outer_grad_norm) + (c.lam / c.mu) * c.L * (1.0 - a * c.mu) ** int(
+        inner_steps) * r

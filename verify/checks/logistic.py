@@ -1,0 +1,300 @@
+"""Curved tasks, ρ > 0: Lemma 1, Lemma 3 and Theorem 2 on regularized logistic regression with
+certified constants and a certified float64 reference (SPEC §1, §5, §6, §9).
+
+Every bound here is evaluated with constants certified from the data (theory.logistic) and
+every "true" value carries the reference's own certified error bar, which is added to the
+allowance (so a check cannot pass or fail because of the reference)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+
+from solvers import imaml_meta_gradient, inner_solve
+from theory.bounds import lemma3_bound, lemma3_bound_sharp, theorem2_steps
+from theory.logistic import LogisticTask
+from theory.maml import maml_jacobian_error_bound
+from theory.tolerances import rounding_allowance
+from verify.checks._families import logistic_task, twin64
+from verify.checks._result import compare
+from verify.registry import claim
+
+__all__ = ["check_lemma1_fd", "check_lemma1_autograd", "lemma3_instance", "check_lemma3",
+           "lemma3_search", "check_theorem2", "logistic_grid", "fd_truncation_constant"]
+
+SPEC1, SPEC3, SPEC6 = "SPEC §1, §9", "SPEC §5, §9", "SPEC §6, §9"
+
+
+def _theta(task, seed, scale=1.0):
+    return np.random.default_rng(seed).standard_normal(task.dim) * scale
+
+
+def fd_truncation_constant(task: LogisticTask) -> float:
+    """M₃ ≥ sup ‖D³Alg*‖: from (λI + H(φ))J = λI, with ‖J‖ ≤ λ/μ, ‖DH‖ ≤ ρ, ‖D²H‖ ≤ ρ₂,
+    ‖DJ‖ ≤ ρλ²/μ³ and ‖D²J‖ ≤ (λ/μ)³(3ρ²/μ² + ρ₂/μ)."""
+    c = task.constants(np.zeros(task.dim), radius=0.0)
+    return (c.lam / c.mu) ** 3 * (3 * c.rho ** 2 / c.mu ** 2 + task.rho_second() / c.mu)
+
+
+def check_lemma1_fd(task: LogisticTask, theta, *, jacobian=None, instance=None):
+    """Lemma 1 by central finite differences of the certified reference Alg*: for each column,
+    ‖(Alg*(θ+heᵢ) − Alg*(θ−heᵢ))/2h − J eᵢ‖ ≤ h²M₃/6 + (e₊ + e₋)/2h + ‖J(φ_ref) − J(φ*)‖, with
+    e± the references' certified error bars and ‖J(φ_ref) − J(φ*)‖ ≤ λρe/μ² (Lemma 3's resolvent
+    argument). ``jacobian(task, theta)`` may plant a defective Jacobian (negative controls)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    sol = task.certified_solution(theta)
+    c = task.constants(theta)
+    M3 = fd_truncation_constant(task)
+    e_scale = max(sol.error_bound, rounding_allowance("float64", scale=1.0 + np.linalg.norm(sol.phi)))
+    h = (3 * e_scale / M3) ** (1 / 3) if M3 > 0 else 1e-4
+    J = np.asarray(task.jacobian(theta) if jacobian is None else jacobian(task, theta))
+    errs, bounds = [], []
+    for i, e in enumerate(np.eye(task.dim)):
+        plus, minus = task.certified_solution(theta + h * e), task.certified_solution(theta - h * e)
+        col = (plus.phi - minus.phi) / (2 * h)
+        errs.append(float(np.linalg.norm(col - J[:, i])))
+        bounds.append(h * h * M3 / 6 + (plus.error_bound + minus.error_bound) / (2 * h))
+    i = int(np.argmax(np.array(errs) / np.array(bounds)))
+    ref_jac_err = c.lam * c.rho * sol.error_bound / c.mu ** 2
+    return compare("lemma1_logistic_fd", SPEC1,
+                   "dAlg*/dθ = (I + H(φ*)/λ)⁻¹ on logistic regression (ρ > 0), central differences "
+                   "of the certified Newton reference, certified truncation + reference error",
+                   errs[i], bounds[i] + ref_jac_err,
+                   allowance=rounding_allowance("float64", kappa=c.kappa, scale=float(
+                       np.linalg.norm(J, 2)), dim=task.dim),
+                   instance=instance, details={"fd_step": h, "M3": M3, "column": i,
+                                               "rho": c.rho, "reference_error": sol.error_bound})
+
+
+def check_lemma1_autograd(task, theta, *, tol=1e-10, instance=None):
+    """Lemma 1 by autograd through a converged solve: K steps of gradient descent (step 1/β) on
+    a torch float64 copy of the task, differentiated by reverse mode column by column, against
+    the reference Jacobian; K is the first count whose certified gap ‖J_K − J*‖
+    (theory.maml.maml_jacobian_error_bound, valid for ρ > 0) is at most ``tol``."""
+    import torch
+
+    t64 = twin64(task)
+    theta = np.asarray(theta, dtype=np.float64)
+    sol = t64.certified_solution(theta)
+    c = t64.constants(theta)
+    alpha = 1.0 / c.beta
+    r0 = float(np.linalg.norm(theta - sol.phi)) + sol.error_bound
+    K = 1
+    while maml_jacobian_error_bound(c, step_size=alpha, inner_steps=K, initial_distance=r0) > tol:
+        K *= 2
+        if K > 1 << 16:
+            raise ValueError("the gradient-descent Jacobian does not reach tol within 65536 steps")
+    tt = LogisticTask(*(torch.from_numpy(np.asarray(a)) for a in (t64._X64, t64._y64, t64._Xq64,
+                                                                   t64._yq64)), t64.lam)
+    th = torch.from_numpy(theta.copy()).requires_grad_(True)
+    with warnings.catch_warnings():  # the solver reads gradient norms as floats while recording
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
+        phi = inner_solve(tt, th, inner_steps=K, inner="gd", inner_step_size=alpha).x
+    # all d reverse passes at once (vmap over the cotangents): row i = eᵢᵀJ_K
+    (J_auto,) = torch.autograd.grad(phi, th, grad_outputs=torch.eye(t64.dim, dtype=torch.float64),
+                                    is_grads_batched=True)
+    J_auto = J_auto.numpy()
+    J_ref = np.asarray(t64.jacobian(theta))
+    err = float(np.linalg.norm(J_auto - J_ref, 2))
+    bound = maml_jacobian_error_bound(c, step_size=alpha, inner_steps=K, initial_distance=r0)
+    ref_err = c.lam * c.rho * sol.error_bound / c.mu ** 2
+    return compare("lemma1_logistic_autograd", SPEC1,
+                   "autograd through K GD steps (converged) = (I + H(φ*)/λ)⁻¹ within the certified "
+                   "‖J_K − J*‖ bound (ρ > 0)", err, bound + ref_err,
+                   allowance=rounding_allowance("float64", kappa=c.kappa, scale=1.0,
+                                                dim=t64.dim * (K + 1)),
+                   instance=dict(instance or {}, inner_steps=K), details={"rho": c.rho})
+
+
+def lemma3_instance(task: LogisticTask, theta, *, direction, delta, delta_prime=0.0,
+                    error_direction="aligned"):
+    """One Lemma 3 instance at a planted inexact point: φ = φ* + δu (u = ``direction``, unit)
+    and g = (I + H(φ)/λ)⁻¹∇L(φ) + δ′w (w aligned with that vector's own error when 'aligned',
+    else the given unit vector). Returns a dict with the certified δ, δ′, the measured error
+    ‖g − g_ref‖, the reference error bar, the stated and sharp bounds and the ρ-term share."""
+    theta = np.asarray(theta, dtype=np.float64)
+    sol = task.certified_solution(theta)
+    c = task.constants(theta)
+    u = np.asarray(direction, dtype=np.float64)
+    u = u / np.linalg.norm(u)
+    phi = sol.phi + delta * u
+    g_phi = task.implicit_gradient_at(phi)
+    g_ref = task.implicit_gradient_at(sol.phi)
+    if isinstance(error_direction, str):
+        w = g_phi - g_ref
+        w = w / np.linalg.norm(w) if np.linalg.norm(w) > 0 else np.eye(task.dim)[0]
+    else:
+        w = np.asarray(error_direction, dtype=np.float64)
+        w = w / np.linalg.norm(w)
+    g = g_phi + delta_prime * w
+    return _lemma3_numbers(task, theta, c, sol, phi, g, g_ref)
+
+
+def _lemma3_numbers(task, theta, c, sol, phi, g, g_ref):
+    delta = float(np.linalg.norm(phi - sol.phi)) + sol.error_bound
+    # δ′ of the computed g against the dense solve at φ, plus that solve's rounding
+    target = task.implicit_gradient_at(phi)
+    delta_prime = float(np.linalg.norm(g - target)) + rounding_allowance(
+        "float64", kappa=c.kappa, scale=float(np.linalg.norm(target)), dim=task.dim)
+    _, ref_err = task.reference_error(theta)
+    sharp = lemma3_bound_sharp(c, delta, delta_prime)
+    stated = lemma3_bound(c, delta, delta_prime) if (c.rho == 0 or delta < c.mu / (2 * c.rho)) \
+        else math.nan
+    rho_term = c.lam * c.rho * c.B / c.mu ** 2 * delta
+    return {"measured": float(np.linalg.norm(g - g_ref)), "delta": delta,
+            "delta_prime": delta_prime, "reference_error": ref_err, "sharp": sharp,
+            "stated": stated, "rho_term_share_sharp": rho_term / sharp if sharp > 0 else 0.0,
+            "rho_term_share_stated": 2 * rho_term / stated if stated == stated and stated > 0
+            else math.nan, "rho": c.rho, "B": c.B, "L": c.L, "mu": c.mu, "lam": c.lam}
+
+
+def check_lemma3(task, theta, numbers, *, instance=None):
+    """Two CheckResults: measured ≤ the sharper bound, and (when δ < μ/(2ρ)) ≤ the stated one;
+    allowance = the reference's certified error + rounding."""
+    allow = numbers["reference_error"] + rounding_allowance(
+        "float64", kappa=task.curvature_bounds()[0] / task.curvature_bounds()[1],
+        scale=numbers["sharp"] + 1e-300, dim=task.dim)
+    details = {k: v for k, v in numbers.items() if k not in ("measured",)}
+    out = [compare("lemma3_logistic", SPEC3,
+                   "‖g − dθL(Alg*(θ))‖ ≤ (λρB/μ² + λL/μ)δ + δ′ (sharper form), ρ > 0",
+                   numbers["measured"], numbers["sharp"], allowance=allow, instance=instance,
+                   details=details)]
+    if numbers["stated"] == numbers["stated"]:
+        out.append(compare("lemma3_logistic", SPEC3,
+                           "‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′ (as stated, δ < μ/2ρ)",
+                           numbers["measured"], numbers["stated"], allowance=allow,
+                           instance=instance, details=details))
+    return out
+
+
+def _directions(task, theta, rng, n_random):
+    sol = task.certified_solution(theta)
+    H = task.hessian(sol.phi)
+    vecs = np.linalg.eigh(H)[1]
+    g_out = task._grad64(task._Xq64, task._yq64, sol.phi)
+    cands = [vecs[:, 0], vecs[:, -1], g_out, task.implicit_gradient_at(sol.phi)]
+    cands += list(rng.standard_normal((n_random, task.dim)))
+    return [s * v for v in cands for s in (1.0, -1.0) if np.linalg.norm(v) > 0]
+
+
+def lemma3_search(task, theta, *, seed=0, n_random=4, deltas=None):
+    """Adversarial search for the largest measured/sharp-bound ratio at one (task, θ): planted
+    φ = φ* + δu over directions u (Hessian eigenvectors, ∇L, the implicit gradient, random;
+    both signs) and δ up to 0.9·μ/(2ρ), with δ′ = 0 and with δ′ = δ aligned. Returns the list
+    of instance dicts (each with its parameters)."""
+    rng = np.random.default_rng(seed)
+    c = task.constants(np.asarray(theta, dtype=np.float64))
+    cap = c.mu / (2 * c.rho) if c.rho > 0 else 1.0
+    deltas = deltas or (1e-4 * cap, 0.1 * cap, 0.9 * cap)
+    out = []
+    for k, u in enumerate(_directions(task, theta, rng, n_random)):
+        for dl in deltas:
+            for dp in (0.0, dl):
+                nums = lemma3_instance(task, theta, direction=u, delta=dl, delta_prime=dp)
+                nums.update(direction_index=k, planted_delta=dl, planted_delta_prime=dp)
+                out.append(nums)
+    return out
+
+
+def check_theorem2(task, theta, eps, *, inner_steps=None, cg_steps=None, instance=None):
+    """Theorem 2 with ρ > 0: Nesterov from φ₀ = 0 for T_inner steps, then T_cg CG steps from 0,
+    gives ‖g − dθL(Alg*(θ))‖ ≤ ε. Constants: instance β, μ, L, ρ, D (certified) and the global
+    B = (1/m)Σ‖x_q‖, which bounds ‖∇L‖ at every φ as the proof needs. ``inner_steps``/
+    ``cg_steps`` override the counts (negative controls). Reports the steps actually needed."""
+    theta = np.asarray(theta, dtype=np.float64)
+    c_inst = task.constants(theta)
+    c = dataclasses.replace(c_inst, B=task.constants(theta, radius=float(np.linalg.norm(theta))).B)
+    t_inner, t_cg = theorem2_steps(c, eps)
+    n_in = t_inner if inner_steps is None else inner_steps
+    n_cg = t_cg if cg_steps is None else cg_steps
+    res = imaml_meta_gradient(task, theta, inner_steps=n_in, cg_steps=n_cg, warm_start="zero",
+                              history=True)
+    g_star = np.asarray(task.meta_gradient(theta))
+    err = float(np.linalg.norm(np.asarray(res.gradient) - g_star))
+    sol = task.certified_solution(theta)
+    # steps actually needed: the first inner iterate within ε/(2B₁) of φ*, the first CG
+    # iterate within ε/2 of the exact solve at the returned φ
+    from theory.bounds import lemma3_B1
+
+    d_target = eps / (2 * lemma3_B1(c))
+    inner_needed = next((k for k, x in enumerate(res.inner.history.iterates)
+                         if np.linalg.norm(np.asarray(x) - sol.phi) <= d_target), None)
+    target = task.implicit_gradient_at(res.phi)
+    cg_needed = next((k for k, x in enumerate(res.cg.history.iterates)
+                      if np.linalg.norm(np.asarray(x) - target) <= eps / 2), None)
+    _, ref_err = task.reference_error(theta)
+    return compare("theorem2_logistic", SPEC6,
+                   "T_inner = ⌈2√κ log(8κD(B₁/ε + ρ/μ))⌉ Nesterov steps from 0 and "
+                   "T_cg = ⌈2√κ log(4κ(λ/μ)B/ε)⌉ CG steps give error ≤ ε (ρ > 0)",
+                   err, eps, allowance=ref_err, instance=dict(instance or {}, eps=eps),
+                   details={"T_inner": t_inner, "T_cg": t_cg, "inner_steps_used": n_in,
+                            "cg_steps_used": n_cg, "inner_steps_needed": inner_needed,
+                            "cg_steps_needed": cg_needed, "rho": c.rho, "kappa": c.kappa,
+                            "rho_term_share_B1": (2 * c.lam * c.rho * c.B / c.mu ** 2)
+                            / lemma3_B1(c)})
+
+
+def logistic_grid(ctx):
+    """(n, d, λ, scale) instances: λ from 1 (the L term dominates B₁) to 0.01 (the ρ term
+    dominates: λρB/μ² = ρB/λ ≫ L)."""
+    if ctx.quick:
+        return [(30, 4, 1.0, 1.0), (30, 4, 0.01, 2.0)]
+    return [(n, d, lam, s) for (n, d) in ((30, 4), (60, 8)) for lam in (1.0, 0.1, 0.01)
+            for s in (1.0, 3.0)]
+
+
+def _instances(ctx):
+    for i, (n, d, lam, scale) in enumerate(logistic_grid(ctx)):
+        seed = ctx.rng_seed(7, i)
+        task, inst = logistic_task(n, d, lam, seed=seed, scale=scale)
+        yield task, _theta(task, seed + 1), inst
+
+
+@claim("lemma1_logistic", title="Lemma 1 on logistic regression (ρ > 0): FD and autograd",
+       spec=SPEC1, statement="dAlg*/dθ = (I + H(φ*)/λ)⁻¹ by certified central differences of "
+       "the Newton reference and by autograd through a converged gradient-descent solve")
+def run_lemma1(ctx):
+    out = []
+    for task, theta, inst in _instances(ctx):
+        out.append(check_lemma1_fd(task, theta, instance=inst))
+        out.append(check_lemma1_autograd(task, theta, tol=1e-6 if ctx.quick else 1e-10,
+                                         instance=inst))
+    return out
+
+
+@claim("lemma3_logistic", title="Lemma 3 with ρ > 0 (stated and sharper), adversarial search",
+       spec=SPEC3, statement="‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′ for δ < μ/(2ρ), and "
+       "≤ (λρB/μ² + λL/μ)δ + δ′ for all δ, on logistic tasks with certified constants",
+       loose="the proof's factor 2 on the ρ term and its condition δ < μ/(2ρ) are not needed "
+       "(SPEC §5); with ρ > 0 neither bound is attained (see ratios)")
+def run_lemma3(ctx):
+    out = []
+    for j, (task, theta, inst) in enumerate(_instances(ctx)):
+        cands = lemma3_search(task, theta, seed=ctx.rng_seed(8, j), n_random=1 if ctx.quick else 4)
+        # the worst planted instance with δ′ = 0 (the δ terms alone, where ρ enters) and with
+        # δ′ = δ aligned (the δ′ term is attained by construction there)
+        for group in (0, 1):
+            pool = [x for x in cands if (x["planted_delta_prime"] > 0) == bool(group)]
+            worst = max(pool, key=lambda x: x["measured"] / x["sharp"])
+            out += check_lemma3(task, theta, worst, instance=dict(
+                inst, search=f"worst of {len(pool)} planted", delta_prime_planted=bool(group)))
+        for K, k_cg in ((3, 1), (10, 3)):  # solver-produced (φ, g): iMAML itself
+            res = imaml_meta_gradient(task, theta, inner_steps=K, cg_steps=k_cg)
+            sol = task.certified_solution(theta)
+            nums = _lemma3_numbers(task, theta, task.constants(theta), sol, np.asarray(res.phi),
+                                   np.asarray(res.gradient), task.implicit_gradient_at(sol.phi))
+            out += check_lemma3(task, theta, nums, instance=dict(inst, inner_steps=K, cg_steps=k_cg))
+    return out
+
+
+@claim("theorem2_logistic", title="Theorem 2 with ρ > 0", spec=SPEC6,
+       statement="Theorem 2's T_inner Nesterov steps from 0 and T_cg CG steps reach ‖g − "
+       "dθL(Alg*(θ))‖ ≤ ε on logistic tasks (certified constants; global B)")
+def run_theorem2(ctx):
+    out = []
+    for task, theta, inst in _instances(ctx):
+        for eps in ((1e-2, 1e-6) if ctx.quick else (1e-2, 1e-4, 1e-6, 1e-8)):
+            out.append(check_theorem2(task, theta, eps, instance=inst))
+    return out

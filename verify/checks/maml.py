@@ -1,0 +1,296 @@
+"""MAML and truncated backpropagation against their closed forms, and the Appendix D comparison
+of exact-solve and approx-solve errors with iMAML (SPEC §7, §8)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+import theory.maml as tm
+from solvers import imaml_meta_gradient, inner_solve, maml_meta_gradient, truncated_meta_gradient
+from theory._arrays import to_numpy64
+from theory.bounds import aposteriori_bound
+from theory.quadratic import QuadraticTask
+from theory.tolerances import rounding_allowance
+from verify.checks._families import twin64
+from verify.checks._result import compare
+from verify.registry import claim
+from verify.tasks import paper_synthetic_task, planted_spectrum_task, to_array
+
+__all__ = ["check_maml_closed_form", "check_maml_exact_solve", "check_truncated",
+           "appendix_d_row", "check_appendix_d", "adversarial_maml_task", "paper_comparison"]
+
+SPEC = "SPEC §7"
+SPEC_D = "SPEC §8 (Appendix D)"
+
+
+def _dtype(x) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def _norm(x) -> float:
+    return float(np.linalg.norm(to_numpy64(x)))
+
+
+def _step(task, step_size):
+    return 1.0 / task.curvature_bounds()[0] if step_size is None else float(step_size)
+
+
+def _allowance(task64, theta, K, dtype, step_size) -> float:
+    """Rounding of K gradient steps and K backward steps in ``dtype``: d·(K+1) operations of
+    size at most ‖A_q‖(‖θ‖ + ‖φ*‖) + ‖∇L(φ_K)‖ each, amplified by κ (theory.tolerances)."""
+    beta, mu = task64.curvature_bounds()
+    theta64 = to_numpy64(theta)
+    phi_star = to_numpy64(task64.inner_solution(theta64))
+    Lq = float(np.linalg.norm(to_numpy64(task64.A_query), 2))
+    phi_K = tm.maml_iterate(task64, theta64, step_size, K)
+    scale = Lq * (np.linalg.norm(theta64) + np.linalg.norm(phi_star)) + _norm(
+        task64.outer_grad(phi_K)) + _norm(task64.b_query)
+    return rounding_allowance(dtype, kappa=beta / mu, scale=float(scale),
+                              dim=task64.dim * (K + 1))
+
+
+def check_maml_closed_form(task, theta, *, inner_steps, step_size=None,
+                           method=maml_meta_gradient, instance=None, backward="auto"):
+    """MAML by autograd equals J_Kᵀ∇L(φ_K) with J_K = P^K + λC⁻¹(I − P^K) to rounding; that is,
+    MAML's approx-solve error ‖g − dθL(Alg(θ))‖ is 0 (Alg = its own K steps)."""
+    task64 = twin64(task)
+    alpha = _step(task64, step_size)
+    kwargs = {} if method is not maml_meta_gradient else {"backward": backward}
+    g = method(task, theta, inner_steps=inner_steps, step_size=alpha, **kwargs).gradient
+    ref = tm.maml_meta_gradient(task64, to_numpy64(theta), alpha, inner_steps)
+    err = float(np.linalg.norm(to_numpy64(g) - ref))
+    return compare("maml_closed_form", SPEC,
+                   "MAML by autograd = J_Kᵀ∇L(φ_K), J_K = P^K + λC⁻¹(I − P^K) (approx-solve error 0)",
+                   err, 0.0, allowance=_allowance(task64, theta, inner_steps, _dtype(theta), alpha),
+                   instance=dict(instance or {}, inner_steps=inner_steps, step_size=alpha),
+                   details={"reference_norm": float(np.linalg.norm(ref))})
+
+
+def check_maml_exact_solve(task, theta, *, inner_steps, step_size=None,
+                           method=maml_meta_gradient, instance=None):
+    """MAML's exact-solve error ‖g − dθL(Alg*(θ))‖ ≤ q^K(...) (theory.maml bound, q = ‖P‖ for
+    α ≤ 1/β): it decays at the rate ‖I − α(A + λI)‖^K."""
+    task64 = twin64(task)
+    alpha = _step(task64, step_size)
+    theta64 = to_numpy64(theta)
+    res = method(task, theta, inner_steps=inner_steps, step_size=alpha)
+    g_star = to_numpy64(task64.meta_gradient(theta64))
+    err = float(np.linalg.norm(to_numpy64(res.gradient) - g_star))
+    c = task64.constants(theta64)
+    phi_K = tm.maml_iterate(task64, theta64, alpha, inner_steps)
+    r0 = float(np.linalg.norm(theta64 - to_numpy64(task64.inner_solution(theta64))))
+    bound = tm.maml_exact_solve_error_bound(c, step_size=alpha, inner_steps=inner_steps,
+                                            initial_distance=r0,
+                                            outer_grad_norm=_norm(task64.outer_grad(phi_K)))
+    q = tm.maml_contraction(task64, alpha)
+    return compare("maml_exact_solve", SPEC,
+                   "‖g_MAML − dθL(Alg*(θ))‖ ≤ q^K(1−λ/β)‖∇L(φ_K)‖ + (λ/μ)L q^K‖θ − φ*‖, q = ‖P‖",
+                   err, bound, allowance=_allowance(task64, theta, inner_steps, _dtype(theta), alpha),
+                   instance=dict(instance or {}, inner_steps=inner_steps, step_size=alpha),
+                   details={"contraction": q, "contraction_power": q ** inner_steps,
+                            "exact_meta_gradient_norm": float(np.linalg.norm(g_star))})
+
+
+def check_truncated(task, theta, *, inner_steps, backprop_steps, step_size=None,
+                    method=truncated_meta_gradient, instance=None):
+    """Truncated backpropagation's approx-solve error ‖g_T − J_Kᵀ∇L(φ_K)‖ equals its closed form
+    ‖(J_K − J^(T))ᵀ∇L(φ_K)‖, J^(T) = λC⁻¹(I − P^T) (to rounding); measured is the difference."""
+    task64 = twin64(task)
+    alpha = _step(task64, step_size)
+    theta64 = to_numpy64(theta)
+    g = to_numpy64(method(task, theta, inner_steps=inner_steps, backprop_steps=backprop_steps,
+                          step_size=alpha).gradient)
+    maml = tm.maml_meta_gradient(task64, theta64, alpha, inner_steps)
+    trunc = tm.truncated_meta_gradient(task64, theta64, alpha, inner_steps, backprop_steps)
+    measured_err = float(np.linalg.norm(g - maml))
+    closed_err = float(np.linalg.norm(trunc - maml))
+    return compare("truncated_backprop", SPEC,
+                   "truncated backprop's approx-solve error = ‖(J_K − λC⁻¹(I − P^T))ᵀ∇L(φ_K)‖",
+                   abs(measured_err - closed_err), 0.0,
+                   allowance=_allowance(task64, theta, inner_steps, _dtype(theta), alpha),
+                   instance=dict(instance or {}, inner_steps=inner_steps,
+                                 backprop_steps=backprop_steps, step_size=alpha),
+                   details={"approx_solve_error": measured_err, "closed_form": closed_err,
+                            "gradient_vs_closed_form": float(np.linalg.norm(g - trunc))})
+
+
+def _approx_solve_reference_nesterov(task64, theta64, inner_steps):
+    """dθL(Alg(θ)) for Alg = K steps of iMAML's Nesterov inner solver from φ₀ = θ: autograd
+    through the same solver code on a float64 torch copy of the task."""
+    import torch
+
+    tt = QuadraticTask(*(torch.from_numpy(to_numpy64(a)) for a in
+                         (task64.A, task64.b, task64.A_query, task64.b_query)), task64.lam)
+    th = torch.from_numpy(theta64.copy()).requires_grad_(True)
+    with warnings.catch_warnings():  # the solver reads gradient norms as floats while recording
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
+        phi = inner_solve(tt, th, inner_steps=inner_steps).x
+    (g,) = torch.autograd.grad(phi, th, grad_outputs=tt.outer_grad(phi.detach()))
+    return g.numpy()
+
+
+def appendix_d_row(task64, theta64, K, *, truncate=None):
+    """Exact-solve and approx-solve errors of MAML (K steps), truncated backprop (last K/2
+    steps) and iMAML (K Nesterov steps + K CG steps): the same K inner gradients and K
+    Hessian-vector products each. Returns {method: {...}}."""
+    alpha = 1.0 / task64.curvature_bounds()[0]
+    g_star = to_numpy64(task64.meta_gradient(theta64))
+    T = K // 2 if truncate is None else truncate
+    rows = {}
+    maml = maml_meta_gradient(task64, theta64, inner_steps=K, step_size=alpha)
+    trunc = truncated_meta_gradient(task64, theta64, inner_steps=K, backprop_steps=T,
+                                    step_size=alpha)
+    imaml = imaml_meta_gradient(task64, theta64, inner_steps=K, cg_steps=K)
+    approx = {"maml": tm.maml_meta_gradient(task64, theta64, alpha, K),
+              "truncated": tm.maml_meta_gradient(task64, theta64, alpha, K),
+              "imaml": _approx_solve_reference_nesterov(task64, theta64, K)}
+    for name, res in (("maml", maml), ("truncated", trunc), ("imaml", imaml)):
+        g = to_numpy64(res.gradient)
+        rows[name] = {"exact_solve_error": float(np.linalg.norm(g - g_star)),
+                      "approx_solve_error": float(np.linalg.norm(g - approx[name])),
+                      "evaluations": dict(res.evaluations), "result": res}
+    return rows
+
+
+def check_appendix_d(task64, theta64, K, *, instance=None, imaml_method=None):
+    """Appendix D side by side, three checks: MAML's approx-solve error is 0; iMAML's
+    exact-solve error is within its a-posteriori certificate (SPEC §5a); and at the same
+    compute iMAML's exact-solve error is at most MAML's."""
+    rows = appendix_d_row(task64, theta64, K)
+    if imaml_method is not None:  # a planted alternative for negative controls
+        res = imaml_method(task64, theta64, K)
+        g = to_numpy64(res.gradient)
+        rows["imaml"]["result"] = res
+        rows["imaml"]["exact_solve_error"] = float(np.linalg.norm(
+            g - to_numpy64(task64.meta_gradient(theta64))))
+    beta, mu = task64.curvature_bounds()
+    scale = float(np.linalg.norm(rows["maml"]["result"].gradient)) + 1.0
+    inst = dict(instance or {}, inner_steps=K)
+    table = {m: {k: v for k, v in r.items() if k != "result"} for m, r in rows.items()}
+    out = [compare("appendix_d", SPEC_D, "MAML's approx-solve error is 0",
+                   rows["maml"]["approx_solve_error"], 0.0,
+                   allowance=_allowance(task64, theta64, K, "float64", 1 / beta),
+                   instance=inst, details={"table": table})]
+    res = rows["imaml"]["result"]
+    cert = aposteriori_bound(task64.constants(theta64), stationarity=res.stationarity,
+                             cg_residual=res.cg_residual, outer_grad_norm=res.outer_grad_norm)
+    out.append(compare("appendix_d", SPEC_D,
+                       "iMAML's exact-solve error ≤ its a-posteriori certificate (Lemma 3)",
+                       rows["imaml"]["exact_solve_error"], cert.bound,
+                       allowance=rounding_allowance("float64", kappa=beta / mu, scale=scale,
+                                                    dim=task64.dim), instance=inst,
+                       details={"table": table}))
+    out.append(compare("appendix_d", SPEC_D,
+                       "at equal compute (K gradients + K HVPs) iMAML's exact-solve error ≤ MAML's",
+                       rows["imaml"]["exact_solve_error"], rows["maml"]["exact_solve_error"],
+                       instance=inst, details={"table": table}))
+    return out
+
+
+def adversarial_maml_task(dim, kappa, lam, *, seed, radius=1.0):
+    """The instance where MAML's exact-solve bound is nearly attained (ratio → 1 as K grows):
+    shared eigenvectors with Aₜ's top eigenvalue on A's bottom one ('reversed'), b = λr·v_min,
+    bₜ = 0, θ = b/λ, so φ* = 0 and θ − φ* lies on the slowest direction of P.
+    Returns (task, theta)."""
+    base, _ = planted_spectrum_task(dim, kappa, lam, seed=seed, query="reversed")
+    A = to_numpy64(base.A)
+    v = np.linalg.eigh(A)[1][:, 0]
+    b = lam * radius * v
+    task = QuadraticTask(A, b, to_numpy64(base.A_query), np.zeros(dim), lam)
+    return task, b / lam
+
+
+def _grid(ctx):
+    if ctx.quick:
+        return [(5, 10.0, 1.0), (20, 1e3, 0.5)], (0, 1, 5, 40)
+    return ([(d, k, lam) for d in (5, 20, 50) for k in (2.0, 100.0, 1e3) for lam in (0.1, 1.0, 10.0)],
+            (0, 1, 5, 20, 100))
+
+
+def _instances(ctx):
+    grid, Ks = _grid(ctx)
+    for i, (d, kappa, lam) in enumerate(grid):
+        seed = ctx.rng_seed(3, i)
+        task, spec = planted_spectrum_task(d, kappa, lam, seed=seed, query="independent",
+                                           array=ctx.array, dtype=ctx.dtype, device=ctx.device)
+        theta = to_array(np.random.default_rng(seed + 1).standard_normal(d), array=ctx.array,
+                         dtype=ctx.dtype, device=ctx.device)
+        yield task, theta, dict(spec.as_dict(), array=ctx.array, dtype=ctx.dtype), Ks
+
+
+@claim("maml_closed_form", title="MAML by autograd = its closed form (approx-solve error 0)",
+       spec=SPEC, statement="autograd through K GD steps on G(·,θ) equals J_Kᵀ∇L(φ_K), "
+       "J_K = P^K + λC⁻¹(I − P^K), P = I − α(A + λI), to rounding")
+def run_closed_form(ctx):
+    out = []
+    for task, theta, inst, Ks in _instances(ctx):
+        for K in Ks:
+            out.append(check_maml_closed_form(task, theta, inner_steps=K, instance=inst))
+            if ctx.array == "numpy" and not ctx.quick:  # both backward modes on a torch copy
+                tt = to_array(to_numpy64(theta), array="torch")
+                tt_task = QuadraticTask(*(to_array(to_numpy64(a), array="torch") for a in (
+                    task.A, task.b, task.A_query, task.b_query)), task.lam)
+                out.append(check_maml_closed_form(tt_task, tt, inner_steps=K, backward="autograd",
+                                                  instance=dict(inst, array="torch",
+                                                                backward="autograd")))
+    return out
+
+
+@claim("maml_exact_solve", title="MAML's exact-solve error decays like ‖I − α(A + λI)‖^K",
+       spec=SPEC, statement="‖g_MAML − dθL(Alg*(θ))‖ ≤ q^K((1−λ/β)‖∇L(φ_K)‖ + (λ/μ)L‖θ − φ*‖), "
+       "q = ‖I − α(A+λI)‖ = 1 − αμ for α = 1/β; nearly attained on a planted instance",
+       loose="the appendix states MAML's dependence on K only qualitatively (memory, not accuracy)")
+def run_exact_solve(ctx):
+    out = []
+    for task, theta, inst, Ks in _instances(ctx):
+        out += [check_maml_exact_solve(task, theta, inner_steps=K, instance=inst) for K in Ks]
+    dims = ((10, 50.0, 5.0),) if ctx.quick else ((10, 50.0, 5.0), (50, 1e3, 1.0), (20, 10.0, 0.1))
+    for i, (d, kappa, lam) in enumerate(dims):
+        task, theta = adversarial_maml_task(d, kappa, lam, seed=ctx.rng_seed(31, i))
+        for K in (5, 50, 200):
+            out.append(check_maml_exact_solve(task, theta, inner_steps=K, instance=dict(
+                family="adversarial (reversed, b on v_min)", dim=d, kappa=kappa, lam=lam)))
+    return out
+
+
+@claim("truncated_backprop", title="Truncated backpropagation matches its closed form",
+       spec=SPEC, statement="backprop through the last T of K steps gives J^(T)ᵀ∇L(φ_K), "
+       "J^(T) = λC⁻¹(I − P^T); its approx-solve error is ‖(J_K − J^(T))ᵀ∇L(φ_K)‖")
+def run_truncated(ctx):
+    out = []
+    for task, theta, inst, Ks in _instances(ctx):
+        for K in Ks:
+            for T in sorted({0, K // 2, K}):
+                out.append(check_truncated(task, theta, inner_steps=K, backprop_steps=T,
+                                           instance=inst))
+    return out
+
+
+def paper_comparison(seed=0, Ks=(5, 20, 100)):
+    """MAML, truncated backprop and iMAML on the paper's synthetic task (x ∈ R⁵⁰, λ = 5, κ = 50)
+    at θ = 0, K = 5, 20, 100: {K: rows of :func:`appendix_d_row`} (the report's table)."""
+    task, spec = paper_synthetic_task(seed=seed)
+    theta = np.zeros(spec.dim)
+    return {K: appendix_d_row(task, theta, K) for K in Ks}, spec
+
+
+@claim("appendix_d", title="Appendix D: exact-solve vs approx-solve error, MAML / truncated / iMAML",
+       spec=SPEC_D, statement="MAML has approx-solve error 0; iMAML's exact-solve error is "
+       "certified and, at equal compute, at most MAML's (paper's synthetic task and planted tasks)")
+def run_appendix_d(ctx):
+    out = []
+    Ks = (5, 20, 100)
+    task, spec = paper_synthetic_task(seed=ctx.seed)
+    theta = np.zeros(spec.dim)
+    for K in Ks:
+        out += check_appendix_d(task, theta, K, instance=dict(spec.as_dict(), family="paper synthetic",
+                                                              theta="0"))
+    if not ctx.quick:
+        for i, (d, kappa, lam) in enumerate(((20, 100.0, 1.0), (50, 1e3, 0.5))):
+            seed = ctx.rng_seed(4, i)
+            t, s = planted_spectrum_task(d, kappa, lam, seed=seed, query="independent")
+            th = np.random.default_rng(seed + 1).standard_normal(d)
+            for K in Ks:
+                out += check_appendix_d(t, th, K, instance=s.as_dict())
+    return out
