@@ -212,30 +212,42 @@ def _caption_compute(data):
 
 
 # -- figure 5 ---------------------------------------------------------------------------------
+_MODEL_LABELS = {"mlp": "MLP 1-40-40-1", "logistic": "logistic regression"}
+
+
 def _draw_memory(data):
     fig, ax = _new()
-    for i, name in enumerate(("maml", "imaml")):
-        pts = data["methods"][name]
-        (line,) = ax.plot([p["steps"] for p in pts], [p["bytes"] for p in pts], color=COLORS[i],
-                          marker="o", lw=1.6, label=name.replace("imaml", "iMAML").replace("maml", "MAML"))
-        line.set_gid(f"x:methods/{name}/*/steps|y:methods/{name}/*/bytes")
+    for i, key in enumerate(data["methods"]):
+        method, model = key.split("/")
+        pts = data["methods"][key]
+        (line,) = ax.plot([p["steps"] for p in pts], [p["bytes"] for p in pts],
+                          color=COLORS[0 if method == "maml" else 1],
+                          ls="-" if model == "mlp" else "--", marker="o" if model == "mlp" else "s",
+                          ms=4, lw=1.6,
+                          label=f"{'MAML' if method == 'maml' else 'iMAML'}, {_MODEL_LABELS[model]}")
+        line.set_gid(f"x:methods/{key}/*/steps|y:methods/{key}/*/bytes")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    _finish(ax, "Memory of one meta-gradient", "inner steps K", "peak bytes held for the backward pass")
+    _finish(ax, "Memory of one meta-gradient", "inner steps K",
+            "peak bytes held for the backward pass")
     return fig
 
 
 def _caption_memory(data):
     if data.get("missing"):
         return f"Not drawn: {data['missing']}."
-    m, i = data["methods"]["maml"], data["methods"]["imaml"]
-    return (f"Peak bytes autograd holds for the backward pass while one meta-gradient is computed "
-            f"(an MLP 1-40-40-1, d = {data['dim']} parameters, float64, sinusoid regression) "
-            f"against the number of inner steps K. MAML (backprop through K steps): "
-            f"{m[0]['bytes']:,} bytes at K = {m[0]['steps']}, {m[-1]['bytes']:,} at K = "
-            f"{m[-1]['steps']}; iMAML (K Nesterov steps, 5 CG steps by double backward): "
-            + (f"{i[0]['bytes']:,} bytes at every K." if len({p['bytes'] for p in i}) == 1 else
-               f"{i[0]['bytes']:,} to {i[-1]['bytes']:,} bytes."))
+    parts = []
+    for key, pts in data["methods"].items():
+        method, model = key.split("/")
+        name = "MAML" if method == "maml" else "iMAML"
+        b = [p["bytes"] for p in pts]
+        parts.append(f"{name} on the {_MODEL_LABELS[model]}: {b[0]:,} bytes at K = {pts[0]['steps']}"
+                     + (", the same at every K" if len(set(b)) == 1 else
+                        f", {b[-1]:,} at K = {pts[-1]['steps']}"))
+    return ("Peak bytes autograd holds for the backward pass while one meta-gradient is computed "
+            "(float64; MAML backpropagates through K gradient steps, iMAML takes K gradient steps "
+            "and 5 CG steps whose Hessian-vector products are double backward passes), measured by "
+            "the memory claim's meter. " + "; ".join(parts) + ".")
 
 
 # -- figure 6 ---------------------------------------------------------------------------------

@@ -218,37 +218,19 @@ def paper_compute_data(ctx) -> dict:
 def memory_data(ctx) -> dict:
     """Peak bytes autograd holds for the backward pass while one meta-gradient is computed,
     against the number of inner steps K, for MAML (backprop through K gradient steps) and iMAML
-    (K Nesterov steps + 5 CG steps, each Hessian-vector product a double backward) on a small
-    sinusoid-regression MLP (a ``verify.models.ModelTask``). Measured with
-    ``verify.fewshot.memory.peak_saved_bytes`` (SPEC §8)."""
+    (K gradient steps, then 5 CG steps) on an MLP 1-40-40-1 (sinusoid regression), measured by
+    ``verify.checks.memory.saved_bytes`` (the memory claim's meter, SPEC §8). (On quadratic and
+    logistic tasks iMAML's Hessian-vector products are closed forms: 0 bytes, nothing to plot.)"""
     try:
-        import torch
-
-        from solvers.maml import maml_meta_gradient
-        from verify.fewshot.memory import peak_saved_bytes
-        from verify.models import MLP, ModelTask, flat_parameters
+        from verify.checks.memory import saved_bytes
     except ImportError as exc:
         return {"missing": str(exc), "methods": {}}
-    torch.manual_seed(ctx.rng_seed(5) % 2**31)
-    model = MLP(1, 1, hidden=(40, 40)).double()
-    gen = torch.Generator().manual_seed(ctx.rng_seed(5, 1) % 2**31)
-    x = torch.rand(20, 1, generator=gen, dtype=torch.float64) * 10 - 5
-    xq = torch.rand(20, 1, generator=gen, dtype=torch.float64) * 10 - 5
-    task = ModelTask(model, x, torch.sin(x), xq, torch.sin(xq), lam=2.0, loss="mse")
-    theta = flat_parameters(model, dtype=torch.float64)
     steps = [1, 2, 4, 8, 16] if ctx.quick else [1, 2, 4, 8, 16, 32, 64]
-    alpha, momentum = 0.01, 0.5
-    methods = {"maml": [], "imaml": []}
-    for k in steps:
-        maml, _ = peak_saved_bytes(lambda: maml_meta_gradient(task, theta, inner_steps=k,
-                                                              step_size=alpha))
-        imaml, _ = peak_saved_bytes(lambda: imaml_meta_gradient(
-            task, theta, inner_steps=k, cg_steps=5, inner_step_size=alpha,
-            inner_momentum=momentum))
-        methods["maml"].append({"steps": k, "bytes": int(maml)})
-        methods["imaml"].append({"steps": k, "bytes": int(imaml)})
-    return {"dim": task.dim, "parameters_bytes": task.dim * 8, "methods": methods,
-            "missing": None}
+    methods = {f"{method}/{model}": [{"steps": k, "bytes": int(saved_bytes(method, k, model=model,
+                                                                          seed=ctx.seed))}
+                                     for k in steps]
+               for model in ("mlp",) for method in ("maml", "imaml")}
+    return {"models": ["mlp"], "methods": methods, "missing": None}
 
 
 # -- figure 6: tightness ---------------------------------------------------------------------------
