@@ -19,6 +19,7 @@ NumPy input is computed in torch (float64/float32 kept) and returned as NumPy.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from array_api_compat import is_torch_array
@@ -111,6 +112,8 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
     if backward not in BACKWARD_MODES:
         raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
     alpha = _default_steps(task, "gd", step_size, None)[0]
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
     bridge = _Bridge(task, theta, backward)
     torch, lam = bridge.torch, float(task.lam)
     theta_t = bridge.theta.clone().requires_grad_(True)

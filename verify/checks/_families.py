@@ -7,7 +7,7 @@ import numpy as np
 from theory.logistic import LogisticTask
 from verify.tasks import planted_spectrum_task, to_array
 
-__all__ = ["logistic_task", "multitask_quadratic", "twin64"]
+__all__ = ["logistic_task", "multitask_quadratic", "twin64", "torch64"]
 
 
 def logistic_task(n: int, dim: int, lam: float, *, seed: int, n_query: int | None = None,
@@ -50,11 +50,22 @@ def twin64(task):
     """The float64 NumPy copy of a quadratic or logistic task (references are computed there)."""
     from theory._arrays import to_numpy64
     from theory.quadratic import QuadraticTask
+    from verify.tasks import float64_twin
 
     if isinstance(task, LogisticTask):
         return LogisticTask(*(to_numpy64(a) for a in (task.X, task.y, task.X_query,
                                                       task.y_query)), task.lam)
     if isinstance(task, QuadraticTask):
-        return QuadraticTask(*(to_numpy64(a) for a in (task.A, task.b, task.A_query,
-                                                       task.b_query)), task.lam)
+        return float64_twin(task)
     raise TypeError(f"task must be a QuadraticTask or LogisticTask, got {type(task).__name__}")
+
+
+def torch64(task):
+    """A float64 torch (CPU) copy of a quadratic or logistic task: its protocol is then
+    differentiable by autograd (used to differentiate through solvers in references)."""
+    import torch
+
+    t = twin64(task)
+    data = (t._X64, t._y64, t._Xq64, t._yq64) if isinstance(t, LogisticTask) else (
+        t.A, t.b, t.A_query, t.b_query)
+    return type(t)(*(torch.from_numpy(np.array(a, dtype=np.float64)) for a in data), t.lam)

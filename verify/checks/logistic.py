@@ -17,7 +17,7 @@ from theory.bounds import lemma3_bound, lemma3_bound_sharp, theorem2_steps
 from theory.logistic import LogisticTask
 from theory.maml import maml_jacobian_error_bound
 from theory.tolerances import rounding_allowance
-from verify.checks._families import logistic_task, twin64
+from verify.checks._families import logistic_task, torch64, twin64
 from verify.checks._result import compare
 from verify.registry import claim
 
@@ -86,8 +86,7 @@ def check_lemma1_autograd(task, theta, *, tol=1e-10, instance=None):
         K *= 2
         if K > 1 << 16:
             raise ValueError("the gradient-descent Jacobian does not reach tol within 65536 steps")
-    tt = LogisticTask(*(torch.from_numpy(np.asarray(a)) for a in (t64._X64, t64._y64, t64._Xq64,
-                                                                   t64._yq64)), t64.lam)
+    tt = torch64(t64)
     th = torch.from_numpy(theta.copy()).requires_grad_(True)
     with warnings.catch_warnings():  # the solver reads gradient norms as floats while recording
         warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")

@@ -12,7 +12,7 @@ from theory._arrays import to_numpy64
 from theory.bounds import aposteriori_bound
 from theory.quadratic import QuadraticTask
 from theory.tolerances import rounding_allowance
-from verify.checks._families import twin64
+from verify.checks._families import torch64, twin64
 from verify.checks._result import compare
 from verify.registry import claim
 from verify.tasks import paper_synthetic_task, planted_spectrum_task, to_array
@@ -120,8 +120,7 @@ def _approx_solve_reference_nesterov(task64, theta64, inner_steps):
     through the same solver code on a float64 torch copy of the task."""
     import torch
 
-    tt = QuadraticTask(*(torch.from_numpy(to_numpy64(a)) for a in
-                         (task64.A, task64.b, task64.A_query, task64.b_query)), task64.lam)
+    tt = torch64(task64)
     th = torch.from_numpy(theta64.copy()).requires_grad_(True)
     with warnings.catch_warnings():  # the solver reads gradient norms as floats while recording
         warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
@@ -228,9 +227,7 @@ def run_closed_form(ctx):
         for K in Ks:
             out.append(check_maml_closed_form(task, theta, inner_steps=K, instance=inst))
             if ctx.array == "numpy" and not ctx.quick:  # both backward modes on a torch copy
-                tt = to_array(to_numpy64(theta), array="torch")
-                tt_task = QuadraticTask(*(to_array(to_numpy64(a), array="torch") for a in (
-                    task.A, task.b, task.A_query, task.b_query)), task.lam)
+                tt, tt_task = to_array(to_numpy64(theta), array="torch"), torch64(task)
                 out.append(check_maml_closed_form(tt_task, tt, inner_steps=K, backward="autograd",
                                                   instance=dict(inst, array="torch",
                                                                 backward="autograd")))

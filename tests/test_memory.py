@@ -1,0 +1,103 @@
+"""The memory claim (SPEC §8): bytes saved for backward, deterministic. MAML linear in K,
+iMAML constant; negative controls; bad input; CUDA peak memory when a GPU is present."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solvers import truncated_meta_gradient
+from verify.checks.memory import (SavedBytesMeter, check_constant, check_linear_growth,
+                                  peak_cuda_bytes, saved_bytes)
+from verify.registry import RunContext, all_claims
+
+
+@pytest.mark.parametrize("dtype, itemsize", [("float64", 8), ("float32", 4)])
+def test_generic_maml_saves_one_iterate_per_step(dtype, itemsize):
+    """With the protocol backward, each step saves φₖ: exactly d·itemsize bytes per step."""
+    by_K = {K: saved_bytes("maml", K, model="quadratic", backward="protocol", dtype=dtype)
+            for K in (2, 4, 8)}
+    assert by_K[4] - by_K[2] == 2 * 20 * itemsize
+    assert by_K[8] - by_K[4] == 4 * 20 * itemsize
+    assert all(r.passed for r in check_linear_growth(by_K))
+
+
+@settings(max_examples=4)
+@given(st.integers(0, 2**16), st.sampled_from(["logistic", "mlp"]))
+def test_maml_linear_imaml_constant(seed, model):
+    maml = {K: saved_bytes("maml", K, model=model, seed=seed) for K in (1, 3, 6)}
+    imaml = {K: saved_bytes("imaml", K, model=model, seed=seed) for K in (1, 3, 6)}
+    assert all(r.passed for r in check_linear_growth(maml))
+    assert check_constant(imaml).passed
+    assert imaml[6] < maml[6]
+
+
+def test_measurement_is_deterministic():
+    assert saved_bytes("maml", 5, model="mlp") == saved_bytes("maml", 5, model="mlp")
+
+
+def test_imaml_holds_one_hvp_graph_on_a_network():
+    """iMAML's peak equals the bytes of one Hessian-vector product (the HVP graphs are freed)."""
+    from verify.checks.memory import memory_task
+
+    task, theta, _ = memory_task("mlp")
+    with SavedBytesMeter() as meter:
+        task.inner_hvp(theta, torch.ones_like(theta))
+    assert meter.live == 0
+    assert saved_bytes("imaml", 7, model="mlp") == meter.peak
+
+
+def test_autograd_maml_on_a_quadratic_saves_only_A():
+    """A finding, not a defect: with a φ-independent Hessian autograd saves A once (d² floats)."""
+    by_K = {K: saved_bytes("maml", K, model="quadratic", backward="autograd") for K in (2, 20)}
+    assert by_K[2] == by_K[20]
+    assert 20 * 20 * 8 <= by_K[2] < 2 * 20 * 20 * 8   # A (d × d float64) is saved once
+
+
+def test_checks_fail_on_planted_defects():
+    """MAML's bytes are not constant; truncated backprop through 1 step does not grow."""
+    maml = {K: saved_bytes("maml", K, model="mlp") for K in (2, 4)}
+    assert not check_constant(maml).passed
+
+    def truncated_one(task, theta, *, inner_steps, step_size=None):
+        return truncated_meta_gradient(task, theta, inner_steps=inner_steps, backprop_steps=1,
+                                       step_size=step_size)
+
+    flat = {K: saved_bytes(truncated_one, K, model="mlp") for K in (2, 4, 8)}
+    results = check_linear_growth(flat)
+    assert results[0].passed and not results[1].passed
+    bent = {2: 100, 4: 200, 8: 500}
+    assert not check_linear_growth(bent)[0].passed
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="method"):
+        saved_bytes("reptile", 3)
+    with pytest.raises(ValueError, match="model"):
+        saved_bytes("maml", 3, model="transformer")
+    with pytest.raises(ValueError, match="inner_steps"):
+        saved_bytes("maml", -1)
+
+
+def test_registered_claim_passes_quick():
+    results = all_claims()["memory"].run(RunContext(quick=True, seed=6))
+    assert results and all(r.passed for r in results)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_peak_memory():
+    imaml = [peak_cuda_bytes("imaml", K) for K in (16, 64)]
+    maml = [peak_cuda_bytes("maml", K) for K in (16, 64)]
+    assert imaml[1] <= imaml[0] * 1.05 + 4096
+    assert maml[1] > 2 * maml[0]
+
+
+def test_no_cuda_is_an_error_not_a_silent_zero():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        peak_cuda_bytes("maml", 2)
+    assert np.isfinite(saved_bytes("maml", 2))
