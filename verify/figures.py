@@ -218,7 +218,7 @@ _MODEL_LABELS = {"mlp": "MLP 1-40-40-1", "logistic": "logistic regression"}
 def _draw_memory(data):
     fig, ax = _new()
     for i, key in enumerate(data["methods"]):
-        method, model = key.split("/")
+        method, model = key.split("-")
         pts = data["methods"][key]
         (line,) = ax.plot([p["steps"] for p in pts], [p["bytes"] for p in pts],
                           color=COLORS[0 if method == "maml" else 1],
@@ -238,7 +238,7 @@ def _caption_memory(data):
         return f"Not drawn: {data['missing']}."
     parts = []
     for key, pts in data["methods"].items():
-        method, model = key.split("/")
+        method, model = key.split("-")
         name = "MAML" if method == "maml" else "iMAML"
         b = [p["bytes"] for p in pts]
         parts.append(f"{name} on the {_MODEL_LABELS[model]}: {b[0]:,} bytes at K = {pts[0]['steps']}"

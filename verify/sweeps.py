@@ -226,7 +226,7 @@ def memory_data(ctx) -> dict:
     except ImportError as exc:
         return {"missing": str(exc), "methods": {}}
     steps = [1, 2, 4, 8, 16] if ctx.quick else [1, 2, 4, 8, 16, 32, 64]
-    methods = {f"{method}/{model}": [{"steps": k, "bytes": int(saved_bytes(method, k, model=model,
+    methods = {f"{method}-{model}": [{"steps": k, "bytes": int(saved_bytes(method, k, model=model,
                                                                           seed=ctx.seed))}
                                      for k in steps]
                for model in ("mlp",) for method in ("maml", "imaml")}
