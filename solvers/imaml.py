@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from solvers._common import array_namespace, norm
+from solvers._common import array_namespace, check_callback_output, norm
 from solvers._result import SolverResult
 from solvers.cg import cg
 from solvers.gradient_descent import gradient_descent
@@ -72,8 +72,20 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
     xp = array_namespace(theta)
     lam = float(task.lam)
 
+    fitted = []
+
     def grad_G(phi):
-        return task.inner_grad(phi) + lam * (phi - theta)
+        if fitted:
+            return task.inner_grad(phi) + lam * (phi - theta)
+        # first call: θ must fit the task (length, library, dtype, device); solvers see the task
+        # only through the protocol, so its first answer is where a misfit shows
+        try:
+            out = task.inner_grad(phi)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise type(err)(f"theta does not fit the task: task.inner_grad(theta) raised: {err}") from err
+        check_callback_output(out, theta, "task.inner_grad(theta)")
+        fitted.append(True)
+        return out + lam * (phi - theta)
 
     phi0 = theta if warm_start == "theta" else xp.zeros_like(theta)
     common = dict(max_steps=inner_steps, rtol=rtol, atol=atol, history=history)

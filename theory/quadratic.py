@@ -11,7 +11,7 @@ from array_api_compat import array_namespace, device
 from theory._arrays import to_numpy64
 from theory.constants import Constants
 from theory.tolerances import relative_tolerance
-from validation import check_array, check_lam, check_symmetric_psd
+from validation import check_array, check_lam, check_same_namespace, check_symmetric_psd
 
 __all__ = ["QuadraticTask"]
 
@@ -56,6 +56,9 @@ class QuadraticTask:
         return check_array(x, name, ndim=1, like=self.A, shape=(self.dim,))
 
     def _mv(self, M, x):
+        # a cheap fit test (library, dtype, device; no finiteness scan) before any arithmetic,
+        # so a NumPy task given a torch vector (or vice versa) says so instead of coercing
+        check_same_namespace(x, self.A, "phi")
         return self._xp.matmul(M, x)
 
     def _system(self):
@@ -74,6 +77,7 @@ class QuadraticTask:
 
     def inner_hvp(self, phi, v):
         """∇²L̂(φ) v = A v (batched over leading dimensions of v)."""
+        check_same_namespace(v, self.A, "v")
         return self._xp.matmul(v, self.A)  # A is symmetric: v Aᵀ = (A v)ᵀ row-wise
 
     def outer_loss(self, phi):
