@@ -11,6 +11,7 @@ import torch
 
 from solvers import SolverBreakdown, cg, inner_solve
 from theory.tolerances import rounding_allowance
+from verify.fewshot._threads import single_thread
 from verify.fewshot import EpisodeSampler, TrainConfig, glyph_splits
 from verify.fewshot.gpu_check import SIZES, main as gpu_check_main
 from verify.fewshot.integration import (
@@ -28,10 +29,8 @@ CUDA = torch.cuda.is_available()
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 def _samplers(size, image_size, n_way=5, k_query=3):

@@ -10,6 +10,7 @@ import torch
 
 from solvers import Status
 from theory.tolerances import rounding_allowance
+from verify.fewshot._threads import single_thread
 from verify.fewshot import (
     EpisodeSampler,
     SinusoidSampler,
@@ -25,11 +26,8 @@ from verify.fewshot.train import METHODS, episode_task, initial_theta
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny networks: one thread is faster, and timing-free results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

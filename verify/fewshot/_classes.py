@@ -64,3 +64,4 @@ class ClassDataset:
     def __repr__(self) -> str:
         return (f"ClassDataset({self.n_classes} classes{' (with rotations)' if self.rotations else ''}"
                 f", image shape {self.image_shape}, {self.min_count()}+ images per class)")
+

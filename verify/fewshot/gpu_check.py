@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from verify.fewshot._threads import single_thread
 from verify.fewshot.episodes import EpisodeSampler
 from verify.fewshot.glyphs import glyph_splits
 from verify.fewshot.integration import cg_convergence, hvp_time_ratio, memory_profile, short_training
@@ -130,11 +131,12 @@ def main(argv=None) -> int:
         print("gpu_check: no CUDA device on this machine; use --dry-run for the CPU dry run",
               file=sys.stderr)
         return 2
-    if size == "dry":
-        # tiny networks: thread start-up costs more than it saves (and on a shared machine
-        # two threads per op contend badly)
-        torch.set_num_threads(1)
-    results = run_checks(device=device, size=size, seed=args.seed, progress=args.progress)
+    if size == "dry":  # tiny networks run faster on one thread
+        with single_thread():
+            results = run_checks(device=device, size=size, seed=args.seed,
+                                 progress=args.progress)
+    else:
+        results = run_checks(device=device, size=size, seed=args.seed, progress=args.progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     figure = memory_figure(results, out / "fewshot_memory.png")
