@@ -85,3 +85,9 @@ def test_bad_input():
 def test_registered_claim_passes_quick():
     results = all_claims()["corollary1"].run(RunContext(quick=True, seed=5))
     assert results and all(r.passed for r in results)
+
+
+@pytest.mark.slow
+def test_registered_claim_passes_full():
+    results = all_claims()["corollary1"].run(RunContext(quick=False, seed=9))
+    assert results and all(r.passed for r in results)

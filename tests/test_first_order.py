@@ -124,3 +124,11 @@ def test_registered_claims_pass_quick():
     for name in ("fomaml_is_imaml", "reptile_gap", "reptile_same_loss", "reptile_counterexample"):
         results = claims[name].run(RunContext(quick=True, seed=2))
         assert results and all(r.passed for r in results), name
+
+
+@pytest.mark.slow
+def test_registered_claims_pass_full():
+    claims = all_claims()
+    for name in ("fomaml_is_imaml", "reptile_gap", "reptile_same_loss", "reptile_counterexample"):
+        results = claims[name].run(RunContext(quick=False, seed=8))
+        assert results and all(r.passed for r in results), name

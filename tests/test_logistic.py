@@ -105,6 +105,7 @@ def test_lemma1_by_autograd_through_a_converged_solve(seed, log_lam, d):
 
 
 @pytest.mark.slow
+@settings(max_examples=30)
 @given(logistic(max_dim=4))
 def test_lemma1_by_autograd_small_lambda(drawn):
     task, theta, inst = drawn

@@ -245,3 +245,20 @@ def test_registered_claims_pass_quick(_):
     for name in ("maml_closed_form", "maml_exact_solve", "truncated_backprop"):
         results = claims[name].run(RunContext(quick=True, seed=1))
         assert results and all(r.passed for r in results), name
+
+
+@pytest.mark.slow
+def test_registered_claims_pass_full():
+    claims = all_claims()
+    for name in ("maml_closed_form", "maml_exact_solve", "truncated_backprop", "appendix_d"):
+        results = claims[name].run(RunContext(quick=False, seed=7))
+        assert results and all(r.passed for r in results), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("array", ["numpy", "torch"])
+@given(drawn=st.data(), K=st.integers(0, 200))
+def test_maml_closed_form_long_loops(array, drawn, K):
+    task, spec, theta = drawn.draw(quadratic_tasks(array=array, max_dim=12, max_kappa=1e4))
+    assert check_maml_closed_form(task, theta, inner_steps=K).passed
+    assert check_maml_exact_solve(task, theta, inner_steps=K).passed

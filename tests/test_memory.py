@@ -101,3 +101,9 @@ def test_no_cuda_is_an_error_not_a_silent_zero():
     with pytest.raises(RuntimeError, match="CUDA"):
         peak_cuda_bytes("maml", 2)
     assert np.isfinite(saved_bytes("maml", 2))
+
+
+@pytest.mark.slow
+def test_registered_claim_passes_full():
+    results = all_claims()["memory"].run(RunContext(quick=False, seed=10))
+    assert results and all(r.passed for r in results)
