@@ -175,11 +175,12 @@ def test_gpu_check_dry_run_writes_its_json(tmp_path):
     assert doc["dry_run"] and doc["device"].startswith("cpu")
     assert set(doc) >= {"cg_convergence", "memory", "hvp_time", "training", "seconds"}
     assert set(doc["training"]["methods"]) == {"no_meta_learning", "imaml_gd", "imaml_hf",
-                                               "maml", "fomaml", "pretrain"}
+                                               "maml", "fomaml", "reptile", "pretrain"}
     assert flat_for_imaml_linear_for_maml(doc["memory"])["imaml_gd"]["flat"]
     md = (tmp_path / "fewshot.md").read_text()
     assert md == render_markdown(doc)
     assert "not Omniglot" in md and "99.16 ± 0.35" in md and "CPU dry run" in md
+    assert "not run" not in md  # every row of Table 2 has our number
     assert (tmp_path / "fewshot_memory.png").stat().st_size > 0
 
 

@@ -39,7 +39,7 @@ SIZES = {
     "full": dict(image_size=28, filters=64, layers=4, train_classes=400, test_classes=200,
                  samples=20, k_query=5, meta_batch=8, meta_steps=2000, eval_episodes=200,
                  memory_steps=(16, 64), max_cg_steps=20, lanczos_steps=40,
-                 reference_steps=1000, hvp_repeats=50, train_seconds=70.0),
+                 reference_steps=1000, hvp_repeats=50, train_seconds=45.0),
     "cpu": dict(image_size=16, filters=16, layers=4, train_classes=200, test_classes=100,
                 samples=20, k_query=5, meta_batch=4, meta_steps=300, eval_episodes=100,
                 memory_steps=(16, 64), max_cg_steps=20, lanczos_steps=30,
@@ -50,16 +50,19 @@ SIZES = {
                 hvp_repeats=5, train_seconds=20.0),
 }
 
-METHODS = ("imaml_gd", "imaml_hf", "maml", "fomaml", "pretrain")
+METHODS = ("imaml_gd", "imaml_hf", "maml", "fomaml", "reptile", "pretrain")
 
 
-def run_checks(*, device: str, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+def run_checks(*, device: str, size: str = "full", seed: int = 0, progress: bool = False,
+               train_seconds: float | None = None) -> dict:
     """All four checks at ``size`` ('full': paper sizes for a GPU; 'cpu': a few minutes on
     a CPU; 'dry': tiny); returns the JSON-able results."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
     dry_run = size == "dry"
-    s = SIZES[size]
+    s = dict(SIZES[size])
+    if train_seconds is not None:
+        s["train_seconds"] = float(train_seconds)
     t_start = time.perf_counter()
     train, test = glyph_splits(s["train_classes"], s["test_classes"], samples=s["samples"],
                                image_size=s["image_size"], seed=seed)
@@ -74,6 +77,8 @@ def run_checks(*, device: str, size: str = "full", seed: int = 0, progress: bool
         cfg = replace(cfg, inner_steps=4)
     out = {"device": _device_name(device), "dry_run": dry_run, "size": size, "seed": seed,
            "torch": torch.__version__, "python": platform.python_version(),
+           "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
+                    "matmul": torch.backends.cuda.matmul.allow_tf32},
            "data": f"embedded glyphs (NOT Omniglot), {s['image_size']}x{s['image_size']}, "
                    f"{s['train_classes']} training / {s['test_classes']} held-out classes",
            "config": cfg.as_dict(), "sizes": {k: list(v) if isinstance(v, tuple) else v
@@ -124,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=OUTPUT_NAME, help=f"JSON file name ({OUTPUT_NAME})")
     parser.add_argument("--progress", action="store_true", help="tqdm progress bars")
+    parser.add_argument("--train-seconds", type=float, default=None,
+                        help="wall-time cap of each meta-training run (default per size)")
     args = parser.parse_args(argv)
     size = args.size or ("dry" if args.dry_run else "full")
     device = args.device or ("cuda" if size == "full" else "cpu")
@@ -131,12 +138,20 @@ def main(argv=None) -> int:
         print("gpu_check: no CUDA device on this machine; use --dry-run for the CPU dry run",
               file=sys.stderr)
         return 2
-    if size == "dry":  # tiny networks run faster on one thread
-        with single_thread():
+    # float32 means float32: no TensorFloat-32 in convolutions or matmuls (CUDA enables it for
+    # cuDNN convolutions by default, which would put check 1's float32 floor near 1e-3)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        if size == "dry":  # tiny networks run faster on one thread
+            with single_thread():
+                results = run_checks(device=device, size=size, seed=args.seed,
+                                     progress=args.progress, train_seconds=args.train_seconds)
+        else:
             results = run_checks(device=device, size=size, seed=args.seed,
-                                 progress=args.progress)
-    else:
-        results = run_checks(device=device, size=size, seed=args.seed, progress=args.progress)
+                                 progress=args.progress, train_seconds=args.train_seconds)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     figure = memory_figure(results, out / "fewshot_memory.png")
@@ -147,6 +162,7 @@ def main(argv=None) -> int:
     print(f"gpu_check: wrote {path} and {out / 'fewshot.md'} "
           f"({results['seconds']['total']:.0f} s on {results['device']})")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

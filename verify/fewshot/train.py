@@ -11,6 +11,8 @@ Methods (``TrainConfig.method``):
   (:func:`solvers.maml_meta_gradient`). NB: the same proximal inner loop as iMAML-GD (λ > 0),
   so that the two differ only in how the meta-gradient is formed; the paper's MAML uses λ = 0.
 - ``fomaml``: first-order MAML, g = ∇L(φ) (:func:`solvers.fomaml_meta_gradient`).
+- ``reptile``: the direction θ − φ after the same inner loop (:func:`solvers.reptile_direction`;
+  support set only), fed to Adam like a gradient.
 - ``pretrain``: no meta-learning: θ follows the query-loss gradient ∇L(θ) at θ itself
   (joint training over episodes); evaluated with the same adaptation as iMAML-GD.
 
@@ -39,6 +41,7 @@ from solvers import (
     imaml_meta_gradient,
     inner_solve,
     maml_meta_gradient,
+    reptile_direction,
 )
 from verify.models import MLP, ConvNet, ModelTask, flat_parameters
 
@@ -46,7 +49,7 @@ __all__ = ["METHODS", "TrainConfig", "TrainResult", "EvalResult", "paper_config"
            "episode_task", "meta_gradient", "adapt", "meta_train", "evaluate",
            "confidence_interval", "initial_theta", "with_method"]
 
-METHODS = ("imaml_gd", "imaml_hf", "maml", "fomaml", "pretrain")
+METHODS = ("imaml_gd", "imaml_hf", "maml", "fomaml", "reptile", "pretrain")
 
 
 @dataclass
@@ -175,6 +178,9 @@ def meta_gradient(cfg: TrainConfig, task: ModelTask, theta: torch.Tensor):
     if m == "fomaml":
         return fomaml_meta_gradient(task, theta, inner_steps=cfg.inner_steps, inner="gd",
                                     inner_step_size=cfg.inner_lr)
+    if m == "reptile":
+        return reptile_direction(task, theta, inner_steps=cfg.inner_steps, inner="gd",
+                                 inner_step_size=cfg.inner_lr)
     return {"gradient": task.outer_grad(theta), "phi": theta}
 
 
