@@ -177,17 +177,18 @@ def _run_figure(fig_id, ctx, records):
 
 
 def _fewshot_markdown(out_dir):
-    """The few-shot section, when the few-shot experiment (issue 5) has left results."""
+    """The few-shot section and its document, when the few-shot experiment (issue 5;
+    `make gpu-check` writes reports/gpu/fewshot_gpu.json) has left results; else (None, None)."""
     try:
         from verify.fewshot import report as fewshot_report
+        from verify.fewshot.gpu_check import OUTPUT_NAME
     except ImportError:
         return None, None
+    import json
     from pathlib import Path
 
-    for path in (Path(out_dir) / "fewshot" / "results.json", Path("reports/fewshot/results.json")):
+    for path in (Path(out_dir) / "gpu" / OUTPUT_NAME, Path("reports") / "gpu" / OUTPUT_NAME):
         if path.is_file():
-            import json
-
             doc = json.loads(path.read_text(encoding="utf-8"))
             return fewshot_report.render_markdown(doc), doc
     return None, None
