@@ -178,10 +178,20 @@ def test_gpu_check_dry_run_writes_its_json(tmp_path):
                                                "maml", "fomaml", "reptile", "pretrain"}
     assert flat_for_imaml_linear_for_maml(doc["memory"])["imaml_gd"]["flat"]
     md = (tmp_path / "fewshot.md").read_text()
-    assert md == render_markdown(doc)
+    assert md == render_markdown(doc, figure_path="fewshot_memory.png")
+    assert "![memory" not in render_markdown(doc)  # the report links the GPU run's figure only
     assert "not Omniglot" in md and "99.16 ± 0.35" in md and "CPU dry run" in md
     assert "not run" not in md  # every row of Table 2 has our number
     assert (tmp_path / "fewshot_memory.png").stat().st_size > 0
+    # rendered as a GPU run would be: peak CUDA memory, and the report links the figure
+    gpu_doc = json.loads(json.dumps(doc))
+    gpu_doc.update(device="NVIDIA H100 80GB HBM3", dry_run=False, memory_figure="gpu/m.png")
+    for rows in gpu_doc["memory"]["methods"].values():
+        for row in rows.values():
+            row["cuda_peak_bytes"] = row["saved_bytes"]
+    gpu_doc["memory"]["growth_measure"] = "cuda_peak_bytes"
+    gpu_md = render_markdown(gpu_doc)
+    assert "GPU run" in gpu_md and "peak CUDA memory" in gpu_md and "](gpu/m.png)" in gpu_md
 
 
 def test_gpu_check_without_cuda_says_so(tmp_path, capsys):

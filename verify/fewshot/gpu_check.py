@@ -155,10 +155,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     figure = memory_figure(results, out / "fewshot_memory.png")
-    results["memory_figure"] = "fewshot_memory.png" if figure else None
+    # relative to the folder above (reports/, where REPORT.md is written)
+    results["memory_figure"] = f"{out.resolve().name}/fewshot_memory.png" if figure else None
     path = out / args.name
     path.write_text(json.dumps(results, indent=2))
-    (out / "fewshot.md").write_text(render_markdown(results))
+    (out / "fewshot.md").write_text(render_markdown(
+        results, figure_path="fewshot_memory.png" if figure else None))
     print(f"gpu_check: wrote {path} and {out / 'fewshot.md'} "
           f"({results['seconds']['total']:.0f} s on {results['device']})")
     return 0

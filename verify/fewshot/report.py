@@ -31,7 +31,9 @@ def _mib(b):
 
 
 def render_markdown(doc: dict, *, figure_path: str | None = None) -> str:
-    """Markdown for the few-shot section from a results document (the gpu_check JSON)."""
+    """Markdown for the few-shot section from a results document (the gpu_check JSON).
+    ``figure_path``: link to the memory figure; by default the document's ``memory_figure``
+    (relative to the folder above the JSON's, i.e. to reports/ for REPORT.md) for a GPU run."""
     run = ("CPU dry run (tiny sizes)" if doc.get("dry_run") else
            "CPU run (reduced sizes)" if str(doc.get("device", "cpu")).startswith("cpu")
            else "GPU run")
@@ -110,7 +112,8 @@ def render_markdown(doc: dict, *, figure_path: str | None = None) -> str:
         for m, rows in mem["methods"].items():
             out.append(f"| {m} | " + " | ".join(_mib(rows[k][measure]) for k in ks)
                        + f" | ×{mem['growth'][m]:.2f} |")
-        figure_path = figure_path or doc.get("memory_figure")
+        if figure_path is None and measure == "cuda_peak_bytes":  # the GPU run's figure
+            figure_path = doc.get("memory_figure")
         if figure_path:
             out += ["", f"![memory against inner steps]({figure_path})"]
 
