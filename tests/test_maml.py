@@ -262,3 +262,19 @@ def test_maml_closed_form_long_loops(array, drawn, K):
     task, spec, theta = drawn.draw(quadratic_tasks(array=array, max_dim=12, max_kappa=1e4))
     assert check_maml_closed_form(task, theta, inner_steps=K).passed
     assert check_maml_exact_solve(task, theta, inner_steps=K).passed
+
+
+def test_maml_on_a_network_autograd_equals_protocol_backward():
+    """On verify.models.ModelTask (an MLP), backprop through the network's own differentiable
+    gradient equals the chain of the task's Hessian-vector products (two routes, one answer)."""
+    from verify.checks.memory import memory_task
+
+    task, theta, opts = memory_task("mlp", seed=3)
+    a = maml_meta_gradient(task, theta, inner_steps=5, step_size=opts["step_size"],
+                           backward="autograd")
+    b = maml_meta_gradient(task, theta, inner_steps=5, step_size=opts["step_size"],
+                           backward="protocol")
+    assert torch.equal(a.phi, b.phi)
+    scale = float(torch.linalg.vector_norm(a.gradient)) + 1
+    assert float(torch.linalg.vector_norm(a.gradient - b.gradient)) <= rounding_allowance(
+        "float64", scale=scale, dim=theta.numel() * 6)
