@@ -43,11 +43,11 @@ def test_bad_input():
 
 
 def test_registered_claim_passes_quick():
-    results = all_claims()["assumption1_memory"].run(RunContext(quick=True))
+    results = all_claims()["assumption1-memory"].run(RunContext(quick=True))
     assert results and all(r.passed for r in results)
 
 
 @pytest.mark.slow
 def test_registered_claim_passes_full():
-    results = all_claims()["assumption1_memory"].run(RunContext(quick=False, seed=11))
+    results = all_claims()["assumption1-memory"].run(RunContext(quick=False, seed=11))
     assert results and all(r.passed for r in results)

@@ -121,7 +121,7 @@ def test_bad_input(fn):
 
 def test_registered_claims_pass_quick():
     claims = all_claims()
-    for name in ("fomaml_is_imaml", "reptile_gap", "reptile_same_loss", "reptile_counterexample"):
+    for name in ("fomaml-is-imaml", "reptile-gap", "reptile-same-loss", "reptile-counterexample"):
         results = claims[name].run(RunContext(quick=True, seed=2))
         assert results and all(r.passed for r in results), name
 
@@ -129,6 +129,6 @@ def test_registered_claims_pass_quick():
 @pytest.mark.slow
 def test_registered_claims_pass_full():
     claims = all_claims()
-    for name in ("fomaml_is_imaml", "reptile_gap", "reptile_same_loss", "reptile_counterexample"):
+    for name in ("fomaml-is-imaml", "reptile-gap", "reptile-same-loss", "reptile-counterexample"):
         results = claims[name].run(RunContext(quick=False, seed=8))
         assert results and all(r.passed for r in results), name

@@ -239,7 +239,7 @@ def test_bad_theta_and_radius():
 
 def test_registered_claims_pass_quick():
     claims = all_claims()
-    for name in ("lemma1_logistic", "lemma3_logistic", "theorem2_logistic"):
+    for name in ("lemma1-logistic", "lemma3-logistic", "theorem2-logistic"):
         results = claims[name].run(RunContext(quick=True, seed=3))
         assert results and all(r.passed for r in results), name
 
@@ -247,6 +247,6 @@ def test_registered_claims_pass_quick():
 @pytest.mark.slow
 def test_registered_claims_pass_full():
     claims = all_claims()
-    for name in ("lemma1_logistic", "lemma3_logistic", "theorem2_logistic"):
+    for name in ("lemma1-logistic", "lemma3-logistic", "theorem2-logistic"):
         results = claims[name].run(RunContext(quick=False, seed=4))
         assert results and all(r.passed for r in results), name

@@ -242,7 +242,7 @@ def test_theory_bad_input(quad):
 @given(st.just(None))
 def test_registered_claims_pass_quick(_):
     claims = all_claims()
-    for name in ("maml_closed_form", "maml_exact_solve", "truncated_backprop"):
+    for name in ("maml-closed-form", "maml-exact-solve", "truncated-backprop"):
         results = claims[name].run(RunContext(quick=True, seed=1))
         assert results and all(r.passed for r in results), name
 
@@ -250,7 +250,7 @@ def test_registered_claims_pass_quick(_):
 @pytest.mark.slow
 def test_registered_claims_pass_full():
     claims = all_claims()
-    for name in ("maml_closed_form", "maml_exact_solve", "truncated_backprop", "appendix_d"):
+    for name in ("maml-closed-form", "maml-exact-solve", "truncated-backprop", "appendix-d"):
         results = claims[name].run(RunContext(quick=False, seed=7))
         assert results and all(r.passed for r in results), name
 

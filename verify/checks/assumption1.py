@@ -65,13 +65,13 @@ def hvp_memory_ratio(network="mlp", **kwargs) -> dict:
 
 def check_memory_ratio(numbers: dict, *, factor=MEMORY_FACTOR, instance=None):
     """HVP bytes ≤ ``factor`` × gradient bytes (Assumption 1's memory half)."""
-    return compare("assumption1_memory", SPEC,
+    return compare("assumption1-memory", SPEC,
                    f"bytes saved for one HVP ≤ {factor:g} × bytes saved for one gradient",
                    numbers["hvp_bytes"], factor * numbers["gradient_bytes"], instance=instance,
                    details=dict(numbers))
 
 
-@claim("assumption1_memory", title="Assumption 1: HVP memory ≤ 2 × gradient memory", spec=SPEC,
+@claim("assumption1-memory", title="Assumption 1: HVP memory ≤ 2 × gradient memory", spec=SPEC,
        statement="peak bytes saved for backward by one Hessian-vector product (double backward) "
        "are at most twice those of one gradient (MLP; the paper's 4-layer conv net)",
        loose="the time half (HVP ≤ ~5 gradients) is machine-dependent and is measured only in "

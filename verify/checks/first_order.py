@@ -42,16 +42,16 @@ def check_fomaml_is_imaml(task, theta, *, inner_steps, method=fomaml_meta_gradie
     zero_cg = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=0,
                                   cg_start="gradient")
     g, g0 = to_numpy64(fo.gradient), to_numpy64(zero_cg.gradient)
-    out = [compare("fomaml_is_imaml", SPEC,
+    out = [compare("fomaml-is-imaml", SPEC,
                    "first-order MAML == iMAML with 0 CG steps started at ∇L(φ) (bitwise)",
                    float(np.max(np.abs(g - g0))), 0.0, instance=inst),
-           compare("fomaml_is_imaml", SPEC, "first-order MAML == ∇L(φ) at its own φ (bitwise)",
+           compare("fomaml-is-imaml", SPEC, "first-order MAML == ∇L(φ) at its own φ (bitwise)",
                    float(np.max(np.abs(g - to_numpy64(task.outer_grad(fo.phi))))), 0.0,
                    instance=inst)]
     one = to_numpy64(imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=1).gradient)
     denom = np.linalg.norm(one) * np.linalg.norm(g)
     cos = float(one @ g / denom) if denom > 0 else 1.0
-    out.append(compare("fomaml_is_imaml", SPEC,
+    out.append(compare("fomaml-is-imaml", SPEC,
                        "iMAML with 1 CG step from g₀ = 0 is first-order MAML's direction scaled "
                        "(1 − cosine)", 1.0 - cos, 0.0,
                        allowance=rounding_allowance(_dtype(theta), kappa=_kappa(task),
@@ -73,7 +73,7 @@ def check_reptile_gap(task, theta, *, inner_steps, method=reptile_direction, ins
     gap = float(np.linalg.norm(d - inner_dir))
     grad_G = _n(task.inner_grad(phi) + lam * (phi - theta)) / lam
     scale = _n(theta) + _n(phi) + float(np.linalg.norm(inner_dir))
-    return compare("reptile_gap", SPEC,
+    return compare("reptile-gap", SPEC,
                    "‖(θ − φ) − ∇L̂(φ)/λ‖ = ‖∇G(φ, θ)‖/λ (0 at the exact inner solution)",
                    abs(gap - grad_G), 0.0,
                    allowance=rounding_allowance(_dtype(theta), kappa=_kappa(task), scale=scale,
@@ -91,7 +91,7 @@ def check_reptile_same_loss(task, theta, *, inner_steps, method=reptile_directio
     lam = float(task.lam)
     gap = float(np.linalg.norm(to_numpy64(rep.gradient) - to_numpy64(fo.gradient) / lam))
     scale = _n(theta) + _n(rep.phi) + _n(fo.gradient) / lam
-    return compare("reptile_same_loss", SPEC,
+    return compare("reptile-same-loss", SPEC,
                    "L = L̂: ‖(θ − φ) − ∇L(φ)/λ‖ ≤ ‖∇G(φ, θ)‖/λ", gap, rep.stationarity / lam,
                    allowance=rounding_allowance(_dtype(theta), kappa=_kappa(task), scale=scale,
                                                 dim=theta.shape[0]),
@@ -123,7 +123,7 @@ def check_reptile_counterexample(task, theta, *, instance=None):
     "identical up to the learning rate" needs L = L̂ and an exact inner solve)."""
     nums = reptile_numbers(task, theta)
     allowance = rounding_allowance("float64", kappa=_kappa(task), dim=theta.shape[0])
-    return compare("reptile_counterexample", SPEC,
+    return compare("reptile-counterexample", SPEC,
                    "separate query loss: 1 − cos(λ(θ − φ*), ∇L(φ*)) > rounding (directions differ)",
                    1.0 - nums["cosine_reptile_fomaml"], allowance, relation=">",
                    instance=instance, details=nums)
@@ -150,7 +150,7 @@ def _instances(ctx, query):
         yield task, theta, dict(spec.as_dict(), array=ctx.array, dtype=ctx.dtype)
 
 
-@claim("fomaml_is_imaml", title="First-order MAML is iMAML with 0 CG steps from ∇L(φ)",
+@claim("fomaml-is-imaml", title="First-order MAML is iMAML with 0 CG steps from ∇L(φ)",
        spec=SPEC, statement="g_FO = ∇L(Alg(θ)) equals Algorithm 2 with 0 CG steps started at "
        "g₀ = ∇L(φ) exactly; one CG step from 0 gives the same direction scaled")
 def run_fomaml(ctx):
@@ -161,7 +161,7 @@ def run_fomaml(ctx):
     return out
 
 
-@claim("reptile_gap", title="Reptile: θ − φ = ∇L̂(φ)/λ up to ‖∇G(φ, θ)‖/λ", spec=SPEC,
+@claim("reptile-gap", title="Reptile: θ − φ = ∇L̂(φ)/λ up to ‖∇G(φ, θ)‖/λ", spec=SPEC,
        statement="(θ − φ) − ∇L̂(φ)/λ = −∇G(φ, θ)/λ: equal at the exact inner solution, off by "
        "exactly ‖∇G‖/λ with an inexact one")
 def run_reptile_gap(ctx):
@@ -173,7 +173,7 @@ def run_reptile_gap(ctx):
     return out
 
 
-@claim("reptile_same_loss", title="Reptile = first-order MAML / λ when L = L̂", spec=SPEC,
+@claim("reptile-same-loss", title="Reptile = first-order MAML / λ when L = L̂", spec=SPEC,
        statement="with the query loss equal to the inner loss, ‖(θ − φ) − ∇L(φ)/λ‖ ≤ ‖∇G(φ, θ)‖/λ")
 def run_reptile_same(ctx):
     out = []
@@ -183,7 +183,7 @@ def run_reptile_same(ctx):
     return out
 
 
-@claim("reptile_counterexample", title="Reptile ≠ first-order MAML / λ with a separate query loss",
+@claim("reptile-counterexample", title="Reptile ≠ first-order MAML / λ with a separate query loss",
        spec=SPEC, statement="with L ≠ L̂, λ(θ − Alg*(θ)) = ∇L̂(φ*) and ∇L(φ*) point in different "
        "directions (cosine and length ratio reported)",
        loose="Appendix A calls Reptile and first-order MAML 'identical up to the learning rate'; "

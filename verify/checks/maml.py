@@ -60,7 +60,7 @@ def check_maml_closed_form(task, theta, *, inner_steps, step_size=None,
     g = method(task, theta, inner_steps=inner_steps, step_size=alpha, **kwargs).gradient
     ref = tm.maml_meta_gradient(task64, to_numpy64(theta), alpha, inner_steps)
     err = float(np.linalg.norm(to_numpy64(g) - ref))
-    return compare("maml_closed_form", SPEC,
+    return compare("maml-closed-form", SPEC,
                    "MAML by autograd = J_Kᵀ∇L(φ_K), J_K = P^K + λC⁻¹(I − P^K) (approx-solve error 0)",
                    err, 0.0, allowance=_allowance(task64, theta, inner_steps, _dtype(theta), alpha),
                    instance=dict(instance or {}, inner_steps=inner_steps, step_size=alpha),
@@ -84,7 +84,7 @@ def check_maml_exact_solve(task, theta, *, inner_steps, step_size=None,
                                             initial_distance=r0,
                                             outer_grad_norm=_norm(task64.outer_grad(phi_K)))
     q = tm.maml_contraction(task64, alpha)
-    return compare("maml_exact_solve", SPEC,
+    return compare("maml-exact-solve", SPEC,
                    "‖g_MAML − dθL(Alg*(θ))‖ ≤ q^K(1−λ/β)‖∇L(φ_K)‖ + (λ/μ)L q^K‖θ − φ*‖, q = ‖P‖",
                    err, bound, allowance=_allowance(task64, theta, inner_steps, _dtype(theta), alpha),
                    instance=dict(instance or {}, inner_steps=inner_steps, step_size=alpha),
@@ -105,7 +105,7 @@ def check_truncated(task, theta, *, inner_steps, backprop_steps, step_size=None,
     trunc = tm.truncated_meta_gradient(task64, theta64, alpha, inner_steps, backprop_steps)
     measured_err = float(np.linalg.norm(g - maml))
     closed_err = float(np.linalg.norm(trunc - maml))
-    return compare("truncated_backprop", SPEC,
+    return compare("truncated-backprop", SPEC,
                    "truncated backprop's approx-solve error = ‖(J_K − λC⁻¹(I − P^T))ᵀ∇L(φ_K)‖",
                    abs(measured_err - closed_err), 0.0,
                    allowance=_allowance(task64, theta, inner_steps, _dtype(theta), alpha),
@@ -167,20 +167,20 @@ def check_appendix_d(task64, theta64, K, *, instance=None, imaml_method=None):
     scale = float(np.linalg.norm(rows["maml"]["result"].gradient)) + 1.0
     inst = dict(instance or {}, inner_steps=K)
     table = {m: {k: v for k, v in r.items() if k != "result"} for m, r in rows.items()}
-    out = [compare("appendix_d", SPEC_D, "MAML's approx-solve error is 0",
+    out = [compare("appendix-d", SPEC_D, "MAML's approx-solve error is 0",
                    rows["maml"]["approx_solve_error"], 0.0,
                    allowance=_allowance(task64, theta64, K, "float64", 1 / beta),
                    instance=inst, details={"table": table})]
     res = rows["imaml"]["result"]
     cert = aposteriori_bound(task64.constants(theta64), stationarity=res.stationarity,
                              cg_residual=res.cg_residual, outer_grad_norm=res.outer_grad_norm)
-    out.append(compare("appendix_d", SPEC_D,
+    out.append(compare("appendix-d", SPEC_D,
                        "iMAML's exact-solve error ≤ its a-posteriori certificate (Lemma 3)",
                        rows["imaml"]["exact_solve_error"], cert.bound,
                        allowance=rounding_allowance("float64", kappa=beta / mu, scale=scale,
                                                     dim=task64.dim), instance=inst,
                        details={"table": table}))
-    out.append(compare("appendix_d", SPEC_D,
+    out.append(compare("appendix-d", SPEC_D,
                        "at equal compute (K gradients + K HVPs) iMAML's exact-solve error ≤ MAML's",
                        rows["imaml"]["exact_solve_error"], rows["maml"]["exact_solve_error"],
                        instance=inst, details={"table": table}))
@@ -218,7 +218,7 @@ def _instances(ctx):
         yield task, theta, dict(spec.as_dict(), array=ctx.array, dtype=ctx.dtype), Ks
 
 
-@claim("maml_closed_form", title="MAML by autograd = its closed form (approx-solve error 0)",
+@claim("maml-closed-form", title="MAML by autograd = its closed form (approx-solve error 0)",
        spec=SPEC, statement="autograd through K GD steps on G(·,θ) equals J_Kᵀ∇L(φ_K), "
        "J_K = P^K + λC⁻¹(I − P^K), P = I − α(A + λI), to rounding")
 def run_closed_form(ctx):
@@ -234,7 +234,7 @@ def run_closed_form(ctx):
     return out
 
 
-@claim("maml_exact_solve", title="MAML's exact-solve error decays like ‖I − α(A + λI)‖^K",
+@claim("maml-exact-solve", title="MAML's exact-solve error decays like ‖I − α(A + λI)‖^K",
        spec=SPEC, statement="‖g_MAML − dθL(Alg*(θ))‖ ≤ q^K((1−λ/β)‖∇L(φ_K)‖ + (λ/μ)L‖θ − φ*‖), "
        "q = ‖I − α(A+λI)‖ = 1 − αμ for α = 1/β; nearly attained on a planted instance",
        loose="the appendix states MAML's dependence on K only qualitatively (memory, not accuracy)")
@@ -251,7 +251,7 @@ def run_exact_solve(ctx):
     return out
 
 
-@claim("truncated_backprop", title="Truncated backpropagation matches its closed form",
+@claim("truncated-backprop", title="Truncated backpropagation matches its closed form",
        spec=SPEC, statement="backprop through the last T of K steps gives J^(T)ᵀ∇L(φ_K), "
        "J^(T) = λC⁻¹(I − P^T); its approx-solve error is ‖(J_K − J^(T))ᵀ∇L(φ_K)‖")
 def run_truncated(ctx):
@@ -272,7 +272,7 @@ def paper_comparison(seed=0, Ks=(5, 20, 100)):
     return {K: appendix_d_row(task, theta, K) for K in Ks}, spec
 
 
-@claim("appendix_d", title="Appendix D: exact-solve vs approx-solve error, MAML / truncated / iMAML",
+@claim("appendix-d", title="Appendix D: exact-solve vs approx-solve error, MAML / truncated / iMAML",
        spec=SPEC_D, statement="MAML has approx-solve error 0; iMAML's exact-solve error is "
        "certified and, at equal compute, at most MAML's (paper's synthetic task and planted tasks)")
 def run_appendix_d(ctx):

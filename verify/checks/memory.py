@@ -142,19 +142,18 @@ def saved_bytes(method, inner_steps, *, model="quadratic", backward="auto", seed
 
 def peak_cuda_bytes(method, inner_steps, *, model="mlp", seed=0, dtype="float32",
                     backward="auto") -> int:
-    """torch.cuda.max_memory_allocated during one meta-gradient, above what was allocated
-    before it (needs CUDA)."""
+    """torch.cuda.max_memory_allocated during one meta-gradient (as in :func:`saved_bytes`, on
+    CUDA), above what was allocated before it (``verify.fewshot.memory.peak_cuda_bytes``).
+    Raises RuntimeError without a CUDA device."""
     import torch
 
     if not torch.cuda.is_available():
         raise RuntimeError("peak_cuda_bytes needs a CUDA device")
+    from verify.fewshot.memory import peak_cuda_bytes as measure
+
     task, theta, opts = memory_task(model, seed=seed, dtype=dtype, device="cuda")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    _run(method, task, theta, int(inner_steps), opts, backward)
-    torch.cuda.synchronize()
-    return int(torch.cuda.max_memory_allocated() - base)
+    peak, _ = measure(lambda: _run(method, task, theta, int(inner_steps), opts, backward), "cuda")
+    return peak
 
 
 def check_linear_growth(bytes_by_K: dict, *, instance=None):
