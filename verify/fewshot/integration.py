@@ -27,7 +27,6 @@ from theory.tolerances import machine_epsilon
 from verify.fewshot.lanczos import lanczos_ritz_values
 from verify.fewshot.memory import peak_cuda_bytes, peak_saved_bytes
 from verify.fewshot.train import (
-    adapt,
     episode_task,
     evaluate,
     initial_theta,
@@ -213,11 +212,4 @@ def hvp_time_ratio(cfg, sampler, *, repeats=20, episode=0) -> dict:
     return {"dim": task.dim, "repeats": repeats, "grad_seconds": t_grad, "hvp_seconds": t_hvp,
             "time_ratio": t_hvp / t_grad, "grad_saved_bytes": m_grad, "hvp_saved_bytes": m_hvp,
             "memory_ratio": m_hvp / m_grad, "device": cfg.device}
-
-
-def adapted_accuracy(cfg, sampler, theta, episode):
-    """Query accuracy of θ adapted to one episode (a helper for quick looks)."""
-    model, _ = initial_theta(cfg, sampler)
-    task = episode_task(model, sampler.episode(episode), cfg, loss=sampler.loss)
-    return task.accuracy(adapt(cfg, task, theta))
 
