@@ -53,9 +53,8 @@ def check_fomaml_is_imaml(task, theta, *, inner_steps, method=fomaml_meta_gradie
     cos = float(one @ g / denom) if denom > 0 else 1.0
     out.append(compare("fomaml-is-imaml", SPEC,
                        "iMAML with 1 CG step from g₀ = 0 is first-order MAML's direction scaled "
-                       "(1 − cosine)", 1.0 - cos, 0.0,
-                       allowance=rounding_allowance(_dtype(theta), kappa=_kappa(task),
-                                                    dim=theta.shape[0]),
+                       "(1 − cosine)", 1.0 - cos,
+                       rounding_allowance(_dtype(theta), kappa=_kappa(task), dim=theta.shape[0]),
                        instance=inst, details={"cosine": cos,
                                                "scale": float(np.linalg.norm(one) / max(np.linalg.norm(g), 1e-300))}))
     return out
@@ -75,9 +74,9 @@ def check_reptile_gap(task, theta, *, inner_steps, method=reptile_direction, ins
     scale = _n(theta) + _n(phi) + float(np.linalg.norm(inner_dir))
     return compare("reptile-gap", SPEC,
                    "‖(θ − φ) − ∇L̂(φ)/λ‖ = ‖∇G(φ, θ)‖/λ (0 at the exact inner solution)",
-                   abs(gap - grad_G), 0.0,
-                   allowance=rounding_allowance(_dtype(theta), kappa=_kappa(task), scale=scale,
-                                                dim=theta.shape[0]),
+                   abs(gap - grad_G),
+                   rounding_allowance(_dtype(theta), kappa=_kappa(task), scale=scale,
+                                      dim=theta.shape[0]),
                    instance=dict(instance or {}, inner_steps=inner_steps, inner=inner),
                    details={"gap": gap, "stationarity_over_lam": grad_G})
 
