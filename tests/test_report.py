@@ -46,8 +46,21 @@ def test_claim_record_worst_instance_and_ratios():
     assert rec["status"] == "PASS" and rec["instances"] == 4 and rec["failed"] == 0
     assert rec["bound_checks"] == 3 and rec["controls"] == 1
     assert rec["worst_ratio"] == 0.9 and rec["worst_ratio_with_allowance"] == 0.9 / 1.1
+    assert rec["rounding_level_checks"] == 1
     assert rec["weakest_control_ratio"] == 3.0
     assert rec["worst"]["measured"] == 0.9
+
+
+def test_rounding_level_checks_stay_out_of_the_worst_ratio():
+    """A bound decayed below rounding (1e-30) with a rounding-level error (1e-16) passes on its
+    allowance; its ratio 1e14 says nothing about the bound and is not the claim's worst ratio."""
+    rec = claim_record(CLAIM, [_check(0.5, 1.0), _check(1e-16, 1e-30, allowance=1e-14)],
+                       elapsed_s=0.0)
+    assert rec["status"] == "PASS" and rec["worst_ratio"] == 0.5
+    assert rec["rounding_level_checks"] == 1 and rec["worst_ratio_with_allowance"] == 0.5
+    beyond = claim_record(CLAIM, [_check(2e-14, 1e-30, allowance=1e-14)], elapsed_s=0.0)
+    assert beyond["status"] == "FAIL" and beyond["worst_ratio"] is None
+    assert beyond["worst_ratio_with_allowance"] > 1
 
 
 def test_claim_record_failures_errors_and_empty_runs():

@@ -271,8 +271,9 @@ def _draw_tightness(data):
 
 def _caption_tightness(data):
     parts = [f"{n}: {max(r):.3g}" for n, r in sorted(data["ratios"].items())]
-    return ("Ratio measured/bound of every upper-bound check (one dot per instance; above 1 would "
-            "be a violation). Largest ratio per claim — " + "; ".join(parts) + ".")
+    return ("Ratio measured/bound of every upper-bound check whose bound is above its rounding "
+            "allowance (one dot per instance; above 1 would be a violation). Largest ratio per "
+            "claim — " + "; ".join(parts) + ".")
 
 
 # -- figure 7 ---------------------------------------------------------------------------------

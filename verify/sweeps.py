@@ -235,12 +235,13 @@ def memory_data(ctx) -> dict:
 
 # -- figure 6: tightness ---------------------------------------------------------------------------
 def tightness_data(claim_records) -> dict:
-    """Ratios measured/bound of every upper-bound check ('<=' relation), per claim."""
+    """Ratios measured/bound of every upper-bound check ('<=' relation) whose bound is above its
+    rounding allowance, per claim (below it the ratio compares rounding errors)."""
     out = {}
     for rec in claim_records:
         ratios = [c["ratio"] for c in rec.get("checks", [])
                   if c["relation"] == "<=" and isinstance(c["ratio"], float) and c["ratio"] > 0
-                  and math.isfinite(c["ratio"])]
+                  and math.isfinite(c["ratio"]) and c["bound"] > c["allowance"]]
         if ratios:
             out[rec["name"]] = ratios
     return {"ratios": out}

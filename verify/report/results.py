@@ -12,7 +12,7 @@ from enum import Enum
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "jsonable", "claim_record", "environment",
+__all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "jsonable", "claim_record", "above_rounding", "environment",
            "summary", "load_schema", "validate", "dumps"]
 
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
@@ -50,12 +50,20 @@ def jsonable(obj):
 
 
 def _margin(check) -> float:
-    """How close a check is to failing, on one scale (> 1 fails): ratio for an upper bound,
-    bound/measured for a negative control."""
-    r = check.ratio
+    """How close a check is to failing, on one scale (> 1 fails): measured/(bound + allowance)
+    for an upper bound, bound/measured for a negative control."""
     if check.relation == "<=":
-        return r
+        return _with_allowance(check)
+    r = check.ratio
     return math.inf if r == 0 else 1.0 / r
+
+
+def above_rounding(check) -> bool:
+    """An upper-bound check whose bound is larger than its rounding allowance: its ratio
+    measured/bound says something about the bound. (Where the bound is below the allowance,
+    e.g. an equality to rounding or a bound that has decayed to 1e-30, the verdict rests on the
+    allowance and measured/bound is a ratio of rounding errors.)"""
+    return check.relation == "<=" and check.bound > check.allowance
 
 
 def _with_allowance(check) -> float:
@@ -90,7 +98,8 @@ def claim_record(claim, results, *, elapsed_s: float, error: str | None = None) 
         "statement": claim.statement, "loose": claim.loose, "status": status,
         "instances": len(results), "failed": len(failed),
         "bound_checks": len(bound_checks), "controls": len(controls),
-        "worst_ratio": max((r.ratio for r in bound_checks), default=None),
+        "worst_ratio": max((r.ratio for r in bound_checks if above_rounding(r)), default=None),
+        "rounding_level_checks": sum(not above_rounding(r) for r in bound_checks),
         "worst_ratio_with_allowance": max((_with_allowance(r) for r in bound_checks), default=None),
         "weakest_control_ratio": min((r.ratio for r in controls), default=None),
         "worst": worst.as_dict() if worst is not None else None,
