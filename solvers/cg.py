@@ -19,7 +19,9 @@ def cg(matvec, rhs, *, x0=None, max_steps=None, rtol=1e-5, atol=0.0, history=Fal
     becomes exactly zero. Rows that have converged are frozen.
 
     Non-positive curvature pᵀMp ≤ 0 (M not positive definite) raises :class:`SolverBreakdown`,
-    or with ``on_breakdown='return'`` returns the last iterate with status BREAKDOWN.
+    or with ``on_breakdown='return'`` returns the last iterate with status BREAKDOWN. A row whose
+    residual is already below eps·‖rhs‖ (solved to working precision) when its curvature vanishes
+    — p underflowing after many steps with rtol = atol = 0 — is converged, not broken down.
     ``steps`` counts matrix-vector products of the iteration (one more is made when x0 is given).
     """
     if on_breakdown not in ("raise", "return"):
@@ -39,6 +41,10 @@ def cg(matvec, rhs, *, x0=None, max_steps=None, rtol=1e-5, atol=0.0, history=Fal
         r = rhs - check_callback_output(matvec(x), rhs, "matvec")
         evals += 1
     tol = xp.clip(rtol * norm(xp, rhs), min=atol)
+    # below this residual a row is solved to working precision: if its curvature pᵀMp then
+    # vanishes (underflow of an ever smaller p, possible with rtol = atol = 0), it is converged
+    rounding_floor = float(xp.finfo(rhs.dtype).eps) * norm(xp, rhs)
+    at_floor = xp.zeros_like(tol, dtype=xp.bool)
     rr = dot(xp, r, r)
     p = r
     rec = History() if history else None
@@ -48,7 +54,7 @@ def cg(matvec, rhs, *, x0=None, max_steps=None, rtol=1e-5, atol=0.0, history=Fal
         rnorm = xp.sqrt(rr)
         if rec is not None:
             rec.record(x, as_scalar(rnorm))
-        done = rnorm <= tol
+        done = (rnorm <= tol) | at_floor
         if bool(xp.all(done)):
             status = Status.CONVERGED
             break
@@ -58,13 +64,18 @@ def cg(matvec, rhs, *, x0=None, max_steps=None, rtol=1e-5, atol=0.0, history=Fal
         evals += 1
         pMp = dot(xp, p, Mp)
         guard_finite(xp, pMp, "the curvature p^T M p returned by matvec", steps)
-        active = ~done
+        flat = ~done & (pMp <= 0)
+        at_floor = at_floor | (flat & (rnorm <= rounding_floor))
+        active = ~done & ~at_floor
         if bool(xp.any(active & (pMp <= 0))):
             if on_breakdown == "raise":
                 raise SolverBreakdown(
                     f"CG breakdown at step {steps}: matvec is not positive definite "
                     f"(p^T M p = {float(xp.min(pMp)):.3g} <= 0)")
             status = Status.BREAKDOWN
+            break
+        if not bool(xp.any(active)):
+            status = Status.CONVERGED
             break
         one = xp.ones_like(pMp)
         alpha = xp.where(active, rr / xp.where(active, pMp, one), xp.zeros_like(pMp))

@@ -473,3 +473,21 @@ def test_inner_solve_defaults_follow_the_task():
     zero = inner_solve(task, theta, inner_steps=20, inner="gd", warm_start="zero")
     assert np.array_equal(zero.x, gradient_descent(grad, np.zeros(5), step_size=1 / beta,
                                                    max_steps=20).x)
+
+
+def test_cg_vanishing_curvature_at_working_precision_is_convergence_not_breakdown():
+    """With rtol = atol = 0 and more steps than needed, p shrinks until pᵀMp underflows to 0
+    (seen on Corollary 1's tasks at step 53). A row already solved to working precision is then
+    converged; the same vanishing curvature with a large residual is still a breakdown."""
+    M = np.diag(np.linspace(1.0, 10.0, 6))
+    rhs = np.random.default_rng(0).standard_normal(6)
+    floor = np.finfo(np.float64).eps * np.linalg.norm(rhs)
+
+    def underflowing(v):  # models p·Mp underflow once the iteration is at rounding level
+        return np.zeros_like(v) if np.linalg.norm(v) < 1e-3 * floor else v @ M
+
+    res = cg(underflowing, rhs, max_steps=500, rtol=0.0, atol=0.0)
+    assert res.status is Status.CONVERGED and res.residual_norm <= floor
+    np.testing.assert_allclose(res.x, np.linalg.solve(M, rhs), rtol=1e-12)
+    with pytest.raises(SolverBreakdown, match="not positive definite"):
+        cg(lambda v: np.zeros_like(v), rhs, max_steps=5, rtol=0.0, atol=0.0)

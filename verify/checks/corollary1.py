@@ -64,12 +64,9 @@ def meta_objective(tasks) -> MetaObjective:
 
 def imaml_routine(task, theta, eps_half):
     """The meta-gradient routine of the corollary: iMAML from φ₀ = 0 with Theorem 2's counts
-    for accuracy ε/2 (instance constants of this task at this θ). Theorem 2's CG count can
-    exceed the steps CG needs to reach rounding level; a breakdown after that (pᵀMp underflows
-    to 0) returns the last, converged iterate instead of raising."""
+    for accuracy ε/2 (instance constants of this task at this θ)."""
     t_inner, t_cg = theorem2_steps(task.constants(theta), eps_half)
-    return imaml_meta_gradient(task, theta, inner_steps=t_inner, cg_steps=t_cg, warm_start="zero",
-                               on_breakdown="return")
+    return imaml_meta_gradient(task, theta, inner_steps=t_inner, cg_steps=t_cg, warm_start="zero")
 
 
 def run_corollary1(tasks, eps, *, routine=imaml_routine, max_calls=None):
