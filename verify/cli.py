@@ -86,7 +86,7 @@ def _list() -> int:
 
     print("claims:")
     for name, c in all_claims().items():
-        print(f"  {name:<24} SPEC {c.spec:<8} {c.title}")
+        print(f"  {name:<24} {c.spec:<14} {c.title}")
     print("figures:")
     for f in FIGURES.values():
         print(f"  {f.id:<5} {f.name:<15} {f.title}")

@@ -133,14 +133,16 @@ def _draw_inner(data):
 
 
 def _caption_inner(data):
-    m = data["methods"]
+    def reach(name):
+        n = data["methods"][name]["evaluations_to_delta"]
+        return ("does not reach δ within the budget" if n is None
+                else f"stays below δ after {n} evaluations")
+
     return (f"Distance to Alg*(θ) against evaluations from φ₀ = θ (d = {data['task']['dim']}, "
             f"κ = {data['kappa']:g}). Lemma 2 asks for {data['lemma2_steps']} Nesterov steps to "
-            f"reach δ = 1e-10·‖φ₀ − φ*‖; Nesterov stays below δ after "
-            f"{m['nesterov']['steps_to_delta']} steps, gradient descent "
-            f"{'does not reach δ within the budget' if m['gd']['steps_to_delta'] is None else 'after ' + str(m['gd']['steps_to_delta'])}"
-            f", Newton-CG (Armijo line search on G) "
-            f"{'stalls above δ at ' + format(min(m['newton_cg']['error']), '.1e') if m['newton_cg']['steps_to_delta'] is None else 'reaches it after ' + str(m['newton_cg']['steps_to_delta']) + ' evaluations'}.")
+            f"reach δ = 1e-10·‖φ₀ − φ*‖. Nesterov {reach('nesterov')}, gradient descent "
+            f"{reach('gd')}, Newton-CG (one gradient and {data['newton_cg_steps']} Hessian-vector "
+            f"products per iteration, Armijo line search on G) {reach('newton_cg')}.")
 
 
 # -- figure 3 ---------------------------------------------------------------------------------

@@ -116,15 +116,17 @@ def inner_solver_data(ctx) -> dict:
         res = inner_solve(task, theta, inner_steps=budget, inner=name, history=True)
         errors = _errors(res.history.iterates, phi_star)[:budget + 1]
         methods[name] = {"evaluations": list(range(len(errors))), "error": errors,
-                         "steps_to_delta": steps_to_stay_below(errors, delta)}
+                         "evaluations_to_delta": steps_to_stay_below(errors, delta)}
     newton_cg_steps = 5
     per_iteration = 1 + newton_cg_steps          # one gradient and (at most) 5 HVPs
     res = inner_solve(task, theta, inner_steps=budget // per_iteration, inner="newton_cg",
                       newton_cg_steps=newton_cg_steps, history=True)
     errors = _errors(res.history.iterates, phi_star)
+    iterations = steps_to_stay_below(errors, delta)
     methods["newton_cg"] = {"evaluations": [k * per_iteration for k in range(len(errors))],
                             "error": errors, "status": res.status.value,
-                            "steps_to_delta": steps_to_stay_below(errors, delta)}
+                            "evaluations_to_delta": None if iterations is None
+                            else iterations * per_iteration}
     return {"task": spec.as_dict(), "kappa": kappa, "distance": distance, "delta": delta,
             "lemma2_steps": lemma2, "newton_cg_steps": newton_cg_steps,
             "bound_steps": list(range(budget + 1)),

@@ -19,6 +19,11 @@ def fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}"
 
 
+def _section(spec: str) -> str:
+    """'§4' from 'SPEC §4' (claims may write either)."""
+    return spec[len("SPEC "):] if spec.startswith("SPEC ") else spec
+
+
 def _verdict(status: str) -> str:
     return {"PASS": "PASS", "FAIL": "**FAIL**", "ERROR": "**ERROR**"}[status]
 
@@ -30,7 +35,7 @@ def summary_table(doc) -> str:
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for c in doc["claims"]:
         control = "—" if c["weakest_control_ratio"] is None else f"{fmt(c['weakest_control_ratio'])} (> 1 needed)"
-        lines.append(f"| `{c['name']}` | {c['spec']} | {c['instances']} | {fmt(c['worst_ratio'])} | "
+        lines.append(f"| `{c['name']}` | {_section(c['spec'])} | {c['instances']} | {fmt(c['worst_ratio'])} | "
                      f"{fmt(c['worst_ratio_with_allowance'])} | {c['rounding_level_checks']} | "
                      f"{control} | {_verdict(c['status'])} |")
     return "\n".join(lines)
@@ -49,7 +54,7 @@ def _check_line(c) -> str:
 
 def _claim_section(c) -> str:
     out = [f"### `{c['name']}` — {c['title']}", "",
-           f"*SPEC {c['spec']}.* {c['statement']}", "",
+           f"*SPEC {_section(c['spec'])}.* {c['statement']}", "",
            f"- **Result:** {_verdict(c['status'])} — {c['instances']} instances "
            f"({c['bound_checks']} bound checks, {c['controls']} negative controls), "
            f"{c['failed']} failed, {fmt(c['elapsed_s'], 2)} s.",
@@ -150,7 +155,7 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
     loose = [c for c in doc["claims"] if c["loose"]]
     if loose:
         out += ["## Loose places of the appendix, as found", ""]
-        out += [f"- `{c['name']}` ({c['spec']}): {c['loose']}" for c in loose]
+        out += [f"- `{c['name']}` (SPEC {_section(c['spec'])}): {c['loose']}" for c in loose]
         out.append("")
     if fewshot_markdown:
         out += [fewshot_markdown.rstrip(), ""]
