@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 __all__ = ["render_report", "summary_table", "fmt"]
 
 
 def fmt(x, digits=3) -> str:
-    """A number for a table: 3 significant digits, '—' for None, strings ('inf') as they are."""
+    """A number for a table: 3 significant digits (more near 1, so that 1.000005 does not read
+    as 1), '—' for None, strings ('inf') as they are."""
     if x is None:
         return "—"
     if isinstance(x, str):
@@ -16,6 +18,8 @@ def fmt(x, digits=3) -> str:
         return str(x)
     if isinstance(x, int):
         return str(x)
+    if x != 1 and abs(x - 1) < 10 ** -digits:   # near 1: show on which side of 1 it lies
+        return f"{x:.{min(17, math.ceil(-math.log10(abs(x - 1))) + 2)}g}"
     return f"{x:.{digits}g}"
 
 
