@@ -45,8 +45,20 @@ def summary_table(doc) -> str:
     return "\n".join(lines)
 
 
+def _compact(obj, items=6):
+    """Long lists shortened to their first items and a count (results.json has them whole)."""
+    if isinstance(obj, dict):
+        return {k: _compact(v, items) for k, v in obj.items()}
+    if isinstance(obj, list):
+        head = [_compact(v, items) for v in obj[:items]]
+        return head + [f"… {len(obj)} items"] if len(obj) > items else head
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}")
+    return obj
+
+
 def _json_inline(obj) -> str:
-    text = json.dumps(obj, ensure_ascii=False, sort_keys=True)
+    text = json.dumps(_compact(obj), ensure_ascii=False, sort_keys=True)
     return text if len(text) <= 600 else text[:600] + " …"
 
 
@@ -70,8 +82,8 @@ def _claim_section(c) -> str:
               if c["weakest_control_ratio"] is not None else "") + "."]
     w = c["worst"]
     if w is not None:
-        out.append(f"- **{'Worst failing' if not w['passed'] else 'Worst'} instance:** {_check_line(w)}. "
-                   f"{w['statement']}")
+        out.append(f"- **{'Worst failing' if not w['passed'] else 'Worst'} instance:** {_check_line(w)}."
+                   + (f" {w['statement']}" if w["statement"] != c["statement"] else ""))
         out.append(f"  - instance: `{_json_inline(w['instance'])}`")
         if w["details"]:
             out.append(f"  - details: `{_json_inline(w['details'])}`")
