@@ -119,5 +119,5 @@ def test_interrupted_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
 def test_ratios_near_one_show_which_side_of_one_they_are():
     from verify.report import fmt
 
-    assert fmt(1.0000048803) == "1.0000049" and fmt(0.99999997, 4) == "0.99999997"
+    assert fmt(1.0000048803) == "1+4.9e-06" and fmt(0.99999997, 4) == "1-3e-08"
     assert fmt(1.0) == "1" and fmt(0.983) == "0.983" and fmt(None) == "—" and fmt("inf") == "inf"

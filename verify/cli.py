@@ -199,10 +199,10 @@ def _print_table(doc, out=None):
     width = max([len("claim")] + [len(c["name"]) for c in doc["claims"]]) + 2
     from verify.report import fmt
 
-    print(f"{'claim':<{width}}{'instances':>10}{'worst ratio':>13}{'w/ allowance':>14}"
+    print(f"{'claim':<{width}}{'instances':>10}{'worst ratio':>14}{'w/ allowance':>14}"
           f"{'at rounding':>13}{'weakest control':>17}  result", file=out)
     for c in doc["claims"]:
-        print(f"{c['name']:<{width}}{c['instances']:>10}{fmt(c['worst_ratio'], 4):>13}"
+        print(f"{c['name']:<{width}}{c['instances']:>10}{fmt(c['worst_ratio'], 4):>14}"
               f"{fmt(c['worst_ratio_with_allowance'], 4):>14}{c['rounding_level_checks']:>13}"
               f"{fmt(c['weakest_control_ratio'], 4):>17}  {c['status']}", file=out)
     for f in doc["figures"].values():

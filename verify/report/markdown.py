@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 __all__ = ["render_report", "summary_table", "fmt"]
 
@@ -19,7 +18,7 @@ def fmt(x, digits=3) -> str:
     if isinstance(x, int):
         return str(x)
     if x != 1 and abs(x - 1) < 10 ** -digits:   # near 1: show on which side of 1 it lies
-        return f"{x:.{min(17, math.ceil(-math.log10(abs(x - 1))) + 2)}g}"
+        return f"1{'+' if x > 1 else '-'}{abs(x - 1):.2g}"
     return f"{x:.{digits}g}"
 
 
