@@ -113,6 +113,16 @@ def _iteration_table(rows) -> str:
     return "\n".join(lines)
 
 
+def _found(c) -> str:
+    """What the run measured for a claim, in one phrase."""
+    parts = [f"{c['instances']} instances, {_verdict(c['status'])}"]
+    if c["worst_ratio"] is not None:
+        parts.append(f"worst ratio {fmt(c['worst_ratio'])}")
+    if c["weakest_control_ratio"] is not None:
+        parts.append(f"negative control at {fmt(c['weakest_control_ratio'])}× its bound")
+    return f"`{c['name']}` " + ", ".join(parts)
+
+
 def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
     s = doc["summary"]
     st = doc["settings"]
@@ -170,7 +180,13 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
     loose = [c for c in doc["claims"] if c["loose"]]
     if loose:
         out += ["## Loose places of the appendix, as found", ""]
-        out += [f"- `{c['name']}` (SPEC {_section(c['spec'])}): {c['loose']}" for c in loose]
+        groups: dict[str, list] = {}
+        for c in loose:                      # claims sharing one remark are listed together
+            groups.setdefault(c["loose"], []).append(c)
+        out += [", ".join(f"- `{c['name']}`" if i == 0 else f"`{c['name']}`"
+                          for i, c in enumerate(cs))
+                + f" (SPEC {_section(cs[0]['spec'])}): {text.rstrip('.')}. *Found:* "
+                + "; ".join(_found(c) for c in cs) + "." for text, cs in groups.items()]
         out.append("")
     if fewshot_markdown:
         out += [fewshot_markdown.rstrip(), ""]
