@@ -123,3 +123,19 @@ def test_render_formats():
         figures.render(fig, "jpeg")
     with pytest.raises(KeyError, match="fig99"):
         figures.lookup("fig99")
+
+
+def test_figure1_counts_violations_of_a_planted_too_small_bound(monkeypatch):
+    """Negative control of figure 1's data: with the CG bound planted 1000× too small, the
+    sweep reports steps above it."""
+    from theory import bounds
+    from verify import sweeps
+    from verify.registry import RunContext
+
+    honest = sweeps.cg_error_data(RunContext(quick=True))
+    assert all(c["violations"] == 0 for c in honest["curves"])
+    true_bound = bounds.cg_error_bound
+    monkeypatch.setattr(sweeps.bounds, "cg_error_bound",
+                        lambda *a, **k: true_bound(*a, **k) / 1000)
+    planted = sweeps.cg_error_data(RunContext(quick=True))
+    assert sum(c["violations"] for c in planted["curves"]) > 0
