@@ -187,13 +187,14 @@ def test_cuda_device_selects_torch_arrays():
     assert (ctx.array, ctx.device, ctx.dtype) == ("numpy", "cpu", "float32")
 
 
-def test_fewshot_results_join_the_report(planted, tmp_path):
+@pytest.mark.parametrize("where", ["gpu", "fewshot"])
+def test_fewshot_results_join_the_report(planted, tmp_path, where):
     """When the few-shot check (issue 5) has written its JSON, REPORT.md carries its section."""
     gpu_check = pytest.importorskip("verify.fewshot.gpu_check")
     planted("planted-fine", lambda ctx: [_bound_check(0.5)])
-    (tmp_path / "gpu").mkdir()
-    (tmp_path / "gpu" / gpu_check.OUTPUT_NAME).write_text(json.dumps({"device": "cpu",
-                                                                      "dry_run": True}))
+    (tmp_path / where).mkdir()
+    name = gpu_check.OUTPUT_NAME if where == "gpu" else "results.json"
+    (tmp_path / where / name).write_text(json.dumps({"device": "cpu", "dry_run": True}))
     assert main(["claim", "planted-fine", "--out", str(tmp_path), "--no-progress"]) == 0
     assert "## Few-shot integration" in (tmp_path / "REPORT.md").read_text()
     doc = json.loads((tmp_path / "results.json").read_text())

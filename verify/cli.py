@@ -177,8 +177,9 @@ def _run_figure(fig_id, ctx, records):
 
 
 def _fewshot_markdown(out_dir):
-    """The few-shot section and its document, when the few-shot experiment (issue 5;
-    `make gpu-check` writes reports/gpu/fewshot_gpu.json) has left results; else (None, None)."""
+    """The few-shot section and its document, when the few-shot experiment (issue 5) has left
+    results in the output folder: ``gpu/fewshot_gpu.json`` (`make gpu-check`, preferred) or
+    ``fewshot/results.json`` (its CPU run); else (None, None)."""
     try:
         from verify.fewshot import report as fewshot_report
         from verify.fewshot.gpu_check import OUTPUT_NAME
@@ -187,7 +188,7 @@ def _fewshot_markdown(out_dir):
     import json
     from pathlib import Path
 
-    for path in (Path(out_dir) / "gpu" / OUTPUT_NAME, Path("reports") / "gpu" / OUTPUT_NAME):
+    for path in (Path(out_dir) / "gpu" / OUTPUT_NAME, Path(out_dir) / "fewshot" / "results.json"):
         if path.is_file():
             doc = json.loads(path.read_text(encoding="utf-8"))
             return fewshot_report.render_markdown(doc), doc
