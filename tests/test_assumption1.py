@@ -6,7 +6,6 @@ import pytest
 
 from verify.checks.assumption1 import (MEMORY_FACTOR, check_memory_ratio, hvp_memory_ratio,
                                        model_task)
-from verify.registry import RunContext, all_claims
 
 
 @pytest.mark.parametrize("network, kwargs", [("mlp", {}), ("conv4", {"filters": 8}),
@@ -40,14 +39,3 @@ def test_check_fails_on_planted_defect():
 def test_bad_input():
     with pytest.raises(ValueError, match="network"):
         model_task("resnet")
-
-
-def test_registered_claim_passes_quick():
-    results = all_claims()["assumption1-memory"].run(RunContext(quick=True))
-    assert results and all(r.passed for r in results)
-
-
-@pytest.mark.slow
-def test_registered_claim_passes_full():
-    results = all_claims()["assumption1-memory"].run(RunContext(quick=False, seed=11))
-    assert results and all(r.passed for r in results)

@@ -12,7 +12,6 @@ from theory.bounds import corollary1_calls
 from theory.tolerances import rounding_allowance
 from verify.checks._families import multitask_quadratic
 from verify.checks.corollary1 import check_corollary1, meta_objective, run_corollary1
-from verify.registry import RunContext, all_claims
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -80,14 +79,3 @@ def test_bad_input():
         from theory.quadratic import QuadraticTask
 
         meta_objective([QuadraticTask(np.eye(2), np.zeros(2), np.zeros((2, 2)), np.ones(2), 1.0)])
-
-
-def test_registered_claim_passes_quick():
-    results = all_claims()["corollary1"].run(RunContext(quick=True, seed=5))
-    assert results and all(r.passed for r in results)
-
-
-@pytest.mark.slow
-def test_registered_claim_passes_full():
-    results = all_claims()["corollary1"].run(RunContext(quick=False, seed=9))
-    assert results and all(r.passed for r in results)

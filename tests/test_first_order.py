@@ -11,7 +11,6 @@ from solvers import fomaml_meta_gradient, imaml_meta_gradient, reptile_direction
 from verify.checks.first_order import (check_fomaml_is_imaml, check_reptile_counterexample,
                                        check_reptile_gap, check_reptile_same_loss,
                                        opposite_tasks_example, reptile_numbers)
-from verify.registry import RunContext, all_claims
 from verify.strategies import quadratic_tasks
 from verify.tasks import paper_synthetic_task, planted_spectrum_task
 
@@ -117,18 +116,3 @@ def test_bad_input(fn):
         fn(task, np.zeros(4), inner_steps=2, warm_start="random")
     with pytest.raises(ValueError, match="inner_steps"):
         fn(task, np.zeros(4), inner_steps=-1)
-
-
-def test_registered_claims_pass_quick():
-    claims = all_claims()
-    for name in ("fomaml-is-imaml", "reptile-gap", "reptile-same-loss", "reptile-counterexample"):
-        results = claims[name].run(RunContext(quick=True, seed=2))
-        assert results and all(r.passed for r in results), name
-
-
-@pytest.mark.slow
-def test_registered_claims_pass_full():
-    claims = all_claims()
-    for name in ("fomaml-is-imaml", "reptile-gap", "reptile-same-loss", "reptile-counterexample"):
-        results = claims[name].run(RunContext(quick=False, seed=8))
-        assert results and all(r.passed for r in results), name

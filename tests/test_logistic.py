@@ -15,7 +15,6 @@ from theory.tolerances import rounding_allowance
 from verify.checks._families import logistic_task
 from verify.checks.logistic import (_lemma3_numbers, check_lemma1_autograd, check_lemma1_fd,
                                     check_lemma3, check_theorem2, lemma3_instance)
-from verify.registry import RunContext, all_claims
 
 seeds = st.integers(0, 2**31 - 1)
 lams = st.floats(-2, 0).map(lambda e: float(10 ** e))      # λ from 0.01 (ρ term dominates) to 1
@@ -235,18 +234,3 @@ def test_bad_theta_and_radius():
         task.constants(np.zeros(3), radius=-1.0)
     with pytest.raises(ValueError, match="flip"):
         logistic_task(5, 2, 1.0, seed=0, flip=0.7)
-
-
-def test_registered_claims_pass_quick():
-    claims = all_claims()
-    for name in ("lemma1-logistic", "lemma3-logistic", "theorem2-logistic"):
-        results = claims[name].run(RunContext(quick=True, seed=3))
-        assert results and all(r.passed for r in results), name
-
-
-@pytest.mark.slow
-def test_registered_claims_pass_full():
-    claims = all_claims()
-    for name in ("lemma1-logistic", "lemma3-logistic", "theorem2-logistic"):
-        results = claims[name].run(RunContext(quick=False, seed=4))
-        assert results and all(r.passed for r in results), name

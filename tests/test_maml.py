@@ -14,7 +14,6 @@ from theory.quadratic import QuadraticTask
 from theory.tolerances import rounding_allowance
 from verify.checks.maml import (adversarial_maml_task, check_appendix_d, check_maml_closed_form,
                                 check_maml_exact_solve, check_truncated, paper_comparison)
-from verify.registry import RunContext, all_claims
 from verify.strategies import quadratic_tasks
 from verify.tasks import paper_synthetic_task, planted_spectrum_task, to_array
 
@@ -238,21 +237,6 @@ def test_theory_bad_input(quad):
                                         initial_distance=1.0, outer_grad_norm=1.0)
 
 
-@settings(max_examples=1)
-@given(st.just(None))
-def test_registered_claims_pass_quick(_):
-    claims = all_claims()
-    for name in ("maml-closed-form", "maml-exact-solve", "truncated-backprop"):
-        results = claims[name].run(RunContext(quick=True, seed=1))
-        assert results and all(r.passed for r in results), name
-
-
-@pytest.mark.slow
-def test_registered_claims_pass_full():
-    claims = all_claims()
-    for name in ("maml-closed-form", "maml-exact-solve", "truncated-backprop", "appendix-d"):
-        results = claims[name].run(RunContext(quick=False, seed=7))
-        assert results and all(r.passed for r in results), name
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from solvers import truncated_meta_gradient
 from verify.checks.memory import (SavedBytesMeter, check_constant, check_linear_growth,
                                   peak_cuda_bytes, saved_bytes)
-from verify.registry import RunContext, all_claims
 
 
 @pytest.mark.parametrize("dtype, itemsize", [("float64", 8), ("float32", 4)])
@@ -81,10 +80,6 @@ def test_bad_input():
         saved_bytes("maml", -1)
 
 
-def test_registered_claim_passes_quick():
-    results = all_claims()["memory"].run(RunContext(quick=True, seed=6))
-    assert results and all(r.passed for r in results)
-
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -101,9 +96,3 @@ def test_no_cuda_is_an_error_not_a_silent_zero():
     with pytest.raises(RuntimeError, match="CUDA"):
         peak_cuda_bytes("maml", 2)
     assert np.isfinite(saved_bytes("maml", 2))
-
-
-@pytest.mark.slow
-def test_registered_claim_passes_full():
-    results = all_claims()["memory"].run(RunContext(quick=False, seed=10))
-    assert results and all(r.passed for r in results)
