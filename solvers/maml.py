@@ -29,17 +29,11 @@ from solvers._result import SolverResult, Status
 from solvers.gradient_descent import gradient_descent
 from solvers.imaml import MetaGradientResult, _default_steps
 from solvers.protocol import check_task
-from validation import check_array
+from validation import check_array, check_steps
 
 __all__ = ["maml_meta_gradient", "truncated_meta_gradient", "BACKWARD_MODES"]
 
 BACKWARD_MODES = ("auto", "autograd", "protocol")
-
-
-def _check_count(name, value, *, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class _Bridge:
@@ -105,8 +99,8 @@ def _protocol_gradient_class():
 def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, method):
     check_task(task)
     check_array(theta, "theta", ndim=1)
-    K = _check_count("inner_steps", inner_steps)
-    T = _check_count("backprop_steps", backprop_steps)
+    K = check_steps(inner_steps, "inner_steps")
+    T = check_steps(backprop_steps, "backprop_steps")
     if T > K:
         raise ValueError(f"backprop_steps must be <= inner_steps = {K}, got {T}")
     if backward not in BACKWARD_MODES:
@@ -169,7 +163,7 @@ def maml_meta_gradient(task, theta, *, inner_steps, step_size=None, backward="au
     backward step through ∇L̂ costs one) and 1 outer gradient. Always takes exactly K steps.
     See the module docstring for ``backward``."""
     return _backprop(task, theta, inner_steps=inner_steps, step_size=step_size,
-                     backprop_steps=_check_count("inner_steps", inner_steps), backward=backward,
+                     backprop_steps=check_steps(inner_steps, "inner_steps"), backward=backward,
                      method="maml")
 
 
