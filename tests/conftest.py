@@ -1,4 +1,5 @@
-"""Hypothesis profiles (registered once, here) and the array back-ends every test runs on."""
+"""Hypothesis profiles (registered once, here), the array back-ends every test runs on, and the
+session's one `imaml-verify run --quick` shared by test_cli.py and test_figures.py."""
 from __future__ import annotations
 
 import os
@@ -36,3 +37,22 @@ BACKENDS = [
 def backend(request):
     """(array library, device) pairs: NumPy, torch on CPU, torch on CUDA when present."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """(exit status, output folder, results document, captured stdout) of one quick run (it is
+    most of the time of the CLI and figure tests, so it runs once per session)."""
+    import contextlib
+    import io
+    import json
+
+    from verify.cli import main
+
+    out = tmp_path_factory.mktemp("imaml-verify-quick")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = main(["run", "--quick", "--seed", "0", "--out", str(out), "--no-progress"])
+    results = out / "results.json"
+    assert results.is_file(), f"the quick run (exit {status}) wrote no results.json:\n{buf.getvalue()}"
+    return status, out, json.loads(results.read_text(encoding="utf-8")), buf.getvalue()

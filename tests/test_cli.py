@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from _quick_run import quick_run
 from verify import compare
 from verify.cli import main
 from verify.figures import FIGURES
@@ -15,8 +14,8 @@ from verify.registry import CLAIMS, Claim, all_claims
 from verify.report import validate
 
 
-def test_quick_run_passes_and_writes_every_file():
-    status, out, doc, stdout = quick_run()
+def test_quick_run_passes_and_writes_every_file(quick_run):
+    status, out, doc, stdout = quick_run
     assert status == 0, stdout
     for name in ("REPORT.md", "results.json", "results.schema.json"):
         assert (out / name).stat().st_size > 0
@@ -47,17 +46,17 @@ def test_quick_run_passes_and_writes_every_file():
                    for line in stdout.splitlines())
 
 
-def test_quick_run_json_follows_its_schema():
-    _, out, doc, _ = quick_run()
+def test_quick_run_json_follows_its_schema(quick_run):
+    _, out, doc, _ = quick_run
     validate(doc)
     assert json.loads((out / "results.schema.json").read_text())["title"] == "imaml-verify results"
 
 
-def test_schema_rejects_a_broken_document():
+def test_schema_rejects_a_broken_document(quick_run):
     """Negative control of the schema check."""
     import jsonschema
 
-    _, _, doc, _ = quick_run()
+    _, _, doc, _ = quick_run
     broken = json.loads(json.dumps(doc))
     broken["claims"][0]["status"] = "MAYBE"
     with pytest.raises(jsonschema.ValidationError):

@@ -1,13 +1,12 @@
 """The figures are drawn from the numbers stored in results.json (checked on the artists'
 data, not on pixels), with labelled axes and log scales, and their data says what the captions
-claim. Uses the session's one quick run (tests/_quick_run.py)."""
+claim. Uses the session's one quick run (the quick_run fixture of tests/conftest.py)."""
 from __future__ import annotations
 
 import copy
 
 import numpy as np
 import pytest
-from _quick_run import quick_run
 
 from verify import figures
 
@@ -54,8 +53,8 @@ def mismatches(fig, data) -> list[str]:
     return bad
 
 
-def _drawn(fig_id):
-    _, out, doc, _ = quick_run()
+def _drawn(quick_run, fig_id):
+    _, out, doc, _ = quick_run
     entry = doc["figures"][fig_id]
     if entry["status"] == "skipped":
         pytest.skip(f"{fig_id} skipped in this environment: {entry['reason']}")
@@ -64,8 +63,8 @@ def _drawn(fig_id):
 
 
 @pytest.mark.parametrize("fig_id", DRAWN)
-def test_figure_is_drawn_from_the_stored_numbers(fig_id):
-    out, entry = _drawn(fig_id)
+def test_figure_is_drawn_from_the_stored_numbers(quick_run, fig_id):
+    out, entry = _drawn(quick_run, fig_id)
     for rel in entry["files"]:
         head = (out / rel).read_bytes()[:8]
         assert head.startswith(b"\x89PNG") if rel.endswith(".png") else b"<svg" in (out / rel).read_bytes()[:2000]
@@ -82,9 +81,9 @@ def test_figure_is_drawn_from_the_stored_numbers(fig_id):
 
 
 @pytest.mark.parametrize("fig_id", DRAWN)
-def test_mismatch_detector_catches_altered_numbers(fig_id):
+def test_mismatch_detector_catches_altered_numbers(quick_run, fig_id):
     """Negative control of the test above: a figure drawn from other numbers is caught."""
-    _, entry = _drawn(fig_id)
+    _, entry = _drawn(quick_run, fig_id)
     altered = copy.deepcopy(entry["data"])
     gid = tagged_series(figures.draw(fig_id, entry["data"]))[0][0]
     paths = dict(part.split(":", 1) for part in gid.split("|"))
@@ -97,9 +96,9 @@ def test_mismatch_detector_catches_altered_numbers(fig_id):
     assert mismatches(figures.draw(fig_id, altered), entry["data"])
 
 
-def test_figure_data_agree_with_the_bounds_they_show():
+def test_figure_data_agree_with_the_bounds_they_show(quick_run):
     """The numbers behind figures 1, 3 and 7 respect the bounds drawn beside them."""
-    _, _, doc, _ = quick_run()
+    _, _, doc, _ = quick_run
     fig1 = doc["figures"]["fig1"]["data"]
     for c in fig1["curves"]:
         assert c["violations"] == 0
