@@ -6,7 +6,14 @@ from solvers._result import History, NonFiniteIterate, SolverBreakdown, SolverRe
 from solvers.cg import cg
 from solvers.first_order import fomaml_meta_gradient, reptile_direction
 from solvers.gradient_descent import gradient_descent
-from solvers.imaml import INNER_SOLVERS, MetaGradientResult, imaml_meta_gradient, inner_solve
+from solvers.imaml import (
+    INNER_SOLVERS,
+    MetaGradientResult,
+    default_step_sizes,
+    imaml_meta_gradient,
+    implicit_gradient_at,
+    inner_solve,
+)
 from solvers.maml import maml_meta_gradient, truncated_meta_gradient
 from solvers.nesterov import nesterov
 from solvers.newton_cg import newton_cg
@@ -23,9 +30,11 @@ __all__ = [
     "TaskProtocol",
     "cg",
     "check_task",
+    "default_step_sizes",
     "fomaml_meta_gradient",
     "gradient_descent",
     "imaml_meta_gradient",
+    "implicit_gradient_at",
     "inner_solve",
     "maml_meta_gradient",
     "nesterov",

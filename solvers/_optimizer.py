@@ -3,16 +3,9 @@ from __future__ import annotations
 
 from solvers._common import array_namespace, check_callback_output, guard_finite, norm
 from solvers._result import History, SolverResult, Status
-from validation import check_array, check_tolerances
+from validation import check_array, check_positive, check_tolerances
 
 MAX_STEPS_WITHOUT_LIMIT = 100_000
-
-
-def _positive_float(name, value):
-    v = float(value)
-    if not (v > 0 and v < float("inf")):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return v
 
 
 class GradientOracle:
@@ -50,7 +43,7 @@ def first_order_loop(grad, x0, *, step_size, momentum, max_steps, rtol, atol, hi
     Stops at y_k when ‖∇f(y_k)‖ ≤ max(atol, rtol‖∇f(y₀)‖), returning y_k. The history holds
     (x_k, ‖∇f(y_k)‖) for each step, then the returned point with its own gradient norm."""
     xp, oracle, rtol, atol, max_steps = prepare(grad, x0, rtol, atol, max_steps)
-    s = _positive_float("step_size", step_size)
+    s = check_positive(step_size, "step_size")
     rec = History() if history else None
     x = y = x0
     tol = None

@@ -1,4 +1,4 @@
-"""Matrix-free conjugate gradient, batched over a leading task dimension (SPEC §4)."""
+"""Matrix-free conjugate gradient, batched over a leading task dimension (docs/mathematics.md §4)."""
 from __future__ import annotations
 
 from solvers._common import array_namespace, as_scalar, check_callback_output, dot, guard_finite, norm

@@ -1,4 +1,4 @@
-"""First-order MAML and Reptile (SPEC §7): meta-update directions that use no second-order
+"""First-order MAML and Reptile (docs/mathematics.md §7): meta-update directions that use no second-order
 information, written through the same inner solver as iMAML.
 
 - First-order MAML: g = ∇L(φ) at the approximate inner solution φ = Alg(θ). It IS iMAML's
@@ -19,7 +19,7 @@ def fomaml_meta_gradient(task, theta, *, inner_steps, inner="nesterov", warm_sta
                          history=False) -> MetaGradientResult:
     """First-order MAML: g = ∇L(φ) with φ from :func:`solvers.inner_solve` (same options as
     :func:`solvers.imaml_meta_gradient`). Computed as iMAML with ``cg_steps=0`` and
-    ``cg_start='gradient'`` (SPEC §4, §7), so ``result.cg`` is CG's 0-step result and
+    ``cg_start='gradient'`` (docs/mathematics.md §4, §7), so ``result.cg`` is CG's 0-step result and
     ``cg_residual`` the implicit system's residual at g. Method 'fomaml'."""
     inner_result = inner_solve(task, theta, inner_steps=inner_steps, inner=inner,
                                warm_start=warm_start, inner_step_size=inner_step_size,

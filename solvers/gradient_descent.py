@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from solvers._common import guard_finite, norm
-from solvers._optimizer import _positive_float, finish, prepare
+from solvers._optimizer import finish, prepare
+from validation import check_positive
 from solvers._result import History, Status
 
 __all__ = ["gradient_descent"]
@@ -18,7 +19,7 @@ def gradient_descent(grad, x0, *, step_size, max_steps=None, rtol=0.0, atol=0.0,
     the gradient norm at x_k; the last entry is the returned point.
     """
     xp, oracle, rtol, atol, max_steps = prepare(grad, x0, rtol, atol, max_steps)
-    s = _positive_float("step_size", step_size)
+    s = check_positive(step_size, "step_size")
     rec = History() if history else None
     x, tol = x0, None
     for k in range(max_steps):

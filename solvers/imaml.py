@@ -14,7 +14,8 @@ from solvers.newton_cg import newton_cg
 from solvers.protocol import check_task
 from validation import check_array, check_steps
 
-__all__ = ["imaml_meta_gradient", "MetaGradientResult", "inner_solve", "INNER_SOLVERS"]
+__all__ = ["imaml_meta_gradient", "implicit_gradient_at", "MetaGradientResult", "inner_solve",
+           "default_step_sizes", "INNER_SOLVERS"]
 
 INNER_SOLVERS = ("nesterov", "gd", "newton_cg")
 
@@ -41,7 +42,9 @@ class MetaGradientResult:
     method: str = "imaml"
 
 
-def _default_steps(task, inner, step_size, momentum):
+def default_step_sizes(task, inner, step_size, momentum):
+    """(step size, momentum) of an inner solver: the given values, or 1/β and (√κ−1)/(√κ+1)
+    from the task's ``curvature_bounds()`` (momentum only for 'nesterov')."""
     if step_size is not None and (momentum is not None or inner != "nesterov"):
         return float(step_size), (None if momentum is None else float(momentum))
     bounds = getattr(task, "curvature_bounds", None)
@@ -59,7 +62,7 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
                 atol=0.0, history=False) -> SolverResult:
     """Approximately minimize G(φ, θ) = L̂(φ) + (λ/2)‖φ − θ‖² over φ from φ₀ = θ
     (``warm_start='theta'``) or φ₀ = 0 (``'zero'``) with ``inner_steps`` steps of ``inner``:
-    'nesterov' (SPEC §3 variant; default step 1/β and momentum (√κ−1)/(√κ+1)), 'gd' (default
+    'nesterov' (docs/mathematics.md §3 variant; default step 1/β and momentum (√κ−1)/(√κ+1)), 'gd' (default
     step 1/β) or 'newton_cg' (``inner_steps`` Newton iterations of ``newton_cg_steps`` CG steps)."""
     check_task(task)
     check_array(theta, "theta", ndim=1)
@@ -94,7 +97,7 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
         return newton_cg(lambda p: task.inner_loss(p) + 0.5 * lam * xp.sum((p - theta) ** 2),
                          grad_G, lambda p, v: task.inner_hvp(p, v) + lam * v, phi0,
                          cg_steps=newton_cg_steps, **common)
-    step, momentum = _default_steps(task, inner, inner_step_size, inner_momentum)
+    step, momentum = default_step_sizes(task, inner, inner_step_size, inner_momentum)
     if inner == "gd":
         return gradient_descent(grad_G, phi0, step_size=step, **common)
     return nesterov(grad_G, phi0, step_size=step, momentum=momentum, **common)

@@ -1,5 +1,5 @@
 """MAML's meta-gradient: backpropagation through K steps of gradient descent on G(·, θ) from
-φ₀ = θ (SPEC §7), and truncated backpropagation through only the last T of them (Shaban et
+φ₀ = θ (docs/mathematics.md §7), and truncated backpropagation through only the last T of them (Shaban et
 al. 2019).
 
 The loop φₖ₊₁ = φₖ − α(∇L̂(φₖ) + λ(φₖ − θ)) is run with torch autograd recording it, and the
@@ -27,7 +27,7 @@ from array_api_compat import is_torch_array
 from solvers._common import guard_finite, norm
 from solvers._result import SolverResult, Status
 from solvers.gradient_descent import gradient_descent
-from solvers.imaml import MetaGradientResult, _default_steps
+from solvers.imaml import MetaGradientResult, default_step_sizes
 from solvers.protocol import check_task
 from validation import check_array, check_steps
 
@@ -105,7 +105,7 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
         raise ValueError(f"backprop_steps must be <= inner_steps = {K}, got {T}")
     if backward not in BACKWARD_MODES:
         raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
-    alpha = _default_steps(task, "gd", step_size, None)[0]
+    alpha = default_step_sizes(task, "gd", step_size, None)[0]
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
     bridge = _Bridge(task, theta, backward)
@@ -153,7 +153,7 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
 
 def maml_meta_gradient(task, theta, *, inner_steps, step_size=None, backward="auto"
                        ) -> MetaGradientResult:
-    """MAML (SPEC §7): K = ``inner_steps`` steps of gradient descent on G(·, θ) from φ₀ = θ,
+    """MAML (docs/mathematics.md §7): K = ``inner_steps`` steps of gradient descent on G(·, θ) from φ₀ = θ,
     φₖ₊₁ = φₖ − α(∇L̂(φₖ) + λ(φₖ − θ)), then g = J_Kᵀ∇L(φ_K) by backpropagation through the
     loop, J_K = dφ_K/dθ. ``step_size`` α defaults to 1/β from the task's ``curvature_bounds``.
 

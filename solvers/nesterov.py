@@ -1,4 +1,4 @@
-"""Nesterov's accelerated gradient method, the variant fixed by SPEC §3."""
+"""Nesterov's accelerated gradient method, the variant fixed by docs/mathematics.md §3."""
 from __future__ import annotations
 
 from solvers._optimizer import first_order_loop

@@ -9,19 +9,13 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import device, is_torch_array
 
-from theory._arrays import to_numpy64
+from theory import to_numpy64
 from theory.tolerances import machine_epsilon, relative_tolerance, rounding_allowance
+from validation import dtype_name
 
-__all__ = ["as_float64", "gap", "assert_within_rounding", "assert_like", "dtype_name",
+__all__ = ["to_numpy64", "gap", "assert_within_rounding", "assert_like", "dtype_name",
            "solution_scale", "gradient_scale", "machine_epsilon", "relative_tolerance",
            "rounding_allowance"]
-
-as_float64 = to_numpy64
-
-
-def dtype_name(x) -> str:
-    return str(x.dtype).replace("torch.", "")
-
 
 def gap(a, b) -> float:
     """‖a − b‖ computed in float64 (arrays of either library, any device)."""
@@ -38,13 +32,9 @@ def assert_within_rounding(actual, expected, *, dtype, kappa=1.0, scale, dim, wh
     allowance = roundings * rounding_allowance(dtype, kappa=max(float(kappa), 1.0),
                                                scale=float(scale), dim=int(dim))
     assert err <= allowance, (f"{what}: ‖actual − expected‖ = {err:.3g} exceeds the rounding "
-                              f"allowance {allowance:.3g} ({dtype_name_of(dtype)}, κ={kappa:.3g}, "
+                              f"allowance {allowance:.3g} ({dtype_name(dtype)}, κ={kappa:.3g}, "
                               f"dim={dim}, scale={scale:.3g})")
     return err
-
-
-def dtype_name_of(dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def assert_like(result, like, what="result"):
@@ -57,14 +47,14 @@ def assert_like(result, like, what="result"):
 
 
 def solution_scale(task, theta) -> float:
-    """A bound on ‖Alg*(θ')‖ for every ‖θ'‖ ≤ ‖θ‖ (uniform D, SPEC §2), and on ‖θ‖ itself: the
+    """A bound on ‖Alg*(θ')‖ for every ‖θ'‖ ≤ ‖θ‖ (uniform D, docs/mathematics.md §2), and on ‖θ‖ itself: the
     size of every inner iterate a contracting solver started at θ or 0 passes through."""
     r = float(np.linalg.norm(to_numpy64(theta)))
     return max(task.constants(theta, radius=r).D, r)
 
 
 def gradient_scale(task, theta) -> float:
-    """A bound on ‖∇L‖ along the way (uniform B at radius ‖θ‖, SPEC §2) plus ‖∇L̂‖ at the same
+    """A bound on ‖∇L‖ along the way (uniform B at radius ‖θ‖, docs/mathematics.md §2) plus ‖∇L̂‖ at the same
     points: the size of the right-hand side and the products that make a meta-gradient."""
     c = task.constants(theta, radius=float(np.linalg.norm(to_numpy64(theta))))
     inner_grad_bound = (c.beta - c.lam) * c.D + float(np.linalg.norm(to_numpy64(task.b)))

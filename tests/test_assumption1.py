@@ -1,4 +1,4 @@
-"""Assumption 1, memory half (SPEC §8): bytes saved by one HVP against one gradient, for an MLP
+"""Assumption 1, memory half (docs/mathematics.md §8): bytes saved by one HVP against one gradient, for an MLP
 and the paper's 4-layer conv net (deterministic; time is in benchmarks/test_assumption1.py)."""
 from __future__ import annotations
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _tolerances import (as_float64, assert_like, assert_within_rounding, gap, gradient_scale,
+from _tolerances import (to_numpy64, assert_like, assert_within_rounding, gap, gradient_scale,
                          relative_tolerance, rounding_allowance, solution_scale)
 from solvers import (INNER_SOLVERS, Status, cg, gradient_descent, imaml_meta_gradient, nesterov,
                      newton_cg)
@@ -30,7 +29,7 @@ def make(backend, dtype, spec_kwargs, seed):
     task, spec = planted_spectrum_task(**spec_kwargs, array=array, dtype=dtype, device=device)
     theta = to_array(np.random.default_rng(seed).standard_normal(spec.dim), array=array,
                      dtype=dtype, device=device)
-    return task, spec, theta, float64_twin(task), as_float64(theta)
+    return task, spec, theta, float64_twin(task), to_numpy64(theta)
 
 
 def agree(got, want, *, dtype, spec, scale, steps=1, what):
@@ -70,7 +69,7 @@ def test_cg_on_every_backend(backend, dtype, spec_kwargs, seed, batch):
     if batch:
         rhs, rhs64 = rhs[None, :] * to_array(np.array([[1.0], [-2.0]]), array=backend[0],
                                              dtype=dtype, device=backend[1]), None
-        rhs64 = as_float64(rhs)
+        rhs64 = to_numpy64(rhs)
     lam = task.lam
     rtol = relative_tolerance(dtype, kappa=spec.kappa, dim=spec.dim)
     result = cg(lambda v: v + task.inner_hvp(None, v) / lam, rhs, rtol=rtol, history=True)
@@ -81,7 +80,7 @@ def test_cg_on_every_backend(backend, dtype, spec_kwargs, seed, batch):
         assert_like(result.residual_norm, rhs[:, 0], "batched residual norms")
     else:
         assert isinstance(result.residual_norm, float)
-    M = np.eye(spec.dim) + as_float64(task.A) / lam
+    M = np.eye(spec.dim) + to_numpy64(task.A) / lam
     x_star = np.linalg.solve(M, rhs64.T).T
     mu_M = ref.curvature_bounds()[1] / lam
     norm_rhs = float(np.max(np.linalg.norm(rhs64, axis=-1)))

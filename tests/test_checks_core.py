@@ -1,16 +1,15 @@
-"""Property tests of the core claims (issue 2), each with a negative control: the same check
+"""Property tests of the core claims, each with a negative control: the same check
 fails on a planted defect."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, target
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st, target
 
 from theory.bounds import lemma3_B1
 from theory.constants import Constants
+from theory import to_numpy64
 from verify.checks import cg_bound, certificate, lemma1, lemma2, lemma3, theorem2
-from verify.checks._common import np64
 from verify.registry import RunContext, all_claims
 from verify.strategies import quadratic_tasks, seeds, task_specs
 from verify.tasks import float64_twin, planted_spectrum_task, to_array
@@ -27,7 +26,7 @@ def test_lemma1_holds(drawn):
 
 def test_lemma1_negative_control_missing_lambda():
     task, _ = planted_spectrum_task(6, 100.0, 5.0, seed=3, query="independent")
-    wrong = lambda t, phi: np.linalg.inv(np.eye(6) + np64(t.A))  # (I + H)⁻¹: λ forgotten
+    wrong = lambda t, phi: np.linalg.inv(np.eye(6) + to_numpy64(t.A))  # (I + H)⁻¹: λ forgotten
     assert not lemma1.check_lemma1(task, np.ones(6), jacobian=wrong).passed
 
 
@@ -102,7 +101,7 @@ def test_cg_finite_termination_negative_control_one_step_short():
 def test_lemma3_holds_under_adversarial_search(drawn, mix, de, dpe, seed):
     """Hypothesis steers (target) towards the largest ratio; none may exceed 1 beyond rounding."""
     task, spec, theta = drawn
-    twin, theta64 = float64_twin(task), np64(theta)
+    twin, theta64 = float64_twin(task), to_numpy64(theta)
     delta, delta_prime = 10.0 ** -de, 10.0 ** -dpe
     phi_a, g_a = lemma3.adversarial_point(twin, theta64, delta, delta_prime)
     phi_r, g_r = lemma3.random_point(twin, theta64, delta, delta_prime, np.random.default_rng(seed))
@@ -161,7 +160,7 @@ def test_theorem2_proof_typo_is_too_small_on_paper_task():
 def test_certificate_holds(drawn, setting):
     task, spec, theta = drawn
     inner, inner_steps, cg_steps = setting
-    result = certificate.check_certificate(task, theta, float64_twin(task), np64(theta),
+    result = certificate.check_certificate(task, theta, float64_twin(task), to_numpy64(theta),
                                            inner=inner, inner_steps=inner_steps,
                                            cg_steps=cg_steps, instance=spec.as_dict())
     assert result.passed, result

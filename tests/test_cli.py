@@ -188,7 +188,7 @@ def test_cuda_device_selects_torch_arrays():
 
 @pytest.mark.parametrize("where", ["gpu", "fewshot"])
 def test_fewshot_results_join_the_report(planted, tmp_path, where):
-    """When the few-shot check (issue 5) has written its JSON, REPORT.md carries its section."""
+    """When the few-shot check has written its JSON, REPORT.md carries its section."""
     gpu_check = pytest.importorskip("verify.fewshot.gpu_check")
     planted("planted-fine", lambda ctx: [_bound_check(0.5)])
     (tmp_path / where).mkdir()

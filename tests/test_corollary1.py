@@ -1,16 +1,15 @@
-"""Corollary 1 on multi-task quadratic meta-objectives (SPEC §8): the exact F, the check, a
+"""Corollary 1 on multi-task quadratic meta-objectives (docs/mathematics.md §8): the exact F, the check, a
 negative control, bad input."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from solvers import fomaml_meta_gradient
 from theory.bounds import corollary1_calls
 from theory.tolerances import rounding_allowance
-from verify.checks._families import multitask_quadratic
+from verify.tasks import multitask_quadratic
 from verify.checks.corollary1 import check_corollary1, meta_objective, run_corollary1
 
 seeds = st.integers(0, 2**31 - 1)

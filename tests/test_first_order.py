@@ -1,11 +1,10 @@
-"""First-order MAML and Reptile against iMAML (SPEC §7): exact relations, where Appendix A's
+"""First-order MAML and Reptile against iMAML (docs/mathematics.md §7): exact relations, where Appendix A's
 "identical up to the learning rate" holds, the counterexample, negative controls, bad input."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from solvers import fomaml_meta_gradient, imaml_meta_gradient, reptile_direction
 from verify.checks.first_order import (check_fomaml_is_imaml, check_reptile_counterexample,

@@ -1,4 +1,4 @@
-"""Regularized logistic regression, ρ > 0 (SPEC §9): the task protocol, certified constants and
+"""Regularized logistic regression, ρ > 0 (docs/mathematics.md §9): the task protocol, certified constants and
 reference, Lemma 1 (finite differences, autograd), Lemma 3 with an adversarial search
 (Hypothesis ``target``), Theorem 2; negative controls and bad input."""
 from __future__ import annotations
@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, target
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st, target
 
 from solvers import imaml_meta_gradient
 from theory.logistic import LogisticTask
 from theory.tolerances import rounding_allowance
-from verify.checks._families import logistic_task
+from verify.tasks import logistic_task
 from verify.checks.logistic import (_lemma3_numbers, check_lemma1_autograd, check_lemma1_fd,
                                     check_lemma3, check_theorem2, lemma3_instance)
 

@@ -1,12 +1,11 @@
-"""MAML and truncated backpropagation (SPEC §7, §8): autograd against the closed forms, the
+"""MAML and truncated backpropagation (docs/mathematics.md §7, §8): autograd against the closed forms, the
 exact-solve rate, Appendix D side by side, negative controls and bad input."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import theory.maml as tm
 from solvers import fomaml_meta_gradient, maml_meta_gradient, truncated_meta_gradient
@@ -251,7 +250,7 @@ def test_maml_closed_form_long_loops(array, drawn, K):
 def test_maml_on_a_network_autograd_equals_protocol_backward():
     """On verify.models.ModelTask (an MLP), backprop through the network's own differentiable
     gradient equals the chain of the task's Hessian-vector products (two routes, one answer)."""
-    from verify.checks.memory import memory_task
+    from verify.measure import memory_task
 
     task, theta, opts = memory_task("mlp", seed=3)
     a = maml_meta_gradient(task, theta, inner_steps=5, step_size=opts["step_size"],

@@ -1,16 +1,15 @@
-"""The memory claim (SPEC §8): bytes saved for backward, deterministic. MAML linear in K,
+"""The memory claim (docs/mathematics.md §8): bytes saved for backward, deterministic. MAML linear in K,
 iMAML constant; negative controls; bad input; CUDA peak memory when a GPU is present."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from solvers import truncated_meta_gradient
-from verify.checks.memory import (SavedBytesMeter, check_constant, check_linear_growth,
-                                  peak_cuda_bytes, saved_bytes)
+from verify.checks.memory import check_constant, check_linear_growth
+from verify.measure import SavedBytesMeter, cuda_peak_bytes, saved_bytes
 
 
 @pytest.mark.parametrize("dtype, itemsize", [("float64", 8), ("float32", 4)])
@@ -39,7 +38,7 @@ def test_measurement_is_deterministic():
 
 def test_imaml_holds_one_hvp_graph_on_a_network():
     """iMAML's peak equals the bytes of one Hessian-vector product (the HVP graphs are freed)."""
-    from verify.checks.memory import memory_task
+    from verify.measure import memory_task
 
     task, theta, _ = memory_task("mlp")
     with SavedBytesMeter() as meter:
@@ -84,8 +83,8 @@ def test_bad_input():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_peak_memory():
-    imaml = [peak_cuda_bytes("imaml", K) for K in (16, 64)]
-    maml = [peak_cuda_bytes("maml", K) for K in (16, 64)]
+    imaml = [cuda_peak_bytes("imaml", K) for K in (16, 64)]
+    maml = [cuda_peak_bytes("maml", K) for K in (16, 64)]
     assert imaml[1] <= imaml[0] * 1.05 + 4096
     assert maml[1] > 2 * maml[0]
 
@@ -94,5 +93,5 @@ def test_no_cuda_is_an_error_not_a_silent_zero():
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     with pytest.raises(RuntimeError, match="CUDA"):
-        peak_cuda_bytes("maml", 2)
+        cuda_peak_bytes("maml", 2)
     assert np.isfinite(saved_bytes("maml", 2))

@@ -8,11 +8,24 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
-from _tolerances import assert_within_rounding, gap, gradient_scale, rounding_allowance, solution_scale
-from solvers import INNER_SOLVERS, Status, cg, gradient_descent, imaml_meta_gradient, nesterov, newton_cg
+from _tolerances import (
+    assert_within_rounding,
+    gap,
+    gradient_scale,
+    rounding_allowance,
+    solution_scale,
+)
+from solvers import (
+    INNER_SOLVERS,
+    Status,
+    cg,
+    gradient_descent,
+    imaml_meta_gradient,
+    nesterov,
+    newton_cg,
+)
 from theory import QuadraticTask, bounds
 from verify.strategies import quadratic_tasks, seeds
 from verify.tasks import planted_spectrum, to_array

@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from _tolerances import (assert_within_rounding, gap, gradient_scale, relative_tolerance,
                          rounding_allowance, solution_scale)

@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
-from _tolerances import (as_float64, assert_within_rounding, gradient_scale, relative_tolerance,
+from _tolerances import (to_numpy64, assert_within_rounding, gradient_scale, relative_tolerance,
                               solution_scale)
 from theory import QuadraticTask, bounds
 from verify.strategies import quadratic_tasks, seeds
@@ -17,15 +16,15 @@ from verify.strategies import quadratic_tasks, seeds
 
 def _dense(task):
     """An independent float64 description of the task: eigen-decomposition of A."""
-    A, b = as_float64(task.A), as_float64(task.b)
-    Aq, bq = as_float64(task.A_query), as_float64(task.b_query)
+    A, b = to_numpy64(task.A), to_numpy64(task.b)
+    Aq, bq = to_numpy64(task.A_query), to_numpy64(task.b_query)
     s, Q = np.linalg.eigh(A)
     return s, Q, b, Aq, bq
 
 
 def dense_inner_solution(task, theta):
     s, Q, b, _, _ = _dense(task)
-    return Q @ ((Q.T @ (task.lam * as_float64(theta) - b)) / (s + task.lam))
+    return Q @ ((Q.T @ (task.lam * to_numpy64(theta) - b)) / (s + task.lam))
 
 
 def dense_jacobian(task):
@@ -123,7 +122,7 @@ def test_instance_constants_match_dense(drawn):
 
 
 def check_uniform_bounds_instance(task, theta, radius, delta=0.0):
-    """Uniform constants on ‖θ‖ ≤ R bound the instance constants at θ (SPEC §2)."""
+    """Uniform constants on ‖θ‖ ≤ R bound the instance constants at θ (docs/mathematics.md §2)."""
     inst = task.constants(theta, delta=delta)
     unif = task.constants(theta, radius=radius, delta=delta)
     assert unif.scope == "uniform" and unif.radius == radius

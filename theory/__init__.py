@@ -16,6 +16,7 @@ from theory.bounds import (
 from theory.constants import Constants
 from theory.logistic import LogisticTask
 from theory.quadratic import QuadraticTask
+from theory._arrays import to_numpy64
 from theory.tolerances import machine_epsilon, rounding_allowance
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "maml",
     "rounding_allowance",
     "theorem2_steps",
+    "to_numpy64",
 ]

@@ -1,4 +1,4 @@
-"""The bounds of iMAML's appendix as pure functions (SPEC §3–§6, §8).
+"""The bounds of iMAML's appendix as pure functions (docs/mathematics.md §3–§6, §8).
 
 Each function states the claim it encodes, whether it is an upper bound or tight, and where it
 comes from. ``constants`` is a :class:`theory.constants.Constants` (or any object with the
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from validation import check_kappa, check_positive, check_steps
 
 __all__ = [
     "lemma2_steps",
@@ -20,26 +22,13 @@ __all__ = [
     "lemma3_bound_sharp",
     "lemma3_B1",
     "theorem2_steps",
+    "theorem2_constants",
     "theorem2_inner_steps_proof_typo",
     "corollary1_calls",
     "Certificate",
     "aposteriori_bound",
     "certify",
 ]
-
-
-def _positive(name, value, *, allow_zero=False):
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value!r}")
-    return v
-
-
-def _kappa(kappa):
-    k = float(kappa)
-    if not math.isfinite(k) or k < 1:
-        raise ValueError(f"kappa must be finite and >= 1, got {kappa!r}")
-    return k
 
 
 def _ceil_log_count(factor: float, argument: float) -> int:
@@ -53,33 +42,35 @@ def lemma2_steps(kappa, distance, delta) -> int:
     """iMAML Lemma 2 (upper bound): Nesterov's accelerated gradient descent on a β-smooth,
     μ-strongly convex f (κ = β/μ) reaches ‖x − x*‖ ≤ δ within ⌈2√κ · log(2κ‖x₀ − x*‖/δ)⌉
     gradient evaluations. ``distance`` is ‖x₀ − x*‖ (the lemma's ‖x*‖ when x₀ = 0)."""
-    k = _kappa(kappa)
-    return _ceil_log_count(2 * math.sqrt(k), 2 * k * _positive("distance", distance, allow_zero=True)
-                           / _positive("delta", delta))
+    k = check_kappa(kappa)
+    return _ceil_log_count(2 * math.sqrt(k), 2 * k * check_positive(distance, "distance", allow_zero=True)
+                           / check_positive(delta, "delta"))
 
 
 def lemma2_steps_proof_typo(kappa, distance, delta) -> int:
     """The count the proof of Theorem 2 writes, ⌈2 log(2κ‖x₀ − x*‖/δ)⌉, without the √κ of
-    Lemma 2 (SPEC §6: a typo; the suite shows it is too small)."""
-    k = _kappa(kappa)
-    return _ceil_log_count(2.0, 2 * k * _positive("distance", distance, allow_zero=True)
-                           / _positive("delta", delta))
+    Lemma 2 (docs/mathematics.md §6: a typo; the suite shows it is too small)."""
+    k = check_kappa(kappa)
+    return _ceil_log_count(2.0, 2 * k * check_positive(distance, "distance", allow_zero=True)
+                           / check_positive(delta, "delta"))
 
 
 def nesterov_distance_bound(kappa, steps, initial_distance) -> float:
-    """Upper bound on ‖x_k − x*‖ for the Nesterov variant of SPEC §3 (x₀ = y₀, step 1/β,
+    """Upper bound on ‖x_k − x*‖ for the Nesterov variant of docs/mathematics.md §3 (x₀ = y₀, step 1/β,
     momentum (√κ−1)/(√κ+1)): √(κ+1) · (1 − 1/√κ)^(k/2) · ‖x₀ − x*‖. Follows from the standard
     guarantee f(x_k) − f* ≤ (1 − 1/√κ)^k (f(x₀) − f* + (μ/2)‖x₀ − x*‖²) (Nesterov 2004, Thm 2.2.3)."""
-    k = _kappa(kappa)
-    return math.sqrt(k + 1) * (1 - 1 / math.sqrt(k)) ** (steps / 2) * float(initial_distance)
+    k = check_kappa(kappa)
+    steps = check_steps(steps, "steps")
+    d0 = check_positive(initial_distance, "initial_distance", allow_zero=True)
+    return math.sqrt(k + 1) * (1 - 1 / math.sqrt(k)) ** (steps / 2) * d0
 
 
 def gd_steps_estimate(kappa, distance, delta) -> int:
     """Gradient descent with step 1/β contracts ‖x − x*‖ by (1 − 1/κ) per step on quadratics,
     tightly on the bottom eigenvector: ⌈log(‖x₀ − x*‖/δ) / −log(1 − 1/κ)⌉ ≈ κ·log(‖x₀−x*‖/δ)
-    steps (SPEC §3's negative control; exact for a start on the bottom eigenvector)."""
-    k = _kappa(kappa)
-    ratio = _positive("distance", distance, allow_zero=True) / _positive("delta", delta)
+    steps (docs/mathematics.md §3's negative control; exact for a start on the bottom eigenvector)."""
+    k = check_kappa(kappa)
+    ratio = check_positive(distance, "distance", allow_zero=True) / check_positive(delta, "delta")
     if ratio <= 1 or k == 1:
         return 0 if ratio <= 1 else 1
     return int(math.ceil(math.log(ratio) / -math.log1p(-1 / k)))
@@ -87,20 +78,20 @@ def gd_steps_estimate(kappa, distance, delta) -> int:
 
 def cg_contraction(kappa) -> float:
     """q = (√κ − 1)/(√κ + 1), the Chebyshev rate of CG (and Nesterov's momentum)."""
-    s = math.sqrt(_kappa(kappa))
+    s = math.sqrt(check_kappa(kappa))
     return (s - 1) / (s + 1)
 
 
 def cg_error_bound(kappa, steps, initial_error, *, norm: str = "2") -> float:
-    """Conjugate gradient, Chebyshev bound (upper bound; SPEC §4): after k steps on a system
+    """Conjugate gradient, Chebyshev bound (upper bound; docs/mathematics.md §4): after k steps on a system
     with condition number κ, ‖g_k − g*‖_M ≤ 2 q^k ‖g₀ − g*‖_M, and in the Euclidean norm
     ‖g_k − g*‖ ≤ 2√κ q^k ‖g₀ − g*‖, q = (√κ−1)/(√κ+1). ``initial_error`` is in the same norm."""
     if norm not in ("2", "M"):
         raise ValueError(f"norm must be '2' or 'M', got {norm!r}")
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    factor = 2.0 * (math.sqrt(_kappa(kappa)) if norm == "2" else 1.0)
-    return min(factor * cg_contraction(kappa) ** steps, factor) * float(initial_error)
+    steps = check_steps(steps, "steps")
+    e0 = check_positive(initial_error, "initial_error", allow_zero=True)
+    factor = 2.0 * (math.sqrt(check_kappa(kappa)) if norm == "2" else 1.0)
+    return min(factor * cg_contraction(kappa) ** steps, factor) * e0
 
 
 def lemma3_B1(constants, *, sharp: bool = False) -> float:
@@ -113,8 +104,8 @@ def lemma3_bound(constants, delta, delta_prime) -> float:
     """iMAML Lemma 3 as stated (upper bound): if ‖φ − Alg*(θ)‖ ≤ δ,
     ‖g − (I + H(φ)/λ)⁻¹∇L(φ)‖ ≤ δ′ and δ < μ/(2ρ), then
     ‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′. Raises ValueError when δ ≥ μ/(2ρ)."""
-    d = _positive("delta", delta, allow_zero=True)
-    dp = _positive("delta_prime", delta_prime, allow_zero=True)
+    d = check_positive(delta, "delta", allow_zero=True)
+    dp = check_positive(delta_prime, "delta_prime", allow_zero=True)
     if constants.rho > 0 and d >= constants.mu / (2 * constants.rho):
         raise ValueError(f"Lemma 3 needs delta < mu/(2 rho) = {constants.mu / (2 * constants.rho):.3g},"
                          f" got delta={d:.3g}; use lemma3_bound_sharp, which has no such condition")
@@ -122,11 +113,11 @@ def lemma3_bound(constants, delta, delta_prime) -> float:
 
 
 def lemma3_bound_sharp(constants, delta, delta_prime) -> float:
-    """Lemma 3 without the proof's factor 2 (SPEC §5; upper bound, no condition on δ):
+    """Lemma 3 without the proof's factor 2 (docs/mathematics.md §5; upper bound, no condition on δ):
     ‖g − dθL(Alg*(θ))‖ ≤ (λρB/μ² + λL/μ)δ + δ′, since λI + H(Alg*(θ)) ⪰ μI gives
     ‖(M + Δ)⁻¹ − M⁻¹‖ ≤ ρδ/μ². For ρ = 0 it equals the stated bound and is attained."""
-    d = _positive("delta", delta, allow_zero=True)
-    dp = _positive("delta_prime", delta_prime, allow_zero=True)
+    d = check_positive(delta, "delta", allow_zero=True)
+    dp = check_positive(delta_prime, "delta_prime", allow_zero=True)
     return lemma3_B1(constants, sharp=True) * d + dp
 
 
@@ -135,18 +126,30 @@ def theorem2_steps(constants, eps) -> tuple[int, int]:
     T_inner = ⌈2√κ log(8κD(B₁/ε + ρ/μ))⌉ steps, then CG from g₀ = 0 for
     T_cg = ⌈2√κ log(4κ(λ/μ)B/ε)⌉ steps, give ‖g − dθL(Alg*(θ))‖ ≤ ε. Returns (T_inner, T_cg)."""
     c = constants
-    e = _positive("eps", eps)
-    root = 2 * math.sqrt(_kappa(c.kappa))
+    e = check_positive(eps, "eps")
+    root = 2 * math.sqrt(check_kappa(c.kappa))
     t_inner = _ceil_log_count(root, 8 * c.kappa * c.D * (lemma3_B1(c) / e + c.rho / c.mu))
     t_cg = _ceil_log_count(root, 4 * c.kappa * (c.lam / c.mu) * c.B / e)
     return t_inner, t_cg
 
 
+def theorem2_constants(task, theta, eps):
+    """(constants, δ) for Theorem 2 on one task: the task's instance constants at θ with B valid
+    within δ = ε/(2B₁) of Alg*(θ), as the theorem's proof needs (it bounds ‖∇L‖ at the
+    approximate φ too). With B₁ = 0 (L = ρ = 0) the meta-gradient does not depend on φ: δ = inf.
+    ``task`` is anything with ``constants(theta, delta=...)`` (a quadratic or logistic task)."""
+    c0 = task.constants(theta)
+    if lemma3_B1(c0) == 0:
+        return c0, math.inf
+    delta = check_positive(eps, "eps") / (2 * lemma3_B1(c0))
+    return task.constants(theta, delta=delta), delta
+
+
 def theorem2_inner_steps_proof_typo(constants, eps) -> int:
     """The inner count of the proof of Theorem 2 as written, ⌈2 log(2κD/δ)⌉ with
-    δ = min{ε/(2B₁), μ/(2ρ)} (no √κ: SPEC §6's typo)."""
+    δ = min{ε/(2B₁), μ/(2ρ)} (no √κ: docs/mathematics.md §6's typo)."""
     c = constants
-    e = _positive("eps", eps)
+    e = check_positive(eps, "eps")
     delta = e / (2 * lemma3_B1(c)) if lemma3_B1(c) > 0 else math.inf
     if c.rho > 0:
         delta = min(delta, c.mu / (2 * c.rho))
@@ -161,13 +164,13 @@ def corollary1_calls(n_tasks, L_F, gap, eps) -> float:
     4·M·L_F·(F(0) − min F)/ε² calls to the meta-gradient routine."""
     if int(n_tasks) != n_tasks or n_tasks < 1:
         raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
-    return (4 * n_tasks * _positive("L_F", L_F) * _positive("gap", gap, allow_zero=True)
-            / _positive("eps", eps) ** 2)
+    return (4 * n_tasks * check_positive(L_F, "L_F") * check_positive(gap, "gap", allow_zero=True)
+            / check_positive(eps, "eps") ** 2)
 
 
 @dataclass(frozen=True)
 class Certificate:
-    """An a-posteriori bound on the exact-solve error of one computed meta-gradient (SPEC §5a).
+    """An a-posteriori bound on the exact-solve error of one computed meta-gradient (docs/mathematics.md §5a).
 
     bound: certified ‖g − dθL(Alg*(θ))‖ ≤ bound. delta, delta_prime, B: the certified δ, δ′ and
     B at Alg*(θ) that went into Lemma 3's sharper form."""
@@ -179,13 +182,13 @@ class Certificate:
 
 
 def aposteriori_bound(constants, *, stationarity, cg_residual, outer_grad_norm) -> Certificate:
-    """Lemma 3 made computable (SPEC §5a; upper bound, exact arithmetic):
+    """Lemma 3 made computable (docs/mathematics.md §5a; upper bound, exact arithmetic):
     δ ≤ ‖∇_φG(φ, θ)‖/μ, δ′ ≤ (λ/μ)‖r‖ with r = ∇L(φ) − (I + H(φ)/λ)g, B ≤ ‖∇L(φ)‖ + Lδ, then
     the sharper Lemma 3 bound (λρB/μ² + λL/μ)δ + δ′. Needs μ, L, ρ, λ of ``constants`` only."""
     c = constants
-    delta = _positive("stationarity", stationarity, allow_zero=True) / c.mu
-    delta_prime = c.lam / c.mu * _positive("cg_residual", cg_residual, allow_zero=True)
-    B = _positive("outer_grad_norm", outer_grad_norm, allow_zero=True) + c.L * delta
+    delta = check_positive(stationarity, "stationarity", allow_zero=True) / c.mu
+    delta_prime = c.lam / c.mu * check_positive(cg_residual, "cg_residual", allow_zero=True)
+    B = check_positive(outer_grad_norm, "outer_grad_norm", allow_zero=True) + c.L * delta
     bound = (c.lam * c.rho * B / c.mu ** 2 + c.lam * c.L / c.mu) * delta + delta_prime
     return Certificate(bound, delta, delta_prime, B)
 

@@ -1,4 +1,4 @@
-"""The constants of Assumption 2 (SPEC §0)."""
+"""The constants of Assumption 2 (docs/mathematics.md §0)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Regularized logistic regression (SPEC §9): a task family with ρ > 0 and a certified reference.
+"""Regularized logistic regression (docs/mathematics.md §9): a task family with ρ > 0 and a certified reference.
 
 L̂(φ) = (1/n) Σⱼ log(1 + exp(−yⱼ xⱼᵀφ)) on the support data (X, y), L(φ) the same on the query
 data (X_q, y_q), labels ±1, G(φ, θ) = L̂(φ) + (λ/2)‖φ − θ‖².
@@ -21,7 +21,7 @@ from array_api_compat import array_namespace
 from theory._arrays import to_numpy64
 from theory.constants import Constants
 from theory.tolerances import rounding_allowance
-from validation import check_array, check_lam
+from validation import check_array, check_lam, check_positive
 
 __all__ = ["LogisticTask", "CertifiedSolution", "S_MAX", "S_PRIME_MAX", "S_SECOND_MAX"]
 
@@ -56,7 +56,7 @@ class CertifiedSolution:
 
 
 class LogisticTask:
-    """One regularized logistic-regression task with certified references (SPEC §9).
+    """One regularized logistic-regression task with certified references (docs/mathematics.md §9).
 
     ``X`` (n × d), ``y`` (n, entries ±1), ``X_query`` (m × d), ``y_query`` (m,), ``lam`` > 0;
     NumPy arrays or torch tensors (one library, dtype, device). The task protocol
@@ -232,7 +232,7 @@ class LogisticTask:
         return S_SECOND_MAX * float(np.mean(np.linalg.norm(self._X64, axis=1) ** 4))
 
     def constants(self, theta, radius: float | None = None, delta: float = 0.0) -> Constants:
-        """Certified constants of Assumption 2 (SPEC §9), in float64.
+        """Certified constants of Assumption 2 (docs/mathematics.md §9), in float64.
 
         β, μ, ρ, L are global. Without ``radius``: instance constants at θ,
         B = ‖∇L(φ*)‖ + L(e + δ) and D = ‖φ*‖ + e, φ* the reference and e its error bar (so both
@@ -240,8 +240,7 @@ class LogisticTask:
         uniform constants on ‖θ‖ ≤ R: B = (1/m)Σ‖x_q,ⱼ‖ (valid everywhere),
         D = R + (1/(nλ))Σ‖xⱼ‖."""
         check_array(theta, "theta", ndim=1, shape=(self.dim,))
-        if not (delta >= 0 and math.isfinite(delta)):
-            raise ValueError(f"delta must be finite and >= 0, got {delta!r}")
+        check_positive(delta, "delta", allow_zero=True)
         beta, mu = self.curvature_bounds()
         norms = np.linalg.norm(self._X64, axis=1)
         rho = S_PRIME_MAX * float(np.mean(norms ** 3))
@@ -252,8 +251,7 @@ class LogisticTask:
                 + L * (sol.error_bound + delta)
             D = float(np.linalg.norm(sol.phi)) + sol.error_bound
             return Constants(beta, mu, beta / mu, L, B, rho, D, self.lam)
-        if not (radius >= 0 and math.isfinite(radius)):
-            raise ValueError(f"radius must be finite and >= 0, got {radius!r}")
+        check_positive(radius, "radius", allow_zero=True)
         B = float(np.mean(np.linalg.norm(self._Xq64, axis=1)))
         D = float(radius) + float(np.sum(norms)) / (self.n * self.lam)
         return Constants(beta, mu, beta / mu, L, B, rho, D, self.lam, scope="uniform",

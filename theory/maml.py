@@ -1,4 +1,4 @@
-"""MAML and truncated backpropagation in closed form on quadratic tasks (SPEC §7), and MAML's
+"""MAML and truncated backpropagation in closed form on quadratic tasks (docs/mathematics.md §7), and MAML's
 exact-solve error bound on any task of Assumption 2 (ρ ≥ 0).
 
 MAML runs K steps of gradient descent on G(·, θ) from φ₀ = θ with step α,
@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from theory._arrays import to_numpy64
+from validation import check_positive
 
 __all__ = [
     "maml_iterate",
@@ -41,9 +42,7 @@ def _count(name, value):
 
 def _quadratic(task, step_size):
     """(A, λ, C, P) in float64 for a quadratic task; α must be finite and > 0."""
-    a = float(step_size)
-    if not (math.isfinite(a) and a > 0):
-        raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
+    a = check_positive(step_size, "step_size")
     for attr in ("A", "b", "A_query", "b_query"):
         if not hasattr(task, attr):
             raise TypeError(f"task must be a quadratic task (theory.QuadraticTask), it has no {attr}")
@@ -72,7 +71,7 @@ def maml_iterate(task, theta, step_size, inner_steps) -> np.ndarray:
 
 
 def maml_jacobian(task, step_size, inner_steps) -> np.ndarray:
-    """MAML's Jacobian J_K = P^K + λC⁻¹(I − P^K) (SPEC §7; exact, independent of θ). It solves
+    """MAML's Jacobian J_K = P^K + λC⁻¹(I − P^K) (docs/mathematics.md §7; exact, independent of θ). It solves
     J_{k+1} = (I − αC)J_k + αλI, J₀ = I."""
     K = _count("inner_steps", inner_steps)
     A, lam, C, P = _quadratic(task, step_size)
@@ -114,9 +113,7 @@ def _check_alpha_r(constants, step_size, initial_distance):
     if not (math.isfinite(a) and 0 < a <= 1.0 / constants.beta * (1 + 1e-12)):
         raise ValueError(f"step_size must be in (0, 1/beta] = (0, {1 / constants.beta:.6g}], "
                          f"got {step_size!r}")
-    r = float(initial_distance)
-    if not (math.isfinite(r) and r >= 0):
-        raise ValueError(f"initial_distance must be finite and >= 0, got {initial_distance!r}")
+    r = check_positive(initial_distance, "initial_distance", allow_zero=True)
     return a, r
 
 
@@ -140,7 +137,7 @@ def maml_jacobian_error_bound(constants, *, step_size, inner_steps, initial_dist
 
 def maml_exact_solve_error_bound(constants, *, step_size, inner_steps, initial_distance,
                                  outer_grad_norm) -> float:
-    """Upper bound on MAML's exact-solve error ‖J_Kᵀ∇L(φ_K) − dθL(Alg*(θ))‖ (SPEC §7, §8), for
+    """Upper bound on MAML's exact-solve error ‖J_Kᵀ∇L(φ_K) − dθL(Alg*(θ))‖ (docs/mathematics.md §7, §8), for
     any task of Assumption 2 (ρ ≥ 0) and 0 < α ≤ 1/β:
 
         error ≤ ‖J_K − J*‖ ‖∇L(φ_K)‖ + (λ/μ) L q^K ‖θ − φ*‖,   q = 1 − αμ,

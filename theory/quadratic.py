@@ -1,4 +1,4 @@
-"""Quadratic tasks (iMAML Appendix F.1, SPEC §2): the exact reference.
+"""Quadratic tasks (iMAML Appendix F.1, docs/mathematics.md §2): the exact reference.
 
 L̂(φ) = ½ φᵀAφ + φᵀb (inner / support loss), L(φ) = ½ φᵀAₜφ + φᵀbₜ (outer / query loss),
 G(φ, θ) = L̂(φ) + (λ/2)‖φ − θ‖².
@@ -11,7 +11,7 @@ from array_api_compat import array_namespace, device
 from theory._arrays import to_numpy64
 from theory.constants import Constants
 from theory.tolerances import relative_tolerance
-from validation import check_array, check_lam, check_same_namespace, check_symmetric_psd
+from validation import check_array, check_lam, check_positive, check_same_namespace, check_symmetric_psd
 
 __all__ = ["QuadraticTask"]
 
@@ -108,7 +108,7 @@ class QuadraticTask:
 
     def implicit_gradient(self, phi):
         """(I + H(φ)/λ)⁻¹∇L(φ) = λ(A + λI)⁻¹∇L(φ): the exact solution of the CG system of
-        Algorithm 2 at a given (possibly approximate) φ (SPEC §4)."""
+        Algorithm 2 at a given (possibly approximate) φ (docs/mathematics.md §4)."""
         self._check_point(phi, "phi")
         return self.lam * self._xp.linalg.solve(self._system(), self.outer_grad(phi))
 
@@ -117,15 +117,14 @@ class QuadraticTask:
         return self.implicit_gradient(self.inner_solution(theta))
 
     def constants(self, theta, radius: float | None = None, delta: float = 0.0) -> Constants:
-        """Constants of Assumption 2 (SPEC §2), in float64.
+        """Constants of Assumption 2 (docs/mathematics.md §2), in float64.
 
         Without ``radius``: instance constants at this θ, B = ‖∇L(Alg*(θ))‖ and D = ‖Alg*(θ)‖.
         With ``radius`` R: uniform constants on ‖θ‖ ≤ R, D = (λR + ‖b‖)/μ and
         B = λmax(Aₜ)(D + δ) + ‖bₜ‖, valid for gradients taken within ``delta`` of Alg*(θ).
         """
         self._check_point(theta, "theta")
-        if not (delta >= 0 and np.isfinite(delta)):
-            raise ValueError(f"delta must be finite and >= 0, got {delta!r}")
+        check_positive(delta, "delta", allow_zero=True)
         beta, mu = self.curvature_bounds()
         L = float(max(self._eig_Aq[-1], 0.0))
         A, b = to_numpy64(self.A), to_numpy64(self.b)
@@ -135,8 +134,7 @@ class QuadraticTask:
             D = float(np.linalg.norm(phi))
             B = float(np.linalg.norm(Aq @ phi + bq)) + L * delta
             return Constants(beta, mu, beta / mu, L, B, 0.0, D, self.lam)
-        if not (radius >= 0 and np.isfinite(radius)):
-            raise ValueError(f"radius must be finite and >= 0, got {radius!r}")
+        check_positive(radius, "radius", allow_zero=True)
         D = (self.lam * radius + float(np.linalg.norm(b))) / mu
         B = L * (D + delta) + float(np.linalg.norm(bq))
         return Constants(beta, mu, beta / mu, L, B, 0.0, D, self.lam, scope="uniform",

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from validation import check_kappa, check_positive, dtype_name
+
 __all__ = ["machine_epsilon", "rounding_allowance", "relative_tolerance"]
 
 
 def machine_epsilon(dtype) -> float:
     """Machine epsilon of a NumPy or torch floating dtype (or of its name)."""
-    name = str(dtype).replace("torch.", "")
-    return float(np.finfo(np.dtype(name)).eps)
+    return float(np.finfo(np.dtype(dtype_name(dtype))).eps)
 
 
 def relative_tolerance(dtype, *, kappa: float = 1.0, dim: int = 1) -> float:
     """Relative rounding allowance ``eps * dim * kappa`` for results computed in ``dtype``."""
-    if not (kappa >= 1.0 and np.isfinite(kappa)):
-        raise ValueError(f"kappa must be a finite number >= 1, got {kappa!r}")
+    check_kappa(kappa)
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim!r}")
     return machine_epsilon(dtype) * dim * kappa
@@ -34,6 +34,5 @@ def relative_tolerance(dtype, *, kappa: float = 1.0, dim: int = 1) -> float:
 
 def rounding_allowance(dtype, *, kappa: float = 1.0, scale: float = 1.0, dim: int = 1) -> float:
     """Absolute rounding allowance ``eps * dim * kappa * scale`` (see the module docstring)."""
-    if not (scale >= 0.0 and np.isfinite(scale)):
-        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    check_positive(scale, "scale", allow_zero=True)
     return relative_tolerance(dtype, kappa=kappa, dim=dim) * scale

@@ -6,19 +6,25 @@ reject bad input with the same clear, argument-naming errors.
 from validation._checks import (
     check_array,
     check_finite,
+    check_kappa,
     check_lam,
+    check_positive,
     check_same_namespace,
     check_steps,
     check_symmetric_psd,
     check_tolerances,
+    dtype_name,
 )
 
 __all__ = [
     "check_array",
     "check_finite",
+    "check_kappa",
     "check_lam",
+    "check_positive",
     "check_same_namespace",
     "check_steps",
     "check_symmetric_psd",
     "check_tolerances",
+    "dtype_name",
 ]

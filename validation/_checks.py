@@ -6,8 +6,33 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj, is_torch_array
 
 
-def _dtype_name(x) -> str:
-    return str(x.dtype).replace("torch.", "")
+def dtype_name(x) -> str:
+    """'float32', 'float64', ... for an array, a tensor, a NumPy or torch dtype, or a name."""
+    dtype = getattr(x, "dtype", x)
+    return str(dtype).replace("torch.", "")
+
+
+def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (>= 0 with ``allow_zero``); NaN, Inf and non-numbers are refused
+    with an error naming the argument. Returns it as a float."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return v
+
+
+def check_kappa(kappa, name: str = "kappa") -> float:
+    """A condition number: finite and >= 1."""
+    try:
+        k = float(kappa)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(kappa).__name__}") from None
+    if not math.isfinite(k) or k < 1:
+        raise ValueError(f"{name} must be finite and >= 1, got {kappa!r}")
+    return k
 
 
 def check_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None, like=None,
@@ -16,8 +41,8 @@ def check_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None, like
     dtype and device as ``like``. Returns ``x`` unchanged. Raises TypeError/ValueError naming ``name``."""
     if not is_array_api_obj(x) or isinstance(x, (int, float)):
         raise TypeError(f"{name} must be a NumPy array or torch tensor, got {type(x).__name__}")
-    if floating and _dtype_name(x) not in ("float32", "float64"):
-        raise TypeError(f"{name} must have dtype float32 or float64, got {_dtype_name(x)}")
+    if floating and dtype_name(x) not in ("float32", "float64"):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {dtype_name(x)}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if x.ndim not in allowed:
@@ -36,9 +61,9 @@ def check_same_namespace(x, like, name: str) -> None:
     if is_torch_array(x) != is_torch_array(like):
         raise TypeError(f"{name} is a {type(x).__name__} but the other inputs are "
                         f"{type(like).__name__}: do not mix array libraries")
-    if _dtype_name(x) != _dtype_name(like):
-        raise TypeError(f"{name} has dtype {_dtype_name(x)} but the other inputs have "
-                        f"{_dtype_name(like)}")
+    if dtype_name(x) != dtype_name(like):
+        raise TypeError(f"{name} has dtype {dtype_name(x)} but the other inputs have "
+                        f"{dtype_name(like)}")
     if device(x) != device(like):
         raise ValueError(f"{name} is on device {device(x)} but the other inputs are on {device(like)}")
 

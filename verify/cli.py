@@ -86,7 +86,7 @@ def _list() -> int:
 
     print("claims:")
     for name, c in all_claims().items():
-        print(f"  {name:<24} {c.spec:<14} {c.title}")
+        print(f"  {name:<24} {c.section:<14} {c.title}")
     print("figures:")
     for f in FIGURES.values():
         print(f"  {f.id:<5} {f.name:<15} {f.title}")
@@ -177,7 +177,7 @@ def _run_figure(fig_id, ctx, records):
 
 
 def _fewshot_markdown(out_dir):
-    """The few-shot section and its document, when the few-shot experiment (issue 5) has left
+    """The few-shot section and its document, when the few-shot experiment has left
     results in the output folder: ``gpu/fewshot_gpu.json`` (`make gpu-check`, preferred) or
     ``fewshot/results.json`` (its CPU run); else (None, None)."""
     try:

@@ -110,7 +110,7 @@ def _caption_cg(data):
 
 
 # -- figure 2 ---------------------------------------------------------------------------------
-_INNER_LABELS = {"gd": "gradient descent (step 1/β)", "nesterov": "Nesterov (SPEC §3 variant)",
+_INNER_LABELS = {"gd": "gradient descent (step 1/β)", "nesterov": "Nesterov (docs/mathematics.md §3 variant)",
                  "newton_cg": "Newton-CG (5 CG steps per iteration)"}
 
 
@@ -303,7 +303,7 @@ def _caption_pep(data):
     if data.get("missing"):
         return f"Not drawn: {data['missing']}."
     k = data["steps"][-1]
-    return (f"Worst case of ‖xₖ − x*‖/‖x₀ − x*‖ for SPEC §3's Nesterov variant, κ = {data['kappa']:g}: "
+    return (f"Worst case of ‖xₖ − x*‖/‖x₀ − x*‖ for docs/mathematics.md §3's Nesterov variant, κ = {data['kappa']:g}: "
             f"exact over all smooth strongly convex functions (performance estimation, PEPit + "
             f"Clarabel), over quadratics with spectrum in [μ, β], and the bounds. At k = {k} Lemma 2's "
             f"implied bound is {data['lemma2_implied'][-1] / data['pep'][-1]:.0f}× the exact worst case"

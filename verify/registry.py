@@ -32,12 +32,12 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Claim:
-    """name: short id; title; spec: SPEC section; statement: the claim in one or two lines;
+    """name: short id; title; section: where it is stated in docs/mathematics.md ("§5"); statement: the claim in one or two lines;
     loose: what the appendix gets loose or wrong here (None when nothing); run: the sweep."""
 
     name: str
     title: str
-    spec: str
+    section: str
     statement: str
     run: Callable
     loose: str | None = None
@@ -46,13 +46,13 @@ class Claim:
 CLAIMS: dict[str, Claim] = {}
 
 
-def claim(name: str, *, title: str, spec: str, statement: str, loose: str | None = None):
+def claim(name: str, *, title: str, section: str, statement: str, loose: str | None = None):
     """Decorator registering ``fn(ctx: RunContext) -> list[CheckResult]`` as a claim."""
 
     def register(fn):
         if name in CLAIMS:
             raise ValueError(f"claim {name!r} is registered twice")
-        CLAIMS[name] = Claim(name, title, spec, statement, fn, loose)
+        CLAIMS[name] = Claim(name, title, section, statement, fn, loose)
         return fn
 
     return register

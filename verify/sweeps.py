@@ -15,15 +15,23 @@ import warnings
 
 import numpy as np
 
-from solvers import Status, SolverResult, imaml_meta_gradient, inner_solve
-from solvers.imaml import implicit_gradient_at
+from solvers import (
+    SolverResult,
+    Status,
+    fomaml_meta_gradient,
+    imaml_meta_gradient,
+    implicit_gradient_at,
+    inner_solve,
+    maml_meta_gradient,
+    truncated_meta_gradient,
+)
 from theory import bounds
+from theory.bounds import theorem2_constants
 from theory.tolerances import rounding_allowance
-from verify.checks.theorem2 import theorem2_constants
+from verify.measure import saved_bytes, steps_to_stay_below
 from verify.tasks import paper_synthetic_task, planted_spectrum_task
 
 __all__ = [
-    "steps_to_stay_below",
     "cg_steps_for_bound",
     "cg_error_data",
     "inner_solver_data",
@@ -39,18 +47,6 @@ __all__ = [
 
 
 # -- small helpers ------------------------------------------------------------------------------
-def steps_to_stay_below(errors, target) -> int | None:
-    """Smallest k with errors[j] <= target for every recorded j >= k (None when the last error
-    is above the target): the fixed step budget after which the method stays accurate."""
-    first = None
-    for k in range(len(errors) - 1, -1, -1):
-        if errors[k] <= target:
-            first = k
-        else:
-            break
-    return first
-
-
 def cg_steps_for_bound(kappa, rel_error, *, norm="2") -> int:
     """Smallest k with the CG bound (theory.bounds.cg_error_bound, relative form) <= rel_error."""
     k = 0
@@ -75,7 +71,7 @@ def _theta(ctx, dim, *salt):
 # -- figure 1: meta-gradient error against CG steps ----------------------------------------------
 def cg_error_data(ctx) -> dict:
     """Relative meta-gradient error ‖g_k − g*‖/‖g*‖ of k CG steps at the exact inner solution,
-    with the CG bound 2√κ q^k (g₀ = 0), for several κ (SPEC §4)."""
+    with the CG bound 2√κ q^k (g₀ = 0), for several κ (docs/mathematics.md §4)."""
     dim, lam = (40, 1.0) if ctx.quick else (200, 1.0)
     kappas = [10.0, 100.0, 1000.0] if not ctx.quick else [10.0, 100.0]
     curves = []
@@ -102,7 +98,7 @@ def cg_error_data(ctx) -> dict:
 # -- figure 2: inner solvers ----------------------------------------------------------------------
 def inner_solver_data(ctx) -> dict:
     """‖φ_k − Alg*(θ)‖ against gradient (and HVP) evaluations for GD, Nesterov and Newton-CG
-    from φ₀ = θ, with Lemma 2's count for δ = 1e-10·‖φ₀ − Alg*(θ)‖ (SPEC §3)."""
+    from φ₀ = θ, with Lemma 2's count for δ = 1e-10·‖φ₀ − Alg*(θ)‖ (docs/mathematics.md §3)."""
     dim, kappa, lam = (40, 100.0, 1.0) if ctx.quick else (100, 100.0, 1.0)
     task, spec = planted_spectrum_task(dim, kappa, lam, seed=ctx.rng_seed(2), query="independent",
                                        spectrum="uniform")
@@ -139,7 +135,7 @@ def inner_solver_data(ctx) -> dict:
 # -- figure 3: Theorem 2 ---------------------------------------------------------------------------
 def theorem2_data(ctx) -> dict:
     """Steps actually needed for an ε-accurate meta-gradient on the paper's synthetic task, next to
-    Theorem 2's T_inner, T_cg and the proof's typo count (SPEC §6), with the constants the
+    Theorem 2's T_inner, T_cg and the proof's typo count (docs/mathematics.md §6), with the constants the
     theorem2 claim uses (instance constants, B valid within δ = ε/(2B₁) of Alg*(θ)).
 
     Measured: Nesterov from φ₀ = 0 — the fewest steps k after which the meta-gradient with an exact
@@ -187,7 +183,7 @@ def _total_evaluations(evaluations: dict) -> int:
 
 def paper_compute_data(ctx) -> dict:
     """Exact-solve error ‖g − dθL(Alg*(θ))‖ against compute (gradient + HVP evaluations) on the
-    paper's synthetic task for MAML, truncated backprop, first-order MAML and iMAML (SPEC §7–§8)."""
+    paper's synthetic task for MAML, truncated backprop, first-order MAML and iMAML (docs/mathematics.md §7–§8)."""
     task, spec = paper_synthetic_task(seed=ctx.rng_seed(4))
     theta = _theta(ctx, spec.dim, 4, 1) / math.sqrt(spec.dim)
     g_star = task.meta_gradient(theta)
@@ -202,11 +198,6 @@ def paper_compute_data(ctx) -> dict:
 
     methods["imaml"] = [point(imaml_meta_gradient(task, theta, inner_steps=k, cg_steps=k), k)
                         for k in steps]
-    try:
-        from solvers.first_order import fomaml_meta_gradient
-        from solvers.maml import maml_meta_gradient, truncated_meta_gradient
-    except ImportError as exc:  # the MAML family has not landed (issue 3)
-        return {"task": spec.as_dict(), "methods": methods, "missing": str(exc)}
     beta, _ = task.curvature_bounds()
     alpha = 1.0 / beta
     methods["maml"] = [point(maml_meta_gradient(task, theta, inner_steps=k, step_size=alpha), k)
@@ -223,12 +214,8 @@ def memory_data(ctx) -> dict:
     """Peak bytes autograd holds for the backward pass while one meta-gradient is computed,
     against the number of inner steps K, for MAML (backprop through K gradient steps) and iMAML
     (K gradient steps, then 5 CG steps) on an MLP 1-40-40-1 (sinusoid regression), measured by
-    ``verify.checks.memory.saved_bytes`` (the memory claim's meter, SPEC §8). (On quadratic and
+    ``verify.measure.saved_bytes`` (the memory claim's meter, docs/mathematics.md §8). (On quadratic and
     logistic tasks iMAML's Hessian-vector products are closed forms: 0 bytes, nothing to plot.)"""
-    try:
-        from verify.checks.memory import saved_bytes
-    except ImportError as exc:
-        return {"missing": str(exc), "methods": {}}
     steps = [1, 2, 4, 8, 16] if ctx.quick else [1, 2, 4, 8, 16, 32, 64]
     methods = {f"{method}-{model}": [{"steps": k, "bytes": int(saved_bytes(method, k, model=model,
                                                                           seed=ctx.seed))}
@@ -253,7 +240,7 @@ def tightness_data(claim_records) -> dict:
 
 # -- figure 7: performance estimation --------------------------------------------------------------
 def _pep_worst_case(steps: int, kappa: float) -> tuple[float, bool]:
-    """Exact worst case of ‖x_k − x*‖/‖x₀ − x*‖ for SPEC §3's Nesterov variant over all
+    """Exact worst case of ‖x_k − x*‖/‖x₀ − x*‖ for docs/mathematics.md §3's Nesterov variant over all
     1-smooth, 1/κ-strongly convex functions (PEPit, Clarabel). Returns (value, accurate)."""
     from PEPit import PEP
     from PEPit.functions import SmoothStronglyConvexFunction

@@ -1,4 +1,6 @@
-"""Task generators with planted answers (SPEC §2): spectra chosen so μ, β, κ are exact."""
+"""Task generators with planted answers: quadratic tasks whose spectra make μ, β, κ exact
+(docs/mathematics.md §2), the paper's synthetic regression task, seeded logistic-regression tasks with
+certified constants (docs/mathematics.md §9) and multi-task quadratic meta-objectives (docs/mathematics.md §8)."""
 from __future__ import annotations
 
 import math
@@ -6,10 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theory.logistic import LogisticTask
 from theory.quadratic import QuadraticTask
 
 __all__ = ["TaskSpec", "planted_spectrum_task", "paper_synthetic_task", "to_array", "planted_spectrum",
-           "float64_twin", "bottom_eigenvector"]
+           "float64_twin", "torch64", "bottom_eigenvector", "logistic_task", "multitask_quadratic"]
 
 QUERY_KINDS = ("shared", "reversed", "independent", "same")
 
@@ -113,7 +116,7 @@ def paper_synthetic_task(*, seed: int, fourier: bool = False, n_train: int = 200
                          noise: float = 0.1, array: str = "numpy", dtype: str = "float64",
                          device: str = "cpu"):
     """The paper's synthetic setting (Appendix F.1): linear regression with x ∈ R⁵⁰, λ = 5,
-    κ = 50 (condition number of A + λI, so λmin(A) = 0 and λmax(A) = 245, SPEC §2).
+    κ = 50 (condition number of A + λI, so λmin(A) = 0 and λmax(A) = 245, docs/mathematics.md §2).
 
     Training inputs are planted so that A = XᵀX/n has exactly that spectrum (evenly spaced);
     with ``fourier`` the eigenvectors are those of 50 random Fourier features cos(Wz + c) of
@@ -142,18 +145,72 @@ def paper_synthetic_task(*, seed: int, fourier: bool = False, n_train: int = 200
     return QuadraticTask(*arrays, lam), spec
 
 
-def float64_twin(task: QuadraticTask) -> QuadraticTask:
+def float64_twin(task):
     """The same task (the same stored numbers) as float64 NumPy arrays: the exact reference for
-    float32 or torch runs. Data rounded to float32 may be indefinite by float32 rounding; the
-    twin accepts that (judged with the source dtype's tolerance) rather than altering the data."""
-    from theory._arrays import to_numpy64
+    float32 or torch runs, for a quadratic or a logistic task. Quadratic data rounded to float32
+    may be indefinite by float32 rounding; the twin accepts that (judged with the source dtype's
+    tolerance) rather than altering the data."""
+    from theory import to_numpy64
 
-    return QuadraticTask(*(to_numpy64(x) for x in (task.A, task.b, task.A_query, task.b_query)),
-                         task.lam, psd_rtol=task.psd_rtol)
+    if isinstance(task, LogisticTask):
+        return LogisticTask(*(to_numpy64(a) for a in (task.X, task.y, task.X_query,
+                                                      task.y_query)), task.lam)
+    if isinstance(task, QuadraticTask):
+        return QuadraticTask(*(to_numpy64(x) for x in (task.A, task.b, task.A_query,
+                                                       task.b_query)),
+                             task.lam, psd_rtol=task.psd_rtol)
+    raise TypeError(f"task must be a QuadraticTask or LogisticTask, got {type(task).__name__}")
 
 
 def bottom_eigenvector(task: QuadraticTask) -> np.ndarray:
     """A unit eigenvector of A for its smallest eigenvalue (float64)."""
-    from theory._arrays import to_numpy64
+    from theory import to_numpy64
 
     return np.linalg.eigh(to_numpy64(task.A))[1][:, 0]
+
+
+def logistic_task(n: int, dim: int, lam: float, *, seed: int, n_query: int | None = None,
+                  scale: float = 1.0, flip: float = 0.1, array: str = "numpy",
+                  dtype: str = "float64", device: str = "cpu"):
+    """A logistic-regression task: rows xⱼ ~ N(0, (scale²/dim) I) (so ‖xⱼ‖ ≈ scale), labels
+    sign(xⱼᵀw) for a task vector w ~ N(0, I) with a fraction ``flip`` flipped (support and query
+    drawn independently from the same task). Returns (task, instance dict)."""
+    if n < 1 or dim < 1:
+        raise ValueError(f"n and dim must be >= 1, got n={n!r}, dim={dim!r}")
+    if not 0.0 <= flip < 0.5:
+        raise ValueError(f"flip must be in [0, 0.5), got {flip!r}")
+    rng = np.random.default_rng(seed)
+    m = n if n_query is None else n_query
+    w = rng.standard_normal(dim)
+
+    def draw(k):
+        X = rng.standard_normal((k, dim)) * (scale / np.sqrt(dim))
+        y = np.sign(X @ w)
+        y[y == 0] = 1.0
+        y[rng.uniform(size=k) < flip] *= -1.0
+        return X, y
+
+    X, y = draw(n)
+    Xq, yq = draw(m)
+    arrays = [to_array(a, array=array, dtype=dtype, device=device) for a in (X, y, Xq, yq)]
+    instance = dict(family="logistic", n=n, n_query=m, dim=dim, lam=float(lam), seed=int(seed),
+                    scale=float(scale), flip=float(flip), array=array, dtype=dtype, device=device)
+    return LogisticTask(*arrays, lam), instance
+
+
+def multitask_quadratic(n_tasks: int, dim: int, kappa: float, lam: float, *, seed: int,
+                        query: str = "independent"):
+    """M planted quadratic tasks (float64 NumPy) with seeds derived from ``seed``."""
+    seq = np.random.SeedSequence(seed).generate_state(n_tasks)
+    return [planted_spectrum_task(dim, kappa, lam, seed=int(s), query=query)[0] for s in seq]
+
+
+def torch64(task):
+    """A float64 torch (CPU) copy of a quadratic or logistic task: its protocol is then
+    differentiable by autograd (used to differentiate through solvers in references)."""
+    import torch
+
+    t = float64_twin(task)
+    data = (t._X64, t._y64, t._Xq64, t._yq64) if isinstance(t, LogisticTask) else (
+        t.A, t.b, t.A_query, t.b_query)
+    return type(t)(*(torch.from_numpy(np.array(a, dtype=np.float64)) for a in data), t.lam)

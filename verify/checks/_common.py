@@ -7,7 +7,7 @@ from theory.tolerances import rounding_allowance
 from verify.registry import RunContext
 from verify.tasks import float64_twin, planted_spectrum_task, to_array
 
-__all__ = ["grid", "make_instance", "allowance", "unit", "np64"]
+__all__ = ["grid", "make_instance", "allowance", "unit"]
 
 
 def grid(ctx: RunContext, *, queries=("shared", "reversed", "independent")):
@@ -33,12 +33,6 @@ def make_instance(ctx: RunContext, dim, kappa, lam, query, *salt, spectrum="unif
 def allowance(ctx_or_dtype, kappa, scale, dim) -> float:
     dtype = getattr(ctx_or_dtype, "dtype", ctx_or_dtype)
     return rounding_allowance(dtype, kappa=kappa, scale=scale, dim=dim)
-
-
-def np64(x) -> np.ndarray:
-    from theory._arrays import to_numpy64
-
-    return to_numpy64(x)
 
 
 def unit(v: np.ndarray) -> np.ndarray:

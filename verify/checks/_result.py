@@ -11,14 +11,14 @@ __all__ = ["CheckResult", "compare"]
 class CheckResult:
     """Outcome of checking one claim on one instance.
 
-    claim: short id ("lemma3"); spec: the SPEC section; statement: what was checked;
+    claim: short id ("lemma3"); section: where the claim is stated in docs/mathematics.md; statement: what was checked;
     measured, bound: the two numbers compared; relation: "<=" (a bound that must hold) or ">"
     (a negative control that must exceed the bound); allowance: the rounding allowance added to
     the bound (theory.tolerances); passed; instance: parameters and seed that reproduce it;
     details: anything else worth reporting."""
 
     claim: str
-    spec: str
+    section: str
     statement: str
     measured: float
     bound: float
@@ -42,12 +42,12 @@ class CheckResult:
 
     def __str__(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"[{verdict}] {self.claim} ({self.spec}): measured {self.measured:.4g} "
+        return (f"[{verdict}] {self.claim} ({self.section}): measured {self.measured:.4g} "
                 f"{self.relation} bound {self.bound:.4g} (ratio {self.ratio:.4g}, "
                 f"allowance {self.allowance:.2g}) on {self.instance}")
 
 
-def compare(claim, spec, statement, measured, bound, *, allowance=0.0, relation="<=",
+def compare(claim, section, statement, measured, bound, *, allowance=0.0, relation="<=",
             instance=None, details=None) -> CheckResult:
     """Judge ``measured <= bound + allowance`` (or, for a negative control, ``measured > bound``)."""
     measured, bound = float(measured), float(bound)
@@ -57,5 +57,5 @@ def compare(claim, spec, statement, measured, bound, *, allowance=0.0, relation=
         passed = math.isfinite(measured) and measured > bound
     else:
         raise ValueError(f"relation must be '<=' or '>', got {relation!r}")
-    return CheckResult(claim, spec, statement, measured, bound, passed, relation, allowance,
+    return CheckResult(claim, section, statement, measured, bound, passed, relation, allowance,
                        dict(instance or {}), dict(details or {}))

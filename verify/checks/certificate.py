@@ -1,4 +1,4 @@
-"""The a-posteriori certificate (SPEC §5a): from a solver's own diagnostics (‖∇_φG‖, the CG
+"""The a-posteriori certificate (docs/mathematics.md §5a): from a solver's own diagnostics (‖∇_φG‖, the CG
 residual, ‖∇L(φ)‖) and the task's μ, L, ρ, a bound on the exact-solve error of that very
 meta-gradient. It must hold on every instance; its factor bound/true error is measured."""
 from __future__ import annotations
@@ -7,11 +7,13 @@ import numpy as np
 
 from solvers import imaml_meta_gradient
 from theory.bounds import certify
-from verify.checks._common import allowance, grid, make_instance, np64
+from theory import to_numpy64
+from verify.checks._common import allowance, grid, make_instance
 from verify.checks._result import compare
 from verify.registry import claim
+from validation import dtype_name
 
-SPEC = "SPEC §5a"
+SECTION = "§5a"
 STATEMENT = ("‖g − dθL(Alg*(θ))‖ ≤ (λρB̂/μ² + λL/μ)δ̂ + δ̂′ with δ̂ = ‖∇_φG(φ,θ)‖/μ, "
              "δ̂′ = (λ/μ)‖r_CG‖, B̂ = ‖∇L(φ)‖ + Lδ̂ (computed from the solver's diagnostics)")
 
@@ -25,13 +27,13 @@ def check_certificate(task, theta, twin, theta64, *, inner, inner_steps, cg_step
     ``constants`` (default: the float64 twin's instance constants) may be planted wrong."""
     res = imaml_meta_gradient(task, theta, inner=inner, inner_steps=inner_steps, cg_steps=cg_steps)
     g_exact = twin.meta_gradient(theta64)
-    err = float(np.linalg.norm(np64(res.gradient) - g_exact))
+    err = float(np.linalg.norm(to_numpy64(res.gradient) - g_exact))
     c = constants if constants is not None else twin.constants(theta64)
     cert = certify(res, c)
     # the diagnostics are themselves computed in the run's precision
-    floor = allowance(str(theta.dtype).replace("torch.", ""), c.kappa,
+    floor = allowance(dtype_name(theta), c.kappa,
                       float(np.linalg.norm(g_exact)), theta64.shape[0])
-    return compare("certificate", SPEC, STATEMENT, err, cert.bound, allowance=floor,
+    return compare("certificate", SECTION, STATEMENT, err, cert.bound, allowance=floor,
                    instance=dict(instance or {}, inner=inner, inner_steps=inner_steps,
                                  cg_steps=cg_steps),
                    details={"factor": cert.bound / err if err > 0 else None,
@@ -39,7 +41,7 @@ def check_certificate(task, theta, twin, theta64, *, inner, inner_steps, cg_step
                             "B_hat": cert.B})
 
 
-@claim("certificate", title="A-posteriori certificate of the exact-solve error", spec=SPEC,
+@claim("certificate", title="A-posteriori certificate of the exact-solve error", section=SECTION,
        statement=STATEMENT)
 def run(ctx):
     results = []

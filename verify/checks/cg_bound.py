@@ -1,4 +1,4 @@
-"""Conjugate gradient on the meta-gradient system (I + H(φ)/λ) g = ∇L(φ) (SPEC §4): the
+"""Conjugate gradient on the meta-gradient system (I + H(φ)/λ) g = ∇L(φ) (docs/mathematics.md §4): the
 Chebyshev bound at every step, and finite termination within the number of distinct eigenvalues."""
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import numpy as np
 
 from solvers import cg
 from theory.bounds import cg_contraction, cg_error_bound
-from verify.checks._common import allowance, grid, make_instance, np64
+from theory import to_numpy64
+from verify.checks._common import allowance, grid, make_instance
 from verify.checks._result import compare
 from verify.registry import claim
 from verify.tasks import float64_twin, planted_spectrum_task, to_array
+from validation import dtype_name
 
-SPEC = "SPEC §4"
+SECTION = "§4"
 STATEMENT = "‖g_k − g*‖ ≤ 2√κ((√κ−1)/(√κ+1))^k ‖g₀ − g*‖ for every k (CG from g₀ = 0)"
 FT_STATEMENT = "CG reaches g* (to rounding) within as many steps as I + H/λ has distinct eigenvalues"
 
@@ -28,19 +30,19 @@ def check_cg_bound(task, theta, *, steps=None, instance=None, matvec=None, norm=
     ``matvec`` may plant a defective operator (the negative control)."""
     twin = float64_twin(task)
     phi = task.inner_solution(theta)
-    phi64 = np64(phi)
+    phi64 = to_numpy64(phi)
     g_star = twin.implicit_gradient(phi64)
     beta, mu = twin.curvature_bounds()
     kappa, dim = beta / mu, phi64.shape[0]
     e0 = float(np.linalg.norm(g_star))
-    floor = allowance(str(phi.dtype).replace("torch.", ""), kappa, e0, dim)
+    floor = allowance(dtype_name(phi), kappa, e0, dim)
     if steps is None:  # run until the bound itself falls to rounding level (at least d steps)
         q = cg_contraction(kappa)
         k_bound = int(np.ceil(np.log(floor / (2 * np.sqrt(kappa) * e0)) / np.log(q))) if q > 0 else 1
         steps = min(max(dim, k_bound), 10 * dim + 50)
     res = cg(matvec or system_matvec(task, phi), task.outer_grad(phi), max_steps=steps, rtol=0.0,
              atol=0.0, history=True)
-    M = np.eye(dim) + np64(twin.A) / twin.lam
+    M = np.eye(dim) + to_numpy64(twin.A) / twin.lam
 
     def size(e):
         return float(np.sqrt(e @ M @ e)) if norm == "M" else float(np.linalg.norm(e))
@@ -48,11 +50,11 @@ def check_cg_bound(task, theta, *, steps=None, instance=None, matvec=None, norm=
     e0 = size(g_star)
     worst = None
     for k, g in enumerate(res.history.iterates):
-        err, bound = size(np64(g) - g_star), cg_error_bound(kappa, k, e0, norm=norm)
+        err, bound = size(to_numpy64(g) - g_star), cg_error_bound(kappa, k, e0, norm=norm)
         if worst is None or err - bound > worst[1] - worst[2]:
             worst = (k, err, bound)
     k, err, bound = worst
-    return compare("cg-bound", SPEC, STATEMENT, err, bound, allowance=floor,
+    return compare("cg-bound", SECTION, STATEMENT, err, bound, allowance=floor,
                    instance=dict(instance or {}, norm=norm, step=k),
                    details={"steps": res.steps, "kappa": kappa, "initial_error": e0})
 
@@ -61,18 +63,18 @@ def check_finite_termination(task, theta, distinct, *, instance=None):
     """After ``distinct`` CG steps the error is at rounding level (exact arithmetic: zero)."""
     twin = float64_twin(task)
     phi = task.inner_solution(theta)
-    g_star = twin.implicit_gradient(np64(phi))
+    g_star = twin.implicit_gradient(to_numpy64(phi))
     beta, mu = twin.curvature_bounds()
     res = cg(system_matvec(task, phi), task.outer_grad(phi), max_steps=distinct, rtol=0.0, atol=0.0)
-    err = float(np.linalg.norm(np64(res.x) - g_star))
-    floor = allowance(str(phi.dtype).replace("torch.", ""), beta / mu,
+    err = float(np.linalg.norm(to_numpy64(res.x) - g_star))
+    floor = allowance(dtype_name(phi), beta / mu,
                       float(np.linalg.norm(g_star)), g_star.shape[0])
-    return compare("cg-finite-termination", SPEC, FT_STATEMENT, err, floor,
+    return compare("cg-finite-termination", SECTION, FT_STATEMENT, err, floor,
                    instance=dict(instance or {}, distinct_eigenvalues=distinct),
                    details={"steps": res.steps, "status": res.status.value})
 
 
-@claim("cg-bound", title="CG: Chebyshev bound", spec=SPEC, statement=STATEMENT)
+@claim("cg-bound", title="CG: Chebyshev bound", section=SECTION, statement=STATEMENT)
 def run(ctx):
     results = []
     for i, (d, kappa, lam, query) in enumerate(grid(ctx, queries=("shared", "independent"))):
@@ -82,7 +84,7 @@ def run(ctx):
     return results
 
 
-@claim("cg-finite-termination", title="CG: finite termination", spec=SPEC, statement=FT_STATEMENT)
+@claim("cg-finite-termination", title="CG: finite termination", section=SECTION, statement=FT_STATEMENT)
 def run_finite_termination(ctx):
     """Spectra with m distinct eigenvalues (A = Q diag(s) Qᵀ with s taking m values)."""
     results = []
@@ -99,7 +101,7 @@ def run_finite_termination(ctx):
             from theory.quadratic import QuadraticTask
 
             task = QuadraticTask(conv((A + A.T) / 2), conv(rng.standard_normal(dim)),
-                                 conv(np64(task.A_query)), conv(np64(task.b_query)), 1.0)
+                                 conv(to_numpy64(task.A_query)), conv(to_numpy64(task.b_query)), 1.0)
             theta = conv(rng.standard_normal(dim))
             results.append(check_finite_termination(task, theta, m,
                                                     instance=dict(dim=dim, seed=seed, array=ctx.array,

@@ -1,4 +1,4 @@
-"""Corollary 1 on multi-task quadratic meta-objectives (SPEC §8).
+"""Corollary 1 on multi-task quadratic meta-objectives (docs/mathematics.md §8).
 
 F(θ) = (1/M) Σᵢ Lᵢ(Alg*ᵢ(θ)) with Alg*ᵢ(θ) = Jᵢθ − Cᵢ⁻¹bᵢ, Jᵢ = λCᵢ⁻¹, Cᵢ = Aᵢ + λI, is a
 quadratic in θ: Hessian H_F = (1/M) Σ Jᵢ Aₜ,ᵢ Jᵢ, so L_F = λmax(H_F) and min F are exact.
@@ -14,14 +14,14 @@ import numpy as np
 
 from solvers import imaml_meta_gradient
 from theory.bounds import corollary1_calls, theorem2_steps
-from verify.checks._families import multitask_quadratic
+from verify.tasks import multitask_quadratic
 from verify.checks._result import compare
 from verify.registry import claim
 
 __all__ = ["MetaObjective", "meta_objective", "imaml_routine", "run_corollary1",
            "check_corollary1"]
 
-SPEC = "SPEC §8"
+SECTION = "§8"
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,15 @@ def check_corollary1(tasks, eps, *, routine=imaml_routine, instance=None, max_ca
     out = run_corollary1(tasks, eps, routine=routine, max_calls=max_calls)
     inst = dict(instance or {}, eps=eps)
     details = {k: v for k, v in out.items()}
-    return [compare("corollary1", SPEC, "GD on F (step 1/L_F, ε/2-accurate meta-gradients) "
+    return [compare("corollary1", SECTION, "GD on F (step 1/L_F, ε/2-accurate meta-gradients) "
                     "reaches ‖∇F‖ ≤ ε within 4M·L_F·(F(0) − min F)/ε² calls",
                     out["calls"] if out["reached"] else math.inf, out["bound"], instance=inst,
                     details=details),
-            compare("corollary1", SPEC, "each meta-gradient call is ε/2-accurate (Theorem 2 counts)",
+            compare("corollary1", SECTION, "each meta-gradient call is ε/2-accurate (Theorem 2 counts)",
                     out["worst_meta_gradient_error"], eps / 2, instance=inst, details=details)]
 
 
-@claim("corollary1", title="Corollary 1: calls to reach an ε-stationary point of F", spec=SPEC,
+@claim("corollary1", title="Corollary 1: calls to reach an ε-stationary point of F", section=SECTION,
        statement="gradient descent on F with step 1/L_F and ε/2-accurate meta-gradients reaches "
        "‖∇F(θ)‖ ≤ ε within 4·M·L_F·(F(0) − min F)/ε² calls (multi-task quadratics, exact L_F)",
        loose="the count is a worst case over smooth F; on these strongly convex F gradient "

@@ -1,26 +1,22 @@
-"""First-order MAML and Reptile against iMAML (SPEC §7): where "identical up to the learning
+"""First-order MAML and Reptile against iMAML (docs/mathematics.md §7): where "identical up to the learning
 rate" (Appendix A) holds, and a documented counterexample where it does not."""
 from __future__ import annotations
 
 import numpy as np
 
 from solvers import fomaml_meta_gradient, imaml_meta_gradient, reptile_direction
-from theory._arrays import to_numpy64
+from theory import to_numpy64
 from theory.quadratic import QuadraticTask
 from theory.tolerances import rounding_allowance
-from verify.checks._families import twin64
+from verify.tasks import float64_twin, paper_synthetic_task, planted_spectrum_task, to_array
 from verify.checks._result import compare
 from verify.registry import claim
-from verify.tasks import paper_synthetic_task, planted_spectrum_task, to_array
+from validation import dtype_name
 
 __all__ = ["check_fomaml_is_imaml", "check_reptile_gap", "check_reptile_same_loss",
            "check_reptile_counterexample", "opposite_tasks_example", "reptile_numbers"]
 
-SPEC = "SPEC §7"
-
-
-def _dtype(x) -> str:
-    return str(x.dtype).replace("torch.", "")
+SECTION = "§7"
 
 
 def _n(x) -> float:
@@ -42,19 +38,19 @@ def check_fomaml_is_imaml(task, theta, *, inner_steps, method=fomaml_meta_gradie
     zero_cg = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=0,
                                   cg_start="gradient")
     g, g0 = to_numpy64(fo.gradient), to_numpy64(zero_cg.gradient)
-    out = [compare("fomaml-is-imaml", SPEC,
+    out = [compare("fomaml-is-imaml", SECTION,
                    "first-order MAML == iMAML with 0 CG steps started at ∇L(φ) (bitwise)",
                    float(np.max(np.abs(g - g0))), 0.0, instance=inst),
-           compare("fomaml-is-imaml", SPEC, "first-order MAML == ∇L(φ) at its own φ (bitwise)",
+           compare("fomaml-is-imaml", SECTION, "first-order MAML == ∇L(φ) at its own φ (bitwise)",
                    float(np.max(np.abs(g - to_numpy64(task.outer_grad(fo.phi))))), 0.0,
                    instance=inst)]
     one = to_numpy64(imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=1).gradient)
     denom = np.linalg.norm(one) * np.linalg.norm(g)
     cos = float(one @ g / denom) if denom > 0 else 1.0
-    out.append(compare("fomaml-is-imaml", SPEC,
+    out.append(compare("fomaml-is-imaml", SECTION,
                        "iMAML with 1 CG step from g₀ = 0 is first-order MAML's direction scaled "
                        "(1 − cosine)", 1.0 - cos,
-                       rounding_allowance(_dtype(theta), kappa=_kappa(task), dim=theta.shape[0]),
+                       rounding_allowance(dtype_name(theta), kappa=_kappa(task), dim=theta.shape[0]),
                        instance=inst, details={"cosine": cos,
                                                "scale": float(np.linalg.norm(one) / max(np.linalg.norm(g), 1e-300))}))
     return out
@@ -72,10 +68,10 @@ def check_reptile_gap(task, theta, *, inner_steps, method=reptile_direction, ins
     gap = float(np.linalg.norm(d - inner_dir))
     grad_G = _n(task.inner_grad(phi) + lam * (phi - theta)) / lam
     scale = _n(theta) + _n(phi) + float(np.linalg.norm(inner_dir))
-    return compare("reptile-gap", SPEC,
+    return compare("reptile-gap", SECTION,
                    "‖(θ − φ) − ∇L̂(φ)/λ‖ = ‖∇G(φ, θ)‖/λ (0 at the exact inner solution)",
                    abs(gap - grad_G),
-                   rounding_allowance(_dtype(theta), kappa=_kappa(task), scale=scale,
+                   rounding_allowance(dtype_name(theta), kappa=_kappa(task), scale=scale,
                                       dim=theta.shape[0]),
                    instance=dict(instance or {}, inner_steps=inner_steps, inner=inner),
                    details={"gap": gap, "stationarity_over_lam": grad_G})
@@ -90,9 +86,9 @@ def check_reptile_same_loss(task, theta, *, inner_steps, method=reptile_directio
     lam = float(task.lam)
     gap = float(np.linalg.norm(to_numpy64(rep.gradient) - to_numpy64(fo.gradient) / lam))
     scale = _n(theta) + _n(rep.phi) + _n(fo.gradient) / lam
-    return compare("reptile-same-loss", SPEC,
+    return compare("reptile-same-loss", SECTION,
                    "L = L̂: ‖(θ − φ) − ∇L(φ)/λ‖ ≤ ‖∇G(φ, θ)‖/λ", gap, rep.stationarity / lam,
-                   allowance=rounding_allowance(_dtype(theta), kappa=_kappa(task), scale=scale,
+                   allowance=rounding_allowance(dtype_name(theta), kappa=_kappa(task), scale=scale,
                                                 dim=theta.shape[0]),
                    instance=dict(instance or {}, inner_steps=inner_steps))
 
@@ -100,7 +96,7 @@ def check_reptile_same_loss(task, theta, *, inner_steps, method=reptile_directio
 def reptile_numbers(task, theta):
     """At the exact inner solution φ* (float64 reference): Reptile's λ(θ − φ*) = ∇L̂(φ*) against
     first-order MAML's ∇L(φ*) and the true meta-gradient: cosines and the length ratio."""
-    t64 = twin64(task)
+    t64 = float64_twin(task)
     theta64 = to_numpy64(theta)
     phi = to_numpy64(t64.inner_solution(theta64))
     rep = t64.lam * (theta64 - phi)
@@ -122,7 +118,7 @@ def check_reptile_counterexample(task, theta, *, instance=None):
     "identical up to the learning rate" needs L = L̂ and an exact inner solve)."""
     nums = reptile_numbers(task, theta)
     allowance = rounding_allowance("float64", kappa=_kappa(task), dim=theta.shape[0])
-    return compare("reptile-counterexample", SPEC,
+    return compare("reptile-counterexample", SECTION,
                    "separate query loss: 1 − cos(λ(θ − φ*), ∇L(φ*)) > rounding (directions differ)",
                    1.0 - nums["cosine_reptile_fomaml"], allowance, relation=">",
                    instance=instance, details=nums)
@@ -150,7 +146,7 @@ def _instances(ctx, query):
 
 
 @claim("fomaml-is-imaml", title="First-order MAML is iMAML with 0 CG steps from ∇L(φ)",
-       spec=SPEC, statement="g_FO = ∇L(Alg(θ)) equals Algorithm 2 with 0 CG steps started at "
+       section=SECTION, statement="g_FO = ∇L(Alg(θ)) equals Algorithm 2 with 0 CG steps started at "
        "g₀ = ∇L(φ) exactly; one CG step from 0 gives the same direction scaled")
 def run_fomaml(ctx):
     out = []
@@ -160,7 +156,7 @@ def run_fomaml(ctx):
     return out
 
 
-@claim("reptile-gap", title="Reptile: θ − φ = ∇L̂(φ)/λ up to ‖∇G(φ, θ)‖/λ", spec=SPEC,
+@claim("reptile-gap", title="Reptile: θ − φ = ∇L̂(φ)/λ up to ‖∇G(φ, θ)‖/λ", section=SECTION,
        statement="(θ − φ) − ∇L̂(φ)/λ = −∇G(φ, θ)/λ: equal at the exact inner solution, off by "
        "exactly ‖∇G‖/λ with an inexact one")
 def run_reptile_gap(ctx):
@@ -172,7 +168,7 @@ def run_reptile_gap(ctx):
     return out
 
 
-@claim("reptile-same-loss", title="Reptile = first-order MAML / λ when L = L̂", spec=SPEC,
+@claim("reptile-same-loss", title="Reptile = first-order MAML / λ when L = L̂", section=SECTION,
        statement="with the query loss equal to the inner loss, ‖(θ − φ) − ∇L(φ)/λ‖ ≤ ‖∇G(φ, θ)‖/λ")
 def run_reptile_same(ctx):
     out = []
@@ -183,7 +179,7 @@ def run_reptile_same(ctx):
 
 
 @claim("reptile-counterexample", title="Reptile ≠ first-order MAML / λ with a separate query loss",
-       spec=SPEC, statement="with L ≠ L̂, λ(θ − Alg*(θ)) = ∇L̂(φ*) and ∇L(φ*) point in different "
+       section=SECTION, statement="with L ≠ L̂, λ(θ − Alg*(θ)) = ∇L̂(φ*) and ∇L(φ*) point in different "
        "directions (cosine and length ratio reported)",
        loose="Appendix A calls Reptile and first-order MAML 'identical up to the learning rate'; "
        "that needs L = L̂ and an exact inner solve")

@@ -1,5 +1,5 @@
 """Lemma 2: Nesterov's method reaches ‖x − x*‖ ≤ δ within 2√κ log(2κ‖x₀ − x*‖/δ) gradient
-evaluations; plain gradient descent does not (the negative control) (SPEC §3)."""
+evaluations; plain gradient descent does not (the negative control) (docs/mathematics.md §3)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,12 +7,15 @@ import numpy as np
 from solvers import inner_solve
 from theory.bounds import gd_steps_estimate, lemma2_steps
 from theory.quadratic import QuadraticTask
-from verify.checks._common import allowance, np64
+from theory import to_numpy64
+from verify.checks._common import allowance
 from verify.checks._result import compare
+from verify.measure import steps_to_reach
 from verify.registry import claim
 from verify.tasks import float64_twin, planted_spectrum_task, to_array
+from validation import dtype_name
 
-SPEC = "SPEC §3"
+SECTION = "§3"
 STATEMENT = "Nesterov (x₀ = θ, step 1/β, momentum (√κ−1)/(√κ+1)) after ⌈2√κ log(2κ‖x₀−x*‖/δ)⌉ steps is within δ of x*"
 GD_STATEMENT = ("gradient descent (step 1/β) on a planted worst case needs more steps than Lemma 2's "
                 "budget once κ is large: the lemma needs acceleration")
@@ -25,22 +28,14 @@ def worst_case_task(dim, kappa, lam, *, seed, distance=1.0, array="numpy", dtype
     Built by choosing φ* and θ = φ* + distance·u, then b = λθ − (A + λI)φ*. Returns (task, θ)."""
     base, _ = planted_spectrum_task(dim, kappa, lam, seed=seed, query="independent")
     rng = np.random.default_rng(seed + 7)
-    A = np64(base.A)
+    A = to_numpy64(base.A)
     u = np.linalg.eigh(A)[1][:, 0]
     phi_star = rng.standard_normal(dim)
     theta = phi_star + distance * u
     b = lam * theta - (A + lam * np.eye(dim)) @ phi_star
     conv = lambda x: to_array(x, array=array, dtype=dtype, device=device)  # noqa: E731
-    task = QuadraticTask(conv(A), conv(b), conv(np64(base.A_query)), conv(np64(base.b_query)), lam)
+    task = QuadraticTask(conv(A), conv(b), conv(to_numpy64(base.A_query)), conv(to_numpy64(base.b_query)), lam)
     return task, conv(theta)
-
-
-def steps_to_reach(iterates, x_star, delta):
-    """The first k with ‖x_k − x*‖ ≤ δ, or None."""
-    for k, x in enumerate(iterates):
-        if np.linalg.norm(np64(x) - x_star) <= delta:
-            return k
-    return None
 
 
 def check_lemma2(task, theta, delta, *, inner="nesterov", instance=None, relation="<="):
@@ -49,25 +44,25 @@ def check_lemma2(task, theta, delta, *, inner="nesterov", instance=None, relatio
     with the count. Returns a CheckResult whose measured value is ‖x_T − x*‖ (respectively the
     steps needed)."""
     twin = float64_twin(task)
-    theta64 = np64(theta)
+    theta64 = to_numpy64(theta)
     x_star = twin.inner_solution(theta64)
     beta, mu = twin.curvature_bounds()
     kappa, dim = beta / mu, theta64.shape[0]
     dist0 = float(np.linalg.norm(theta64 - x_star))
     budget = lemma2_steps(kappa, dist0, delta)
-    floor = allowance(str(theta.dtype).replace("torch.", ""), kappa, dist0 + np.linalg.norm(x_star), dim)
+    floor = allowance(dtype_name(theta), kappa, dist0 + np.linalg.norm(x_star), dim)
     inst = dict(instance or {}, delta=delta, distance=dist0, kappa=kappa)
     if relation == "<=":
         res = inner_solve(task, theta, inner_steps=budget, inner=inner, history=True)
-        err = float(np.linalg.norm(np64(res.x) - x_star))
+        err = float(np.linalg.norm(to_numpy64(res.x) - x_star))
         needed = steps_to_reach(res.history.iterates, x_star, delta)
-        return compare("lemma2", SPEC, STATEMENT, err, delta, allowance=floor, instance=inst,
+        return compare("lemma2", SECTION, STATEMENT, err, delta, allowance=floor, instance=inst,
                        details={"steps_budget": budget, "steps_needed": needed,
                                 "steps_needed_over_budget": None if needed is None else needed / max(budget, 1)})
     cap = max(2 * budget, gd_steps_estimate(kappa, dist0, delta) + 10)
     res = inner_solve(task, theta, inner_steps=cap, inner=inner, history=True)
     needed = steps_to_reach(res.history.iterates, x_star, delta)
-    return compare("lemma2-gd-control", SPEC, GD_STATEMENT, cap + 1 if needed is None else needed,
+    return compare("lemma2-gd-control", SECTION, GD_STATEMENT, cap + 1 if needed is None else needed,
                    budget, relation=">", instance=inst,
                    details={"steps_needed": needed, "cap": cap, "solver": inner})
 
@@ -80,7 +75,7 @@ def _deltas(ctx):
     return (1e-3, 1e-8) if ctx.quick else (1e-2, 1e-5, 1e-8)
 
 
-@claim("lemma2", title="Lemma 2: accelerated inner solve", spec=SPEC, statement=STATEMENT)
+@claim("lemma2", title="Lemma 2: accelerated inner solve", section=SECTION, statement=STATEMENT)
 def run(ctx):
     results = []
     dims = (5, 20) if ctx.quick else (5, 20, 50)
@@ -104,8 +99,8 @@ def run(ctx):
 
 
 @claim("lemma2-gd-control", title="Lemma 2 negative control: plain GD exceeds the budget",
-       spec=SPEC, statement=GD_STATEMENT,
-       loose="Lemma 2 names no variant of Nesterov's method; the suite fixes the constant-momentum one (SPEC §3).")
+       section=SECTION, statement=GD_STATEMENT,
+       loose="Lemma 2 names no variant of Nesterov's method; the suite fixes the constant-momentum one (docs/mathematics.md §3).")
 def run_gd_control(ctx):
     results = []
     for kappa in ((100.0, 1e3) if ctx.quick else (100.0, 1e3, 1e4)):

@@ -1,4 +1,4 @@
-"""Lemma 3: ‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′ (SPEC §5); for quadratics (ρ = 0) the
+"""Lemma 3: ‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′ (docs/mathematics.md §5); for quadratics (ρ = 0) the
 bound is (λL/μ)δ + δ′, attained on planted worst cases."""
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import numpy as np
 
 from solvers import imaml_meta_gradient
 from theory.bounds import lemma3_bound, lemma3_bound_sharp
-from verify.checks._common import allowance, grid, make_instance, np64, unit
+from theory import to_numpy64
+from verify.checks._common import allowance, grid, make_instance, unit
 from verify.checks._result import compare
 from verify.registry import claim
 
-SPEC = "SPEC §5"
+SECTION = "§5"
 STATEMENT = ("if ‖φ − Alg*(θ)‖ ≤ δ and ‖g − (I + H(φ)/λ)⁻¹∇L(φ)‖ ≤ δ′ then "
              "‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′")
 LOOSE = ("The proof's factor 2 on the ρ term is not needed: (λρB/μ² + λL/μ)δ + δ′ holds with no "
-         "condition on δ (SPEC §5); for quadratic tasks ρ = 0 and both forms coincide.")
+         "condition on δ (docs/mathematics.md §5); for quadratic tasks ρ = 0 and both forms coincide.")
 
 
 def judge(twin, theta64, phi64, g64, *, instance=None, details=None, bound=lemma3_bound):
@@ -30,7 +31,7 @@ def judge(twin, theta64, phi64, g64, *, instance=None, details=None, bound=lemma
     value = bound(c, delta, delta_prime)
     floor = allowance("float64", c.kappa, float(np.linalg.norm(g_exact)) + c.lam * c.L / c.mu * delta,
                       phi64.shape[0])
-    return compare("lemma3", SPEC, STATEMENT, err, value, allowance=floor, instance=instance,
+    return compare("lemma3", SECTION, STATEMENT, err, value, allowance=floor, instance=instance,
                    details=dict(details or {}, delta=delta, delta_prime=delta_prime,
                                 bound_sharp=lemma3_bound_sharp(c, delta, delta_prime)))
 
@@ -40,7 +41,7 @@ def adversarial_point(twin, theta64, delta, delta_prime):
     φ-error is amplified most), g = (I + H/λ)⁻¹∇L(φ) + δ′·(unit error direction). For a 'reversed'
     query (Aₜ's top eigenvalue on A's bottom eigenvector) this attains the bound."""
     d = theta64.shape[0]
-    A, Aq = np64(twin.A), np64(twin.A_query)
+    A, Aq = to_numpy64(twin.A), to_numpy64(twin.A_query)
     K = twin.lam * np.linalg.solve(A + twin.lam * np.eye(d), Aq)
     u = np.linalg.svd(K)[2][0]
     phi = twin.inner_solution(theta64) + delta * u
@@ -57,7 +58,7 @@ def random_point(twin, theta64, delta, delta_prime, rng):
     return phi, g
 
 
-@claim("lemma3", title="Lemma 3: approximate implicit gradient", spec=SPEC, statement=STATEMENT,
+@claim("lemma3", title="Lemma 3: approximate implicit gradient", section=SECTION, statement=STATEMENT,
        loose=LOOSE)
 def run(ctx):
     results = []
@@ -73,7 +74,7 @@ def run(ctx):
             results.append(judge(twin, theta64, phi, g, instance=dict(inst, kind="random")))
         for inner_steps, cg_steps in ((2, 2), (10, 5)):
             res = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=cg_steps)
-            results.append(judge(twin, theta64, np64(res.phi), np64(res.gradient),
+            results.append(judge(twin, theta64, to_numpy64(res.phi), to_numpy64(res.gradient),
                                  instance=dict(inst, kind="solver", inner_steps=inner_steps,
                                                cg_steps=cg_steps)))
     return results

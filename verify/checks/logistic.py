@@ -1,5 +1,5 @@
 """Curved tasks, ρ > 0: Lemma 1, Lemma 3 and Theorem 2 on regularized logistic regression with
-certified constants and a certified float64 reference (SPEC §1, §5, §6, §9).
+certified constants and a certified float64 reference (docs/mathematics.md §1, §5, §6, §9).
 
 Every bound here is evaluated with constants certified from the data (theory.logistic) and
 every "true" value carries the reference's own certified error bar, which is added to the
@@ -17,14 +17,14 @@ from theory.bounds import lemma3_bound, lemma3_bound_sharp, theorem2_steps
 from theory.logistic import LogisticTask
 from theory.maml import maml_jacobian_error_bound
 from theory.tolerances import rounding_allowance
-from verify.checks._families import logistic_task, torch64, twin64
+from verify.tasks import float64_twin, logistic_task, torch64
 from verify.checks._result import compare
 from verify.registry import claim
 
 __all__ = ["check_lemma1_fd", "check_lemma1_autograd", "lemma3_instance", "check_lemma3",
            "lemma3_search", "check_theorem2", "logistic_grid", "fd_truncation_constant"]
 
-SPEC1, SPEC3, SPEC6 = "SPEC §1, §9", "SPEC §5, §9", "SPEC §6, §9"
+SECTION1, SECTION3, SECTION6 = "§1, §9", "§5, §9", "§6, §9"
 
 
 def _theta(task, seed, scale=1.0):
@@ -58,7 +58,7 @@ def check_lemma1_fd(task: LogisticTask, theta, *, jacobian=None, instance=None):
         bounds.append(h * h * M3 / 6 + (plus.error_bound + minus.error_bound) / (2 * h))
     i = int(np.argmax(np.array(errs) / np.array(bounds)))
     ref_jac_err = c.lam * c.rho * sol.error_bound / c.mu ** 2
-    return compare("lemma1-logistic-fd", SPEC1,
+    return compare("lemma1-logistic-fd", SECTION1,
                    "dAlg*/dθ = (I + H(φ*)/λ)⁻¹ on logistic regression (ρ > 0), central differences "
                    "of the certified Newton reference, certified truncation + reference error",
                    errs[i], bounds[i] + ref_jac_err,
@@ -75,7 +75,7 @@ def check_lemma1_autograd(task, theta, *, tol=1e-10, instance=None):
     (theory.maml.maml_jacobian_error_bound, valid for ρ > 0) is at most ``tol``."""
     import torch
 
-    t64 = twin64(task)
+    t64 = float64_twin(task)
     theta = np.asarray(theta, dtype=np.float64)
     sol = t64.certified_solution(theta)
     c = t64.constants(theta)
@@ -99,7 +99,7 @@ def check_lemma1_autograd(task, theta, *, tol=1e-10, instance=None):
     err = float(np.linalg.norm(J_auto - J_ref, 2))
     bound = maml_jacobian_error_bound(c, step_size=alpha, inner_steps=K, initial_distance=r0)
     ref_err = c.lam * c.rho * sol.error_bound / c.mu ** 2
-    return compare("lemma1-logistic-autograd", SPEC1,
+    return compare("lemma1-logistic-autograd", SECTION1,
                    "autograd through K GD steps (converged) = (I + H(φ*)/λ)⁻¹ within the certified "
                    "‖J_K − J*‖ bound (ρ > 0)", err, bound + ref_err,
                    allowance=rounding_allowance("float64", kappa=c.kappa, scale=1.0,
@@ -156,12 +156,12 @@ def check_lemma3(task, theta, numbers, *, instance=None):
         "float64", kappa=task.curvature_bounds()[0] / task.curvature_bounds()[1],
         scale=numbers["sharp"] + 1e-300, dim=task.dim)
     details = {k: v for k, v in numbers.items() if k not in ("measured",)}
-    out = [compare("lemma3-logistic", SPEC3,
+    out = [compare("lemma3-logistic", SECTION3,
                    "‖g − dθL(Alg*(θ))‖ ≤ (λρB/μ² + λL/μ)δ + δ′ (sharper form), ρ > 0",
                    numbers["measured"], numbers["sharp"], allowance=allow, instance=instance,
                    details=details)]
     if numbers["stated"] == numbers["stated"]:
-        out.append(compare("lemma3-logistic", SPEC3,
+        out.append(compare("lemma3-logistic", SECTION3,
                            "‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′ (as stated, δ < μ/2ρ)",
                            numbers["measured"], numbers["stated"], allowance=allow,
                            instance=instance, details=details))
@@ -224,7 +224,7 @@ def check_theorem2(task, theta, eps, *, inner_steps=None, cg_steps=None, instanc
     cg_needed = next((k for k, x in enumerate(res.cg.history.iterates)
                       if np.linalg.norm(np.asarray(x) - target) <= eps / 2), None)
     _, ref_err = task.reference_error(theta)
-    return compare("theorem2-logistic", SPEC6,
+    return compare("theorem2-logistic", SECTION6,
                    "T_inner = ⌈2√κ log(8κD(B₁/ε + ρ/μ))⌉ Nesterov steps from 0 and "
                    "T_cg = ⌈2√κ log(4κ(λ/μ)B/ε)⌉ CG steps give error ≤ ε (ρ > 0)",
                    err, eps, allowance=ref_err, instance=dict(instance or {}, eps=eps),
@@ -252,7 +252,7 @@ def _instances(ctx):
 
 
 @claim("lemma1-logistic", title="Lemma 1 on logistic regression (ρ > 0): FD and autograd",
-       spec=SPEC1, statement="dAlg*/dθ = (I + H(φ*)/λ)⁻¹ by certified central differences of "
+       section=SECTION1, statement="dAlg*/dθ = (I + H(φ*)/λ)⁻¹ by certified central differences of "
        "the Newton reference and by autograd through a converged gradient-descent solve")
 def run_lemma1(ctx):
     out = []
@@ -264,10 +264,10 @@ def run_lemma1(ctx):
 
 
 @claim("lemma3-logistic", title="Lemma 3 with ρ > 0 (stated and sharper), adversarial search",
-       spec=SPEC3, statement="‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′ for δ < μ/(2ρ), and "
+       section=SECTION3, statement="‖g − dθL(Alg*(θ))‖ ≤ (2λρB/μ² + λL/μ)δ + δ′ for δ < μ/(2ρ), and "
        "≤ (λρB/μ² + λL/μ)δ + δ′ for all δ, on logistic tasks with certified constants",
        loose="the proof's factor 2 on the ρ term and its condition δ < μ/(2ρ) are not needed "
-       "(SPEC §5). With ρ > 0 the δ terms are far from attained (largest ratio about 0.68 of "
+       "(docs/mathematics.md §5). With ρ > 0 the δ terms are far from attained (largest ratio about 0.68 of "
        "the sharper bound with δ′ = 0, lower the more the ρ term weighs); ratios near 1 occur "
        "only where δ′ dominates and is planted aligned, which attains the δ′ term by construction")
 def run_lemma3(ctx):
@@ -290,7 +290,7 @@ def run_lemma3(ctx):
     return out
 
 
-@claim("theorem2-logistic", title="Theorem 2 with ρ > 0", spec=SPEC6,
+@claim("theorem2-logistic", title="Theorem 2 with ρ > 0", section=SECTION6,
        statement="Theorem 2's T_inner Nesterov steps from 0 and T_cg CG steps reach ‖g − "
        "dθL(Alg*(θ))‖ ≤ ε on logistic tasks (certified constants; global B)")
 def run_theorem2(ctx):

@@ -1,5 +1,5 @@
 """MAML and truncated backpropagation against their closed forms, and the Appendix D comparison
-of exact-solve and approx-solve errors with iMAML (SPEC §7, §8)."""
+of exact-solve and approx-solve errors with iMAML (docs/mathematics.md §7, §8)."""
 from __future__ import annotations
 
 import warnings
@@ -8,24 +8,26 @@ import numpy as np
 
 import theory.maml as tm
 from solvers import imaml_meta_gradient, inner_solve, maml_meta_gradient, truncated_meta_gradient
-from theory._arrays import to_numpy64
+from theory import to_numpy64
 from theory.bounds import aposteriori_bound
 from theory.quadratic import QuadraticTask
 from theory.tolerances import rounding_allowance
-from verify.checks._families import torch64, twin64
+from verify.tasks import (
+    float64_twin,
+    paper_synthetic_task,
+    planted_spectrum_task,
+    to_array,
+    torch64,
+)
 from verify.checks._result import compare
 from verify.registry import claim
-from verify.tasks import paper_synthetic_task, planted_spectrum_task, to_array
+from validation import dtype_name
 
 __all__ = ["check_maml_closed_form", "check_maml_exact_solve", "check_truncated",
            "appendix_d_row", "check_appendix_d", "adversarial_maml_task", "paper_comparison"]
 
-SPEC = "SPEC §7"
-SPEC_D = "SPEC §8 (Appendix D)"
-
-
-def _dtype(x) -> str:
-    return str(x.dtype).replace("torch.", "")
+SECTION = "§7"
+SECTION_D = "§8 (Appendix D)"
 
 
 def _norm(x) -> float:
@@ -54,15 +56,15 @@ def check_maml_closed_form(task, theta, *, inner_steps, step_size=None,
                            method=maml_meta_gradient, instance=None, backward="auto"):
     """MAML by autograd equals J_Kᵀ∇L(φ_K) with J_K = P^K + λC⁻¹(I − P^K) to rounding; that is,
     MAML's approx-solve error ‖g − dθL(Alg(θ))‖ is 0 (Alg = its own K steps)."""
-    task64 = twin64(task)
+    task64 = float64_twin(task)
     alpha = _step(task64, step_size)
     kwargs = {} if method is not maml_meta_gradient else {"backward": backward}
     g = method(task, theta, inner_steps=inner_steps, step_size=alpha, **kwargs).gradient
     ref = tm.maml_meta_gradient(task64, to_numpy64(theta), alpha, inner_steps)
     err = float(np.linalg.norm(to_numpy64(g) - ref))
-    return compare("maml-closed-form", SPEC,
+    return compare("maml-closed-form", SECTION,
                    "MAML by autograd = J_Kᵀ∇L(φ_K), J_K = P^K + λC⁻¹(I − P^K) (approx-solve error 0)",
-                   err, _allowance(task64, theta, inner_steps, _dtype(theta), alpha),
+                   err, _allowance(task64, theta, inner_steps, dtype_name(theta), alpha),
                    instance=dict(instance or {}, inner_steps=inner_steps, step_size=alpha),
                    details={"reference_norm": float(np.linalg.norm(ref))})
 
@@ -71,7 +73,7 @@ def check_maml_exact_solve(task, theta, *, inner_steps, step_size=None,
                            method=maml_meta_gradient, instance=None):
     """MAML's exact-solve error ‖g − dθL(Alg*(θ))‖ ≤ q^K(...) (theory.maml bound, q = ‖P‖ for
     α ≤ 1/β): it decays at the rate ‖I − α(A + λI)‖^K."""
-    task64 = twin64(task)
+    task64 = float64_twin(task)
     alpha = _step(task64, step_size)
     theta64 = to_numpy64(theta)
     res = method(task, theta, inner_steps=inner_steps, step_size=alpha)
@@ -84,9 +86,9 @@ def check_maml_exact_solve(task, theta, *, inner_steps, step_size=None,
                                             initial_distance=r0,
                                             outer_grad_norm=_norm(task64.outer_grad(phi_K)))
     q = tm.maml_contraction(task64, alpha)
-    return compare("maml-exact-solve", SPEC,
+    return compare("maml-exact-solve", SECTION,
                    "‖g_MAML − dθL(Alg*(θ))‖ ≤ q^K(1−λ/β)‖∇L(φ_K)‖ + (λ/μ)L q^K‖θ − φ*‖, q = ‖P‖",
-                   err, bound, allowance=_allowance(task64, theta, inner_steps, _dtype(theta), alpha),
+                   err, bound, allowance=_allowance(task64, theta, inner_steps, dtype_name(theta), alpha),
                    instance=dict(instance or {}, inner_steps=inner_steps, step_size=alpha),
                    details={"contraction": q, "contraction_power": q ** inner_steps,
                             "exact_meta_gradient_norm": float(np.linalg.norm(g_star))})
@@ -96,7 +98,7 @@ def check_truncated(task, theta, *, inner_steps, backprop_steps, step_size=None,
                     method=truncated_meta_gradient, instance=None):
     """Truncated backpropagation's approx-solve error ‖g_T − J_Kᵀ∇L(φ_K)‖ equals its closed form
     ‖(J_K − J^(T))ᵀ∇L(φ_K)‖, J^(T) = λC⁻¹(I − P^T) (to rounding); measured is the difference."""
-    task64 = twin64(task)
+    task64 = float64_twin(task)
     alpha = _step(task64, step_size)
     theta64 = to_numpy64(theta)
     g = to_numpy64(method(task, theta, inner_steps=inner_steps, backprop_steps=backprop_steps,
@@ -105,10 +107,10 @@ def check_truncated(task, theta, *, inner_steps, backprop_steps, step_size=None,
     trunc = tm.truncated_meta_gradient(task64, theta64, alpha, inner_steps, backprop_steps)
     measured_err = float(np.linalg.norm(g - maml))
     closed_err = float(np.linalg.norm(trunc - maml))
-    return compare("truncated-backprop", SPEC,
+    return compare("truncated-backprop", SECTION,
                    "truncated backprop's approx-solve error = ‖(J_K − λC⁻¹(I − P^T))ᵀ∇L(φ_K)‖",
                    abs(measured_err - closed_err),
-                   _allowance(task64, theta, inner_steps, _dtype(theta), alpha),
+                   _allowance(task64, theta, inner_steps, dtype_name(theta), alpha),
                    instance=dict(instance or {}, inner_steps=inner_steps,
                                  backprop_steps=backprop_steps, step_size=alpha),
                    details={"approx_solve_error": measured_err, "closed_form": closed_err,
@@ -154,7 +156,7 @@ def appendix_d_row(task64, theta64, K, *, truncate=None):
 
 def check_appendix_d(task64, theta64, K, *, instance=None, imaml_method=None):
     """Appendix D side by side, three checks: MAML's approx-solve error is 0; iMAML's
-    exact-solve error is within its a-posteriori certificate (SPEC §5a); and at the same
+    exact-solve error is within its a-posteriori certificate (docs/mathematics.md §5a); and at the same
     compute iMAML's exact-solve error is at most MAML's."""
     rows = appendix_d_row(task64, theta64, K)
     if imaml_method is not None:  # a planted alternative for negative controls
@@ -167,20 +169,20 @@ def check_appendix_d(task64, theta64, K, *, instance=None, imaml_method=None):
     scale = float(np.linalg.norm(rows["maml"]["result"].gradient)) + 1.0
     inst = dict(instance or {}, inner_steps=K)
     table = {m: {k: v for k, v in r.items() if k != "result"} for m, r in rows.items()}
-    out = [compare("appendix-d", SPEC_D, "MAML's approx-solve error is 0",
+    out = [compare("appendix-d", SECTION_D, "MAML's approx-solve error is 0",
                    rows["maml"]["approx_solve_error"],
                    _allowance(task64, theta64, K, "float64", 1 / beta),
                    instance=inst, details={"table": table})]
     res = rows["imaml"]["result"]
     cert = aposteriori_bound(task64.constants(theta64), stationarity=res.stationarity,
                              cg_residual=res.cg_residual, outer_grad_norm=res.outer_grad_norm)
-    out.append(compare("appendix-d", SPEC_D,
+    out.append(compare("appendix-d", SECTION_D,
                        "iMAML's exact-solve error ≤ its a-posteriori certificate (Lemma 3)",
                        rows["imaml"]["exact_solve_error"], cert.bound,
                        allowance=rounding_allowance("float64", kappa=beta / mu, scale=scale,
                                                     dim=task64.dim), instance=inst,
                        details={"table": table}))
-    out.append(compare("appendix-d", SPEC_D,
+    out.append(compare("appendix-d", SECTION_D,
                        "at equal compute (K gradients + K HVPs) iMAML's exact-solve error ≤ MAML's",
                        rows["imaml"]["exact_solve_error"], rows["maml"]["exact_solve_error"],
                        instance=inst, details={"table": table}))
@@ -219,7 +221,7 @@ def _instances(ctx):
 
 
 @claim("maml-closed-form", title="MAML by autograd = its closed form (approx-solve error 0)",
-       spec=SPEC, statement="autograd through K GD steps on G(·,θ) equals J_Kᵀ∇L(φ_K), "
+       section=SECTION, statement="autograd through K GD steps on G(·,θ) equals J_Kᵀ∇L(φ_K), "
        "J_K = P^K + λC⁻¹(I − P^K), P = I − α(A + λI), to rounding")
 def run_closed_form(ctx):
     out = []
@@ -235,7 +237,7 @@ def run_closed_form(ctx):
 
 
 @claim("maml-exact-solve", title="MAML's exact-solve error decays like ‖I − α(A + λI)‖^K",
-       spec=SPEC, statement="‖g_MAML − dθL(Alg*(θ))‖ ≤ q^K((1−λ/β)‖∇L(φ_K)‖ + (λ/μ)L‖θ − φ*‖), "
+       section=SECTION, statement="‖g_MAML − dθL(Alg*(θ))‖ ≤ q^K((1−λ/β)‖∇L(φ_K)‖ + (λ/μ)L‖θ − φ*‖), "
        "q = ‖I − α(A+λI)‖ = 1 − αμ for α = 1/β; nearly attained on a planted instance",
        loose="the appendix states MAML's dependence on K only qualitatively (memory, not accuracy)")
 def run_exact_solve(ctx):
@@ -252,7 +254,7 @@ def run_exact_solve(ctx):
 
 
 @claim("truncated-backprop", title="Truncated backpropagation matches its closed form",
-       spec=SPEC, statement="backprop through the last T of K steps gives J^(T)ᵀ∇L(φ_K), "
+       section=SECTION, statement="backprop through the last T of K steps gives J^(T)ᵀ∇L(φ_K), "
        "J^(T) = λC⁻¹(I − P^T); its approx-solve error is ‖(J_K − J^(T))ᵀ∇L(φ_K)‖")
 def run_truncated(ctx):
     out = []
@@ -273,7 +275,7 @@ def paper_comparison(seed=0, Ks=(5, 20, 100)):
 
 
 @claim("appendix-d", title="Appendix D: exact-solve vs approx-solve error, MAML / truncated / iMAML",
-       spec=SPEC_D, statement="MAML has approx-solve error 0; iMAML's exact-solve error is "
+       section=SECTION_D, statement="MAML has approx-solve error 0; iMAML's exact-solve error is "
        "certified and, at equal compute, at most MAML's (paper's synthetic task and planted tasks)")
 def run_appendix_d(ctx):
     out = []

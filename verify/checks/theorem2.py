@@ -1,19 +1,21 @@
 """Theorem 2: T_inner Nesterov steps from φ₀ = 0 and T_cg CG steps from g₀ = 0 give an
-ε-accurate meta-gradient (SPEC §6), next to the steps actually needed; and the proof's count
+ε-accurate meta-gradient (docs/mathematics.md §6), next to the steps actually needed; and the proof's count
 without √κ shown too small."""
 from __future__ import annotations
 
 import numpy as np
 
 from solvers import cg, imaml_meta_gradient, inner_solve
-from theory.bounds import lemma3_B1, theorem2_inner_steps_proof_typo, theorem2_steps
-from verify.checks._common import allowance, np64
+from theory.bounds import theorem2_constants, theorem2_inner_steps_proof_typo, theorem2_steps
+from theory import to_numpy64
+from verify.checks._common import allowance
 from verify.checks._result import compare
-from verify.checks.lemma2 import steps_to_reach
+from verify.measure import steps_to_reach
 from verify.registry import claim
 from verify.tasks import float64_twin, paper_synthetic_task, planted_spectrum_task, to_array
+from validation import dtype_name
 
-SPEC = "SPEC §6"
+SECTION = "§6"
 STATEMENT = ("Nesterov from φ₀ = 0 for T_inner = ⌈2√κ log(8κD(B₁/ε + ρ/μ))⌉ steps, then CG from "
              "g₀ = 0 for T_cg = ⌈2√κ log(4κ(λ/μ)B/ε)⌉ steps, gives ‖g − dθL(Alg*(θ))‖ ≤ ε")
 TYPO_STATEMENT = ("the proof's inner count 2 log(2κD/δ), δ = ε/(2B₁), without √κ, is too small: "
@@ -23,27 +25,17 @@ LOOSE = ("The proof writes 2 log(2κD/δ) for the inner count, without the √κ
          "(the suite uses B = ‖∇L(Alg*(θ))‖ + Lδ).")
 
 
-def theorem2_constants(twin, theta64, eps):
-    """Instance constants with B valid within δ = ε/(2B₁) of Alg*(θ), as the proof needs.
-    (B₁ = 0, i.e. L = ρ = 0: the meta-gradient does not depend on φ and any φ will do.)"""
-    c0 = twin.constants(theta64)
-    if lemma3_B1(c0) == 0:
-        return c0, float("inf")
-    delta = eps / (2 * lemma3_B1(c0))
-    return twin.constants(theta64, delta=delta), delta
-
-
 def steps_needed(task, theta, eps, c, delta, t_inner):
     """The proof's decomposition, measured: the fewest Nesterov steps (from 0) reaching
     ‖φ − Alg*(θ)‖ ≤ δ, and the fewest CG steps (at the φ of T_inner steps) reaching
     ‖g − (I + H(φ)/λ)⁻¹∇L(φ)‖ ≤ ε/2. Searched up to T_inner (None: not reached by then)."""
     twin = float64_twin(task)
-    theta64 = np64(theta)
+    theta64 = to_numpy64(theta)
     phi_star = twin.inner_solution(theta64)
     res = inner_solve(task, theta, inner_steps=t_inner, warm_start="zero", history=True)
     inner_needed = steps_to_reach(res.history.iterates, phi_star, delta)
     phi = res.x
-    target = twin.implicit_gradient(np64(phi))
+    target = twin.implicit_gradient(to_numpy64(phi))
     lam = task.lam
     cg_res = cg(lambda v: v + task.inner_hvp(phi, v) / lam, task.outer_grad(phi),
                 max_steps=max(4 * theta64.shape[0], 50), rtol=0.0, atol=0.0, history=True)
@@ -55,7 +47,7 @@ def check_theorem2(task, theta, eps, *, instance=None, inner_steps=None, cg_step
     """Run iMAML with Theorem 2's counts (or planted ``inner_steps``/``cg_steps``, for the
     negative control) and check ε-accuracy against the exact meta-gradient."""
     twin = float64_twin(task)
-    theta64 = np64(theta)
+    theta64 = to_numpy64(theta)
     c, delta = theorem2_constants(twin, theta64, eps)
     t_inner, t_cg = theorem2_steps(c, eps)
     run_inner = t_inner if inner_steps is None else inner_steps
@@ -63,11 +55,11 @@ def check_theorem2(task, theta, eps, *, instance=None, inner_steps=None, cg_step
     res = imaml_meta_gradient(task, theta, inner_steps=run_inner, cg_steps=run_cg,
                               warm_start="zero")
     g_exact = twin.meta_gradient(theta64)
-    err = float(np.linalg.norm(np64(res.gradient) - g_exact))
+    err = float(np.linalg.norm(to_numpy64(res.gradient) - g_exact))
     inner_needed, cg_needed = steps_needed(task, theta, eps, c, delta, t_inner)
-    floor = allowance(str(theta.dtype).replace("torch.", ""), c.kappa,
+    floor = allowance(dtype_name(theta), c.kappa,
                       float(np.linalg.norm(g_exact)), theta64.shape[0])
-    return compare("theorem2", SPEC, STATEMENT, err, eps, allowance=floor,
+    return compare("theorem2", SECTION, STATEMENT, err, eps, allowance=floor,
                    instance=dict(instance or {}, eps=eps),
                    details={"T_inner": t_inner, "T_cg": t_cg, "inner_steps_run": run_inner,
                             "cg_steps_run": run_cg, "inner_needed": inner_needed,
@@ -91,7 +83,7 @@ def paper_instance(ctx, fourier=False):
     return task, theta, dict(spec.as_dict(), task="paper-synthetic", fourier=fourier)
 
 
-@claim("theorem2", title="Theorem 2: iteration counts for an ε-accurate meta-gradient", spec=SPEC,
+@claim("theorem2", title="Theorem 2: iteration counts for an ε-accurate meta-gradient", section=SECTION,
        statement=STATEMENT, loose=LOOSE)
 def run(ctx):
     results = []
@@ -115,18 +107,18 @@ def run(ctx):
 
 
 @claim("theorem2-proof-typo", title="Theorem 2's proof: the count without √κ is too small",
-       spec=SPEC, statement=TYPO_STATEMENT, loose=LOOSE)
+       section=SECTION, statement=TYPO_STATEMENT, loose=LOOSE)
 def run_typo(ctx):
     """Negative result on the appendix: measured = Nesterov's steps needed to reach δ, bound =
-    the proof's count; it must be exceeded for the smallest ε (as SPEC §6 reports)."""
+    the proof's count; it must be exceeded for the smallest ε (as docs/mathematics.md §6 reports)."""
     task, theta, inst = paper_instance(ctx)
     eps = 1e-8 if ctx.dtype == "float64" else 1e-3
     twin = float64_twin(task)
-    theta64 = np64(theta)
+    theta64 = to_numpy64(theta)
     c, delta = theorem2_constants(twin, theta64, eps)
     t_inner, _ = theorem2_steps(c, eps)
     inner_needed, _ = steps_needed(task, theta, eps, c, delta, t_inner)
     typo = theorem2_inner_steps_proof_typo(c, eps)
-    return [compare("theorem2-proof-typo", SPEC, TYPO_STATEMENT,
+    return [compare("theorem2-proof-typo", SECTION, TYPO_STATEMENT,
                     inner_needed if inner_needed is not None else np.inf, typo, relation=">",
                     instance=dict(inst, eps=eps), details={"T_inner": t_inner})]

@@ -1,4 +1,4 @@
-"""Few-shot integration (issue 5): the paper's Omniglot / Mini-ImageNet protocols with iMAML-GD
+"""Few-shot integration: the paper's Omniglot / Mini-ImageNet protocols with iMAML-GD
 and iMAML-HF, MAML and first-order MAML baselines, on the paper's ConvNet
 (:mod:`verify.models`), with embedded data (procedural glyphs — NOT Omniglot — and sinusoids),
 integration checks, a GPU script and the report section."""

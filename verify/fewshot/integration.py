@@ -21,11 +21,11 @@ import time
 import torch
 
 from solvers import cg, inner_solve
-from solvers.imaml import implicit_gradient_at
+from solvers import implicit_gradient_at
 from theory.bounds import cg_error_bound
 from theory.tolerances import machine_epsilon
 from verify.fewshot.lanczos import lanczos_ritz_values
-from verify.fewshot.memory import peak_cuda_bytes, peak_saved_bytes
+from verify.measure import peak_cuda_bytes, peak_saved_bytes
 from verify.fewshot.train import (
     episode_task,
     evaluate,

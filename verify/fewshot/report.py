@@ -40,7 +40,7 @@ def render_markdown(doc: dict, *, figure_path: str | None = None) -> str:
     cfg = doc.get("config", {})
     tr = doc.get("training", {})
     col = f"{tr.get('n_way', cfg.get('n_way', 5))}-way {tr.get('k_shot', cfg.get('k_shot', 1))}-shot"
-    out = ["## Few-shot integration (issue 5)", "",
+    out = ["## Few-shot integration", "",
            f"Device: **{doc.get('device', '?')}** — {run}; torch {doc.get('torch', '?')}; "
            f"seed {doc.get('seed', 0)}; {doc.get('seconds', {}).get('total', float('nan')):.0f} s.",
            "",

@@ -22,9 +22,9 @@ def fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _section(spec: str) -> str:
-    """'§4' from 'SPEC §4' (claims may write either)."""
-    return spec[len("SPEC "):] if spec.startswith("SPEC ") else spec
+def _section(section: str) -> str:
+    """The section as written ('§4', '§1, §9')."""
+    return section
 
 
 def _verdict(status: str) -> str:
@@ -33,12 +33,12 @@ def _verdict(status: str) -> str:
 
 def summary_table(doc) -> str:
     """The summary table: one row per claim."""
-    lines = ["| claim | SPEC | instances | worst ratio | w/ allowance | at rounding | "
+    lines = ["| claim | § | instances | worst ratio | w/ allowance | at rounding | "
              "weakest control | result |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for c in doc["claims"]:
         control = "—" if c["weakest_control_ratio"] is None else f"{fmt(c['weakest_control_ratio'])} (> 1 needed)"
-        lines.append(f"| `{c['name']}` | {_section(c['spec'])} | {c['instances']} | {fmt(c['worst_ratio'])} | "
+        lines.append(f"| `{c['name']}` | {_section(c['section'])} | {c['instances']} | {fmt(c['worst_ratio'])} | "
                      f"{fmt(c['worst_ratio_with_allowance'])} | {c['rounding_level_checks']} | "
                      f"{control} | {_verdict(c['status'])} |")
     return "\n".join(lines)
@@ -69,7 +69,7 @@ def _check_line(c) -> str:
 
 def _claim_section(c) -> str:
     out = [f"### `{c['name']}` — {c['title']}", "",
-           f"*SPEC {_section(c['spec'])}.* {c['statement']}", "",
+           f"*docs/mathematics.md {_section(c['section'])}.* {c['statement']}", "",
            f"- **Result:** {_verdict(c['status'])} — {c['instances']} instances "
            f"({c['bound_checks']} bound checks, {c['controls']} negative controls), "
            f"{c['failed']} failed, {fmt(c['elapsed_s'], 2)} s.",
@@ -134,7 +134,7 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
     out = [
         "# imaml-verify report", "",
         "Numerical verification of the appendix of *Meta-Learning with Implicit Gradients* "
-        "(Rajeswaran, Finn, Kakade, Levine, NeurIPS 2019) against the statements in SPEC.md.", "",
+        "(Rajeswaran, Finn, Kakade, Levine, NeurIPS 2019) against the statements in docs/mathematics.md.", "",
         verdict, "",
         f"- run: `{' '.join(doc['command'])}` — {'quick' if st['quick'] else 'full'} mode, seed "
         f"{st['seed']}, {st['dtype']} on {st['array']}/{st['device']}, {fmt(doc['elapsed_s']['total'], 3)} s "
@@ -185,7 +185,7 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
             groups.setdefault(c["loose"], []).append(c)
         out += [", ".join(f"- `{c['name']}`" if i == 0 else f"`{c['name']}`"
                           for i, c in enumerate(cs))
-                + f" (SPEC {_section(cs[0]['spec'])}): {text.rstrip('.')}. *Found:* "
+                + f" (docs/mathematics.md {_section(cs[0]['section'])}): {text.rstrip('.')}. *Found:* "
                 + "; ".join(_found(c) for c in cs) + "." for text, cs in groups.items()]
         out.append("")
     if fewshot_markdown:

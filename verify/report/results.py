@@ -94,7 +94,7 @@ def claim_record(claim, results, *, elapsed_s: float, error: str | None = None) 
     else:
         worst = None
     return jsonable({
-        "name": claim.name, "title": claim.title, "spec": claim.spec,
+        "name": claim.name, "title": claim.title, "section": claim.section,
         "statement": claim.statement, "loose": claim.loose, "status": status,
         "instances": len(results), "failed": len(failed),
         "bound_checks": len(bound_checks), "controls": len(controls),
