@@ -168,51 +168,6 @@ def saved_bytes(method, inner_steps, *, model="quadratic", backward="auto", seed
     return meter.peak
 
 
-def peak_cuda_bytes(method, inner_steps, *, model="mlp", seed=0, dtype="float32",
-                    backward="auto") -> int:
-    """torch.cuda.max_memory_allocated during one meta-gradient (as in :func:`saved_bytes`, on
-    CUDA), above what was allocated before it (``verify.fewshot.memory.peak_cuda_bytes``).
-    Raises RuntimeError without a CUDA device."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("peak_cuda_bytes needs a CUDA device")
-    from verify.fewshot.memory import peak_cuda_bytes as measure
-
-    task, theta, opts = memory_task(model, seed=seed, dtype=dtype, device="cuda")
-    peak, _ = measure(lambda: _run(method, task, theta, int(inner_steps), opts, backward), "cuda")
-    return peak
-
-
-def _run(method, task, theta, K, opts, backward):
-    if method == "maml":
-        return maml_meta_gradient(task, theta, inner_steps=K, step_size=opts.get("step_size"),
-                                  backward=backward)
-    if method == "imaml":
-        step = opts.get("step_size")
-        return imaml_meta_gradient(task, theta, inner_steps=K, cg_steps=5, inner="gd",
-                                   inner_step_size=step, on_breakdown="return")
-    if callable(method):  # a planted alternative (negative controls)
-        return method(task, theta, inner_steps=K, **opts)
-    raise ValueError(f"method must be one of {METHODS} or a callable, got {method!r}")
-
-
-def saved_bytes(method, inner_steps, *, model="quadratic", backward="auto", seed=0,
-                dtype="float64", device="cpu") -> int:
-    """Peak bytes saved for backward while computing one meta-gradient with ``method``
-    ('maml': backprop through ``inner_steps`` GD steps; 'imaml': ``inner_steps`` GD steps then
-    5 CG steps) on ``model`` ('quadratic', 'logistic', 'mlp'; see :func:`memory_task`).
-    Deterministic. ``backward`` is MAML's ('auto'/'autograd'/'protocol').
-
-    >>> saved_bytes("imaml", 100, model="mlp") == saved_bytes("imaml", 10, model="mlp")
-    True
-    """
-    task, theta, opts = memory_task(model, seed=seed, dtype=dtype, device=device)
-    with SavedBytesMeter() as meter:
-        _run(method, task, theta, int(inner_steps), opts, backward)
-    return meter.peak
-
-
 def cuda_peak_bytes(method, inner_steps, *, model="mlp", seed=0, dtype="float32",
                     backward="auto") -> int:
     """torch.cuda.max_memory_allocated during one meta-gradient (as in :func:`saved_bytes`, on
