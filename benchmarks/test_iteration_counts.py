@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from verify.sweeps import iteration_count_configs, iteration_count_row
+from verify.iteration_counts import iteration_count_configs, iteration_count_row
 
 CONFIGS = iteration_count_configs(quick=False)
 

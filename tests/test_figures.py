@@ -128,13 +128,13 @@ def test_figure1_counts_violations_of_a_planted_too_small_bound(monkeypatch):
     """Negative control of figure 1's data: with the CG bound planted 1000× too small, the
     sweep reports steps above it."""
     from theory import bounds
-    from verify import sweeps
+    from verify.figures import cg_error
     from verify.registry import RunContext
 
-    honest = sweeps.cg_error_data(RunContext(quick=True))
+    honest = cg_error.compute(RunContext(quick=True))
     assert all(c["violations"] == 0 for c in honest["curves"])
     true_bound = bounds.cg_error_bound
-    monkeypatch.setattr(sweeps.bounds, "cg_error_bound",
+    monkeypatch.setattr(cg_error.bounds, "cg_error_bound",
                         lambda *a, **k: true_bound(*a, **k) / 1000)
-    planted = sweeps.cg_error_data(RunContext(quick=True))
+    planted = cg_error.compute(RunContext(quick=True))
     assert sum(c["violations"] for c in planted["curves"]) > 0

@@ -18,6 +18,7 @@ __all__ = [
     "gd_steps_estimate",
     "cg_contraction",
     "cg_error_bound",
+    "cg_steps_for_error",
     "lemma3_bound",
     "lemma3_bound_sharp",
     "lemma3_B1",
@@ -199,3 +200,19 @@ def certify(result, constants) -> Certificate:
     return aposteriori_bound(constants, stationarity=result.stationarity,
                              cg_residual=result.cg_residual,
                              outer_grad_norm=result.outer_grad_norm)
+
+
+def cg_steps_for_error(kappa, rel_error, *, norm: str = "2") -> int:
+    """The smallest k with :func:`cg_error_bound` (relative form, initial error 1) ≤ ``rel_error``:
+    the CG steps the Chebyshev bound asks for to reach a relative accuracy (docs/mathematics.md §4)."""
+    target = check_positive(rel_error, "rel_error")
+    q = cg_contraction(kappa)
+    factor = 2.0 * (math.sqrt(check_kappa(kappa)) if norm == "2" else 1.0)
+    if factor <= target:
+        return 0
+    if q == 0.0:
+        return 1
+    k = max(0, math.ceil(math.log(target / factor) / math.log(q)) - 1)
+    while cg_error_bound(kappa, k, 1.0, norm=norm) > target:   # settle rounding of the logs
+        k += 1
+    return k

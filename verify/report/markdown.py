@@ -72,7 +72,7 @@ def _claim_section(c) -> str:
            f"*docs/mathematics.md {_section(c['section'])}.* {c['statement']}", "",
            f"- **Result:** {_verdict(c['status'])} — {c['instances']} instances "
            f"({c['bound_checks']} bound checks, {c['controls']} negative controls), "
-           f"{c['failed']} failed, {fmt(c['elapsed_s'], 2)} s.",
+           f"{c['failed']} failed.",
            f"- **Worst ratio measured/bound:** {fmt(c['worst_ratio'], 4)} (bounds above rounding); "
            f"closest to failing, measured/(bound + allowance): "
            f"{fmt(c['worst_ratio_with_allowance'], 4)}; {c['rounding_level_checks']} checks at "
@@ -137,9 +137,8 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
         "(Rajeswaran, Finn, Kakade, Levine, NeurIPS 2019) against the statements in docs/mathematics.md.", "",
         verdict, "",
         f"- run: `{' '.join(doc['command'])}` — {'quick' if st['quick'] else 'full'} mode, seed "
-        f"{st['seed']}, {st['dtype']} on {st['array']}/{st['device']}, {fmt(doc['elapsed_s']['total'], 3)} s "
-        f"(claims {fmt(doc['elapsed_s']['claims'], 3)} s, figures {fmt(doc['elapsed_s']['figures'], 3)} s), "
-        f"{doc['created']}",
+        f"{st['seed']}, {st['dtype']} on {st['array']}/{st['device']} (date and timings: "
+        f"`run.json`)",
         f"- versions: imaml-verify {doc['tool']['version']}, Python {doc['environment']['python']}, "
         + ", ".join(f"{k} {v}" for k, v in pk.items() if v and k != "imaml-verify")
         + f"; {doc['environment']['cpu_count']} CPUs",

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from dataclasses import asdict, is_dataclass
 from enum import Enum
@@ -13,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 
 __all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "jsonable", "claim_record", "above_rounding", "environment",
-           "summary", "load_schema", "validate", "dumps"]
+           "summary", "load_schema", "validate", "dumps", "compact", "tool_version",
+           "split_timing", "VOLATILE"]
 
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 SCHEMA_VERSION = 1
@@ -109,6 +111,34 @@ def claim_record(claim, results, *, elapsed_s: float, error: str | None = None) 
     })
 
 
+def compact(record: dict) -> dict:
+    """A claim record for a reviewable results.json: the failing checks only (``worst`` keeps the
+    one closest to failing) and the count of the others in ``checks_omitted``."""
+    kept = [c for c in record["checks"] if not c["passed"]]
+    return dict(record, checks=kept, checks_omitted=len(record["checks"]) - len(kept))
+
+
+#: what differs between two runs of the same code with the same seed on the same machine
+VOLATILE = ("created", "elapsed_s")
+
+
+def split_timing(doc: dict) -> tuple[dict, dict]:
+    """(the document without dates and timings, those dates and timings). The first is what
+    results.json and REPORT.md hold, so that regenerating a report changes them only when the
+    findings change; the second is written to run.json beside them."""
+    stable = {k: v for k, v in doc.items() if k not in VOLATILE}
+    timing = {k: doc[k] for k in VOLATILE if k in doc}
+    stable["claims"] = [{k: v for k, v in c.items() if k != "elapsed_s"}
+                        for c in doc.get("claims", [])]
+    stable["figures"] = {i: {k: v for k, v in f.items() if k != "elapsed_s"}
+                         for i, f in doc.get("figures", {}).items()}
+    timing["claims_s"] = {c["name"]: c["elapsed_s"] for c in doc.get("claims", [])
+                          if "elapsed_s" in c}
+    timing["figures_s"] = {i: f["elapsed_s"] for i, f in doc.get("figures", {}).items()
+                           if "elapsed_s" in f}
+    return stable, timing
+
+
 def summary(claim_records) -> dict:
     failed = [c["name"] for c in claim_records if c["status"] != "PASS"]
     return {"passed": not failed, "claims": len(claim_records), "failed_claims": failed,
@@ -117,10 +147,28 @@ def summary(claim_records) -> dict:
 
 
 def _version(name):
+    if name == "imaml-verify":
+        return tool_version()
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def tool_version() -> str:
+    """This project's version: the installed distribution's, or, run from a source tree that was
+    never installed, the version in that tree's pyproject.toml (else '0+unknown')."""
+    try:
+        return metadata.version("imaml-verify")
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return "0+unknown"
+    found = re.search(r'^version\s*=\s*"([^"]+)"', text, flags=re.M)
+    return found.group(1) if found else "0+unknown"
 
 
 def environment() -> dict:

@@ -1,27 +1,143 @@
-"""Write a run's output folder: figures, results.json (+ its schema), REPORT.md.
+"""Write a run's report as one set: REPORT.md, results.json, results.schema.json, run.json and
+figures/. results.json and REPORT.md hold no dates or timings (run.json has them), so a
+regenerated report differs from the previous one only where the findings differ.
 
-Everything is computed before anything is written, and every file is written atomically
-(:mod:`verify.report._atomic`); REPORT.md is written last, so a folder whose REPORT.md is new
-also has the results.json and figures of the same run."""
+Everything is rendered to bytes first (:func:`render_report_set`). :func:`write_report_set` then
+writes the new files into a staging folder inside the output folder (a full disk fails here and
+leaves the previous report untouched), and swaps the set in: with SIGINT/SIGTERM held back, it
+records a journal, moves the previous set aside, moves the new one in, and removes the journal
+and the previous set. The swap is a handful of renames on one file system. If the process dies
+inside it anyway (SIGKILL, power loss), the next write (or :func:`recover`) puts the previous set
+back from the journal. Other files in the output folder (e.g. ``gpu/``, ``fewshot/``) are never
+touched.
+"""
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from verify.report._atomic import atomic_write_bytes, atomic_write_text
+from verify.report._atomic import atomic_write_text
 from verify.report.markdown import render_report
-from verify.report.results import SCHEMA_PATH, dumps
+from verify.report.results import SCHEMA_PATH, dumps, split_timing
 
-__all__ = ["write_outputs"]
+__all__ = ["REPORT_SET", "render_report_set", "write_report_set", "recover"]
+
+#: the entries of the output folder that belong to one report (figures/ as a whole)
+REPORT_SET = ("figures", "results.schema.json", "run.json", "results.json", "REPORT.md")
+JOURNAL = ".imaml-verify-swap.json"
 
 
-def write_outputs(out_dir, doc: dict, files: dict[str, bytes], *,
-                  fewshot_markdown: str | None = None) -> list[Path]:
-    """Write ``files`` (relative path -> bytes, the figures), results.json, results.schema.json
-    and REPORT.md into ``out_dir``. Returns the paths written, REPORT.md last."""
+def render_report_set(doc: dict, figure_files: dict[str, bytes], *,
+                      fewshot_markdown: str | None = None) -> dict[str, bytes]:
+    """{relative path: bytes} of the whole report: the figures, results.json, its schema, run.json
+    (dates and timings) and REPORT.md (rendered from results.json's content alone)."""
+    stable, timing = split_timing(doc)
+    files = dict(figure_files)
+    files["results.json"] = dumps(stable).encode("utf-8")
+    files["run.json"] = dumps(timing).encode("utf-8")
+    files["results.schema.json"] = SCHEMA_PATH.read_bytes()
+    files["REPORT.md"] = render_report(stable, fewshot_markdown=fewshot_markdown).encode("utf-8")
+    unknown = sorted({rel.split("/", 1)[0] for rel in files} - set(REPORT_SET))
+    if unknown:
+        raise ValueError(f"files outside the report set: {unknown}")
+    return files
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM are delivered after the block, not inside it (main thread only)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):   # not the main thread, or no sigmask
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def recover(out_dir) -> bool:
+    """Put back the previous report if a swap into ``out_dir`` was interrupted (the journal is
+    still there). Returns True when something was restored."""
     out = Path(out_dir)
-    written = [atomic_write_bytes(out / rel, data) for rel, data in sorted(files.items())]
-    written.append(atomic_write_text(out / "results.json", dumps(doc)))
-    written.append(atomic_write_bytes(out / "results.schema.json", SCHEMA_PATH.read_bytes()))
-    written.append(atomic_write_text(out / "REPORT.md",
-                                     render_report(doc, fewshot_markdown=fewshot_markdown)))
-    return written
+    journal = out / JOURNAL
+    if not journal.is_file():
+        return False
+    record = json.loads(journal.read_text(encoding="utf-8"))
+    previous = out / record["previous"]
+    with _signals_held():
+        for name in REPORT_SET:
+            saved, target = previous / name, out / name
+            if name in record["old"] and not _exists(saved):
+                continue                      # never moved aside: still the previous one
+            if _exists(target):               # a new entry moved in (or the old one, moved back)
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+            if _exists(saved):
+                os.replace(saved, target)
+        journal.unlink()
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(out / record.get("staging", "\0missing"), ignore_errors=True)
+    return True
+
+
+def write_report_set(out_dir, files: dict[str, bytes]) -> list[Path]:
+    """Write ``files`` ({path relative to out_dir: bytes}, every path inside :data:`REPORT_SET`)
+    into ``out_dir`` as one set, replacing the previous report as a whole (see the module
+    docstring). Returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recover(out)
+    staging = Path(tempfile.mkdtemp(prefix=".imaml-verify-new-", dir=out))
+    previous = Path(tempfile.mkdtemp(prefix=".imaml-verify-old-", dir=out))
+    try:
+        for rel, data in sorted(files.items()):
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        for path in [staging, *staging.rglob("*")]:   # readable: 0666/0777 less the umask
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+        _fsync_tree(staging)
+        present = [name for name in REPORT_SET if (staging / name).exists()]
+        with _signals_held():
+            old = [name for name in REPORT_SET if _exists(out / name)]
+            atomic_write_text(out / JOURNAL, json.dumps(
+                {"previous": previous.name, "staging": staging.name, "old": old}))
+            for name in old:                              # the previous set aside, whole
+                os.replace(out / name, previous / name)
+            for name in present:                          # the new set in
+                os.replace(staging / name, out / name)
+            (out / JOURNAL).unlink()
+    except BaseException:
+        try:
+            recover(out)
+        finally:   # the previous set is only let go once it is back in place
+            if not (out / JOURNAL).exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(previous, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
+    return [out / rel for rel in sorted(files)]

@@ -1,0 +1,257 @@
+"""A run is a function (verify.run), validated before any work; usage errors exit 2 and touch
+nothing; the report is written as one set, so an interrupt, a full disk or a crash in the middle
+of the swap leaves the previous report whole."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import verify
+from verify import compare
+from verify.cli import main
+from verify.registry import CLAIMS, Claim
+from verify.report import recover, validate, write_report_set
+from verify.report import writer as writer_module
+
+
+def _check(measured, bound=1.0, relation="<="):
+    return compare("planted", "§0", "measured <= 1", measured, bound, relation=relation,
+                   instance={"seed": 0})
+
+
+@pytest.fixture
+def planted(monkeypatch):
+    def add(name, fn):
+        monkeypatch.setitem(CLAIMS, name, Claim(name, f"planted {name}", "§0", "a planted claim",
+                                                fn, None))
+    return add
+
+
+def _snapshot(folder: Path) -> dict:
+    """{relative path: sha256} of every file below ``folder`` (hidden ones included)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def previous_report(planted, tmp_path):
+    """An output folder holding a good report of one passing claim, and a few-shot folder
+    the report must never touch."""
+    planted("planted-fine", lambda ctx: [_check(0.5), _check(0.25)])
+    out = tmp_path / "report"
+    assert main(["claim", "planted-fine", "--out", str(out), "--no-progress"]) == 0
+    (out / "fewshot").mkdir()
+    (out / "fewshot" / "notes.txt").write_text("not part of the report")
+    return out
+
+
+# -- the function --------------------------------------------------------------------------------
+def test_run_is_a_function_that_returns_the_document_and_writes_nothing(planted, tmp_path,
+                                                                        monkeypatch):
+    planted("planted-fine", lambda ctx: [_check(0.5), _check(2.0, relation=">")])
+    monkeypatch.chdir(tmp_path)
+    doc = verify.run(["planted-fine"], seed=3)
+    validate(doc)
+    assert doc["settings"]["seed"] == 3 and doc["settings"]["claims"] == ["planted-fine"]
+    assert doc["claims"][0]["status"] == "PASS" and doc["figures"] == {}
+    assert doc["iteration_counts"] is None          # a selection, not the complete run
+    assert list(tmp_path.iterdir()) == []           # no out: nothing written
+
+
+def test_compact_document_keeps_failures_and_worst_full_keeps_all(planted):
+    planted("planted-mixed", lambda ctx: [_check(0.5), _check(0.9), _check(2.0), _check(0.1)])
+    doc = verify.run(["planted-mixed"])
+    rec = doc["claims"][0]
+    assert rec["instances"] == 4 and rec["checks_omitted"] == 3
+    assert [c["measured"] for c in rec["checks"]] == [2.0]        # the failing one
+    assert rec["worst"]["measured"] == 2.0
+    full = verify.run(["planted-mixed"], full_results=True)
+    assert [c["measured"] for c in full["claims"][0]["checks"]] == [0.5, 0.9, 2.0, 0.1]
+    validate(doc)
+    validate(full)
+
+
+def test_a_figure_drawn_from_claims_runs_every_claim_from_the_command_line():
+    from verify.cli import build_parser, request_from_args
+
+    req = request_from_args(build_parser().parse_args(["figure", "6"]))
+    assert req["claims"] is None and req["figures"] == ["6"]
+    req = request_from_args(build_parser().parse_args(["figure", "1"]))
+    assert req["claims"] == [] and req["figures"] == ["1"]
+
+
+# -- usage errors: exit 2, nothing run, nothing written ----------------------------------------
+@pytest.mark.parametrize("extra, words", [
+    (["--device", "bogus"], "--device"),
+    (["--device", "cuda:99"], "cuda"),
+    (["--seed", "-1"], "--seed"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--array", "jax"], "--array"),
+])
+def test_usage_errors_exit_2_and_keep_the_previous_report(previous_report, extra, words, capsys,
+                                                          monkeypatch):
+    before = _snapshot(previous_report)
+    import verify.runner as runner
+
+    monkeypatch.setattr(runner, "run_claim", lambda *a: pytest.fail("a claim ran"))
+    status = main(["run", "--quick", "--out", str(previous_report), "--no-progress", *extra])
+    assert status == 2
+    assert words in capsys.readouterr().err
+    assert _snapshot(previous_report) == before
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file", "dev-null"])
+def test_an_unwritable_out_is_refused_before_any_work(where, tmp_path, capsys, monkeypatch):
+    import verify.runner as runner
+
+    monkeypatch.setattr(runner, "run_claim", lambda *a: pytest.fail("a claim ran"))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    out = {"file": a_file, "under-a-file": a_file / "sub", "dev-null": Path("/dev/null")}[where]
+    assert main(["run", "--quick", "--out", str(out), "--no-progress"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+
+
+def test_an_unknown_claim_keeps_the_previous_report(previous_report, capsys):
+    before = _snapshot(previous_report)
+    assert main(["claim", "no-such-claim", "--out", str(previous_report)]) == 2
+    assert "no-such-claim" in capsys.readouterr().err
+    assert _snapshot(previous_report) == before
+
+
+# -- the report is written as one set ----------------------------------------------------------
+def _new_files():
+    return {"REPORT.md": b"# new report\n", "results.json": b"{}\n",
+            "results.schema.json": b"{}\n", "figures/fig1-cg-error.png": b"new png"}
+
+
+def test_a_full_disk_while_writing_keeps_the_previous_report(previous_report, monkeypatch):
+    before = _snapshot(previous_report)
+    real = Path.write_bytes
+    calls = []
+
+    def full_disk(self, data):
+        calls.append(self)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_report_set(previous_report, _new_files())
+    assert _snapshot(previous_report) == before          # no staging folder left either
+
+
+@pytest.mark.parametrize("at", [1, 2, 3, 4, 5, 6])
+def test_an_interrupt_inside_the_swap_keeps_the_previous_report(previous_report, monkeypatch, at):
+    """The swap's renames: (SIGINT is held back there, so this simulates an exception raised
+    by the file system at the at-th rename) — the previous set comes back whole."""
+    before = _snapshot(previous_report)
+    real = os.replace
+    count = [0]
+
+    def failing(src, dst):
+        count[0] += 1
+        if count[0] == at:
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(writer_module.os, "replace", failing)
+    with pytest.raises(KeyboardInterrupt):
+        write_report_set(previous_report, _new_files())
+    monkeypatch.setattr(writer_module.os, "replace", real)
+    assert _snapshot(previous_report) == before
+
+
+@pytest.mark.parametrize("at", [2, 4, 6])
+def test_a_crash_inside_the_swap_is_undone_by_the_next_write(previous_report, monkeypatch, at):
+    """A process killed mid-swap runs no handler: the journal stays, and recover() (called by
+    the next write) restores the previous set exactly."""
+    before = _snapshot(previous_report)
+    real_replace, real_recover = os.replace, writer_module.recover
+    count = [0]
+
+    def dying(src, dst):
+        count[0] += 1
+        if count[0] == at:
+            raise SystemExit("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(writer_module.os, "replace", dying)
+    monkeypatch.setattr(writer_module, "recover", lambda out: False)   # a kill runs no handler
+    with pytest.raises(SystemExit):
+        write_report_set(previous_report, _new_files())
+    monkeypatch.setattr(writer_module.os, "replace", real_replace)
+    assert (previous_report / writer_module.JOURNAL).is_file()
+    assert real_recover(previous_report) is True
+    after = {k: v for k, v in _snapshot(previous_report).items() if not k.startswith(".")}
+    assert after == before
+
+
+def test_a_new_report_replaces_the_previous_one_as_a_whole(previous_report):
+    (previous_report / "figures").mkdir(exist_ok=True)
+    (previous_report / "figures" / "stale.png").write_bytes(b"old")
+    write_report_set(previous_report, _new_files())
+    snap = _snapshot(previous_report)
+    assert set(snap) == {"REPORT.md", "results.json", "results.schema.json",
+                         "figures/fig1-cg-error.png", "fewshot/notes.txt"}
+    assert (previous_report / "REPORT.md").read_bytes() == b"# new report\n"
+    assert recover(previous_report) is False
+
+
+def test_files_outside_the_report_set_are_refused():
+    from verify.report import render_report_set
+
+    doc = verify.run([])
+    with pytest.raises(ValueError, match="outside the report set"):
+        render_report_set(doc, {"elsewhere/x.png": b""})
+
+
+# -- run from a source tree that was never installed -------------------------------------------
+def test_version_falls_back_to_the_source_tree(monkeypatch):
+    from importlib import metadata
+
+    from verify.report import results, tool_version
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(results.metadata, "version", missing)
+    text = (Path(results.__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'version = "{tool_version()}"' in text
+    assert results.environment()["packages"]["imaml-verify"] == tool_version()
+    doc = verify.run([])
+    assert doc["tool"]["version"] == tool_version()
+    json.dumps(doc)
+
+
+def test_regenerating_a_report_changes_nothing_but_run_json(tmp_path):
+    """Dates and timings live in run.json: the same run twice gives byte-identical results.json,
+    REPORT.md and figures (so a committed report changes only when the findings do)."""
+    argv = ["run", "--quick", "--claim", "lemma1", "--claim", "cg-bound", "--figure", "1",
+            "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    a = _snapshot(tmp_path)
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    b = _snapshot(tmp_path)
+    assert set(a) == set(b) and "run.json" in a and "figures/fig1-cg-error.png" in a
+    assert {k for k in a if a[k] != b[k]} == {"run.json"}
+    timing = json.loads((tmp_path / "run.json").read_text())
+    assert set(timing["claims_s"]) == {"lemma1", "cg-bound"} and timing["elapsed_s"]["total"] > 0
+
+
+def test_sigint_is_held_back_during_the_swap():
+    import signal
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        with writer_module._signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            seen.append("after the kill, still inside")
+    assert seen == ["after the kill, still inside"]

@@ -1,0 +1,260 @@
+"""A run is a function: :func:`run` checks the selected claims, computes and draws the selected
+figures and the iteration-count table, and returns the results document (results.json). With
+``out=`` it also writes the report — REPORT.md, results.json, results.schema.json and figures/ — as
+one set (:func:`verify.report.write_report_set`): any interruption or full disk leaves the
+previous report whole.
+
+Everything the caller can get wrong is checked by :func:`validate_request` BEFORE any work, and is
+refused with :class:`UsageError` (a ValueError) naming the option: unknown claims or figures, a
+negative seed, an unknown dtype, array library or device, a CUDA device that is not there, an
+output folder that is a file or cannot be written. The command line (``imaml-verify``) only parses,
+calls this and prints.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["run", "RunRequest", "UsageError", "validate_request", "run_claim", "run_figure",
+           "DTYPES", "ARRAYS"]
+
+DTYPES = ("float64", "float32")
+ARRAYS = ("numpy", "torch")
+
+
+class UsageError(ValueError):
+    """A request that cannot be run as given (the command line exits 2 and touches nothing)."""
+
+
+@dataclass
+class RunRequest:
+    """What to run, validated by :func:`validate_request` (see :func:`run` for the fields)."""
+
+    claims: list | None = None
+    figures: list | None = None
+    iteration_counts: bool | None = None
+    quick: bool = False
+    seed: int = 0
+    dtype: str = "float64"
+    device: str = "cpu"
+    array: str | None = None
+    out: str | os.PathLike | None = None
+    full_results: bool = False
+    command: list = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every claim, every figure and the table: the full report (not a partial selection)."""
+        return self.claims is None and self.figures is None and self.iteration_counts is not False
+
+
+def _check_out(out) -> Path:
+    """The output folder must be a folder (or creatable as one) that this process can write."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--out {out}: {probe} is not a folder")
+    try:   # root passes os.access everywhere: make (and remove) a real entry to be sure
+        tempfile.TemporaryDirectory(dir=probe, prefix=".imaml-verify-probe-").cleanup()
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write in {probe} ({exc.strerror or exc})") from None
+    return path
+
+
+def validate_request(req: RunRequest):
+    """Check everything about ``req`` that can be checked without running it; return
+    (claims, figure ids, with iteration counts?, run context). Raises :class:`UsageError`."""
+    from verify.figures import FIGURES, lookup
+    from verify.registry import RunContext, all_claims
+
+    if isinstance(req.seed, bool) or not isinstance(req.seed, int) or req.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {req.seed!r}")
+    if req.dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {req.dtype!r}")
+    device = str(req.device)
+    array = req.array or ("numpy" if device == "cpu" else "torch")
+    if array not in ARRAYS:
+        raise UsageError(f"--array must be one of {', '.join(ARRAYS)}, got {array!r}")
+    if device != "cpu":
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+        if dev.type != "cuda":
+            raise UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA device here "
+                             f"(torch.cuda.is_available() is False)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s)")
+        if array != "torch":
+            raise UsageError(f"--device {device} needs --array torch, got --array {array}")
+    known = all_claims()
+    names = list(known) if req.claims is None else list(req.claims)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"no claim {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    try:
+        fig_ids = list(FIGURES) if req.figures is None else [lookup(str(i)).id for i in req.figures]
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    fig_ids = list(dict.fromkeys(fig_ids))
+    if req.out is not None:
+        _check_out(req.out)
+    with_counts = req.complete if req.iteration_counts is None else bool(req.iteration_counts)
+    ctx = RunContext(seed=req.seed, quick=req.quick, dtype=req.dtype, device=device, array=array)
+    return [known[n] for n in dict.fromkeys(names)], fig_ids, with_counts, ctx
+
+
+def run_claim(claim, ctx) -> dict:
+    """The results record of one claim (a claim that raises is recorded as an ERROR, with its
+    traceback, and the run goes on). Keeps every check; :func:`verify.report.compact` trims."""
+    from verify.report import claim_record
+
+    start = time.perf_counter()
+    try:
+        results, error = claim.run(ctx), None
+    except Exception:
+        results, error = [], traceback.format_exc()
+    return claim_record(claim, results, elapsed_s=time.perf_counter() - start, error=error)
+
+
+def run_figure(fig_id: str, ctx, records, *, formats=("png", "svg")):
+    """(entry for results.json, {relative path: bytes}) of one figure. Its data are computed,
+    stored in the entry, and the figure is drawn from them; a figure that raises is recorded as
+    an error (the run then fails), one whose optional extra is missing as skipped."""
+    from verify import figures
+
+    spec = figures.FIGURES[fig_id]
+    start = time.perf_counter()
+    entry = {"id": fig_id, "name": spec.name, "title": spec.title, "files": [], "data": None,
+             "reason": None, "caption": ""}
+    files = {}
+    try:
+        data = spec.compute(ctx, list(records))
+        entry["data"] = data
+        reason = spec.unavailable(data)
+        if reason:
+            entry.update(status="skipped", reason=reason, caption=spec.caption(data))
+        else:
+            fig = spec.draw(data)
+            for fmt in formats:
+                rel = f"figures/{fig_id}-{spec.name}.{fmt}"
+                files[rel] = figures.render(fig, fmt)
+                entry["files"].append(rel)
+            entry.update(status="drawn", caption=spec.caption(data))
+    except Exception:
+        entry.update(status="error", reason=traceback.format_exc(), files=[])
+        files = {}
+    entry["elapsed_s"] = time.perf_counter() - start
+    return entry, files
+
+
+def _fewshot(out_dir):
+    """(markdown section, document) of the few-shot experiment when it has left its results in
+    the output folder (``gpu/`` from a GPU run, preferred, or ``fewshot/`` from a CPU run)."""
+    import json
+
+    from verify.fewshot import report as fewshot_report
+    from verify.fewshot.gpu_check import OUTPUT_NAME
+
+    if out_dir is None:
+        return None, None
+    for path in (Path(out_dir) / "gpu" / OUTPUT_NAME, Path(out_dir) / "fewshot" / "results.json"):
+        if path.is_file():
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            return fewshot_report.render_markdown(doc), doc
+    return None, None
+
+
+def run(claims=None, figures=None, *, quick: bool = False, seed: int = 0, dtype: str = "float64",
+        device: str = "cpu", array: str | None = None, iteration_counts: bool | None = None,
+        out=None, full_results: bool = False, progress: bool = False, command=None) -> dict:
+    """Run a verification and return its results document (the content of results.json).
+
+    claims: claim names (None: every registered claim; ``imaml-verify list`` names them).
+    figures: figure ids, numbers or names (None: every figure when ``claims`` is None too, else
+    none). A figure drawn from the claims' results (``needs='claims'``, figure 6) shows the
+    claims that ran. iteration_counts: the iteration-count table (default: only for a complete run).
+    quick: small grids (seconds). seed: root seed of every instance (>= 0). dtype: 'float64' or
+    'float32'. device: 'cpu', 'cuda' or 'cuda:N' (CUDA implies torch arrays). array: 'numpy' or
+    'torch' (default numpy on the CPU). out: write the report there as one set (None: write
+    nothing). full_results: keep every check of every claim in the document (default: the worst
+    and the failing checks of each claim, with counts). progress: a progress bar on stderr.
+
+    Raises :class:`UsageError` before any work when the request cannot be run.
+    """
+    if figures is None and claims is not None:
+        figures = []
+    req = RunRequest(claims=None if claims is None else list(claims),
+                     figures=None if figures is None else list(figures),
+                     iteration_counts=iteration_counts, quick=quick, seed=seed, dtype=dtype,
+                     device=device, array=array, out=out, full_results=full_results,
+                     command=list(command) if command is not None else ["verify.run"])
+    claim_list, fig_ids, with_counts, ctx = validate_request(req)
+    from tqdm import tqdm
+
+    from verify.iteration_counts import iteration_counts_data
+    from verify.report import compact, environment, jsonable, summary, tool_version
+    from verify.report.results import SCHEMA_VERSION, now_utc
+
+    start = time.perf_counter()
+    bar = tqdm(total=len(claim_list) + len(fig_ids) + int(with_counts), desc="imaml-verify",
+               unit="step", file=sys.stderr, disable=None if progress else True, leave=False)
+    records = []
+    for claim in claim_list:
+        bar.set_postfix_str(claim.name)
+        records.append(run_claim(claim, ctx))
+        bar.update()
+    t_claims = time.perf_counter() - start
+    formats = ("png",) if quick else ("png", "svg")
+    figure_entries, files = {}, {}
+    for fig_id in fig_ids:
+        bar.set_postfix_str(fig_id)
+        entry, fig_files = run_figure(fig_id, ctx, records, formats=formats)
+        figure_entries[fig_id] = entry
+        files.update(fig_files)
+        bar.update()
+    t_figures = time.perf_counter() - start - t_claims
+    counts = None
+    if with_counts:
+        bar.set_postfix_str("iteration counts")
+        counts = iteration_counts_data(ctx)
+        bar.update()
+    bar.close()
+    fewshot_md, fewshot_doc = _fewshot(out)
+    doc = jsonable({
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "imaml-verify", "version": tool_version()},
+        "created": now_utc(),
+        "command": req.command,
+        "settings": {"seed": ctx.seed, "quick": ctx.quick, "dtype": ctx.dtype,
+                     "device": ctx.device, "array": ctx.array,
+                     "claims": [c.name for c in claim_list], "figures": fig_ids,
+                     "full_results": bool(full_results)},
+        "environment": environment(),
+        "elapsed_s": {"total": time.perf_counter() - start, "claims": t_claims,
+                      "figures": t_figures},
+        "summary": summary(records),
+        "claims": records if full_results else [compact(r) for r in records],
+        "figures": figure_entries,
+        "iteration_counts": counts,
+        "fewshot": fewshot_doc,
+    })
+    if out is not None:
+        from verify.report import render_report_set, write_report_set
+
+        write_report_set(out, render_report_set(doc, files, fewshot_markdown=fewshot_md))
+    return doc
