@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow report report-quick bench gpu-check install clean
+.PHONY: test test-slow report report-quick bench gpu-check install clean docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench: $(STAMP)
 
 gpu-check: $(STAMP)
 	$(PY) -m verify.fewshot.gpu_check --out reports/gpu
+
+docs: $(STAMP)
+	$(PY) -m verify.docs --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

@@ -1,4 +1,4 @@
-"""The task protocol: everything a meta-gradient method may know about a task (DESIGN.md)."""
+"""The task protocol: everything a meta-gradient method may know about a task."""
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable

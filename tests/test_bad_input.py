@@ -1,4 +1,4 @@
-"""Bad input gets a clear error that names the argument, never a silent NaN (DESIGN.md)."""
+"""Bad input gets a clear error that names the argument, never a silent NaN."""
 from __future__ import annotations
 
 import numpy as np

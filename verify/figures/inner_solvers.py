@@ -49,7 +49,7 @@ def compute(ctx, records=()) -> dict:
             "methods": methods}
 
 
-_INNER_LABELS = {"gd": "gradient descent (step 1/β)", "nesterov": "Nesterov (docs/mathematics.md §3 variant)",
+_INNER_LABELS = {"gd": "gradient descent (step 1/β)", "nesterov": "Nesterov (step 1/β, momentum (√κ−1)/(√κ+1))",
                  "newton_cg": "Newton-CG (5 CG steps per iteration)"}
 
 

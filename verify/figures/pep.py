@@ -96,7 +96,7 @@ def caption(data):
     if data.get("missing"):
         return f"Not drawn: {data['missing']}."
     k = data["steps"][-1]
-    return (f"Worst case of ‖xₖ − x*‖/‖x₀ − x*‖ for docs/mathematics.md §3's Nesterov variant, κ = {data['kappa']:g}: "
+    return (f"Worst case of ‖xₖ − x*‖/‖x₀ − x*‖ for the Nesterov variant of docs/mathematics.md §3 (step 1/β, constant momentum), κ = {data['kappa']:g}: "
             f"exact over all smooth strongly convex functions (performance estimation, PEPit + "
             f"Clarabel), over quadratics with spectrum in [μ, β], and the bounds. At k = {k} Lemma 2's "
             f"implied bound is {data['lemma2_implied'][-1] / data['pep'][-1]:.0f}× the exact worst case"

@@ -1,0 +1,33 @@
+"""docs/ is the project's own account: the claims page is current, every citation in code and
+reports points into docs/, and nothing cites documents the repository does not hold."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from verify.docs import CLAIMS_PAGE, ROOT, claims_markdown
+
+
+def _tracked_text_files():
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:   # not a git checkout: every file below the root
+        paths = [p for p in ROOT.rglob("*") if p.is_file() and ".venv" not in p.parts]
+    else:
+        paths = [ROOT / line for line in out.stdout.splitlines()]
+    return [p for p in paths if p.suffix in (".py", ".md", ".json", ".toml", ".cfg", ".txt", "")
+            and p.is_file() and p.stat().st_size < 2_000_000]
+
+
+def test_claims_page_is_current():
+    assert CLAIMS_PAGE.read_text(encoding="utf-8") == claims_markdown(), (
+        "docs/claims.md is stale: run `make docs`")
+
+
+def test_nothing_cites_documents_the_repository_does_not_hold():
+    """(reports/ is generated: the committed report is checked after it is regenerated.)"""
+    pattern = re.compile(r"SPEC\.md|DESIGN\.md|\.\./shared|SPEC §")
+    offenders = [str(p.relative_to(ROOT)) for p in _tracked_text_files()
+                 if pattern.search(p.read_text(encoding="utf-8", errors="replace"))
+                 and p.name != "test_docs.py" and p.parts[len(ROOT.parts)] != "reports"]
+    assert offenders == []
