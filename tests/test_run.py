@@ -255,3 +255,38 @@ def test_sigint_is_held_back_during_the_swap():
             os.kill(os.getpid(), signal.SIGINT)
             seen.append("after the kill, still inside")
     assert seen == ["after the kill, still inside"]
+
+
+# -- the same document whatever the parallelism ------------------------------------------------
+PARALLEL_ARGS = dict(claims=["lemma1", "cg-finite-termination", "reptile-counterexample"],
+                     figures=["1"], quick=True, full_results=True)
+
+
+def _without_timings(doc):
+    from verify.report import split_timing
+
+    return split_timing(doc)[0]
+
+
+@pytest.fixture(scope="module")
+def serial_doc():
+    return _without_timings(verify.run(**PARALLEL_ARGS))
+
+
+def test_local_processes_give_the_same_document(serial_doc):
+    assert _without_timings(verify.run(**PARALLEL_ARGS, jobs=2)) == serial_doc
+
+
+def test_a_dask_cluster_gives_the_same_document(serial_doc):
+    distributed = pytest.importorskip("distributed", reason="the optional 'dask' extra is missing")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        doc = verify.run(**PARALLEL_ARGS, dask=cluster.scheduler_address)
+    assert _without_timings(doc) == serial_doc
+
+
+@pytest.mark.parametrize("kwargs, words", [(dict(jobs=0), "--jobs"),
+                                           (dict(jobs=2, dask="tcp://x:1"), "not both")])
+def test_bad_parallel_options_are_usage_errors(kwargs, words):
+    with pytest.raises(verify.UsageError, match=words):
+        verify.run([], **kwargs)

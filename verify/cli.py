@@ -2,7 +2,7 @@
 
     imaml-verify [run] [--quick] [--seed N] [--out DIR] [--json] [--device cpu|cuda]
                        [--dtype float64|float32] [--claim NAME ...] [--figure ID ...]
-                       [--no-figures] [--full-results]
+                       [--no-figures] [--full-results] [--jobs N | --dask ADDRESS]
     imaml-verify claim NAME [NAME ...]     run only these claims (no figures)
     imaml-verify figure ID [ID ...]        compute and draw only these figures (fig1 / 1 / cg-error)
     imaml-verify list                      list the claims and figures
@@ -39,6 +39,11 @@ def _add_run_options(p):
     p.add_argument("--full-results", action="store_true",
                    help="keep every check of every claim in results.json (default: the worst and "
                         "the failing ones)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run claims and figures in N local processes (same results)")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run claims and figures on the dask.distributed scheduler at ADDRESS "
+                        "(optional extra 'dask')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -110,7 +115,8 @@ def request_from_args(args) -> dict:
                 dtype=args.dtype, device=args.device, array=args.array,
                 iteration_counts=not partial,
                 out=args.out or ("reports/partial" if partial else "reports"),
-                full_results=args.full_results, progress=not args.no_progress)
+                full_results=args.full_results, jobs=args.jobs, dask=args.dask,
+                progress=not args.no_progress)
 
 
 def _print_table(doc, out=None):

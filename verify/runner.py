@@ -45,6 +45,8 @@ class RunRequest:
     array: str | None = None
     out: str | os.PathLike | None = None
     full_results: bool = False
+    jobs: int = 1
+    dask: str | None = None
     command: list = field(default_factory=list)
 
     @property
@@ -111,6 +113,16 @@ def validate_request(req: RunRequest):
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     fig_ids = list(dict.fromkeys(fig_ids))
+    if isinstance(req.jobs, bool) or not isinstance(req.jobs, int) or req.jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer, got {req.jobs!r}")
+    if req.dask is not None:
+        if req.jobs != 1:
+            raise UsageError("give --jobs or --dask, not both")
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise UsageError("--dask needs the optional 'dask' extra: "
+                             "pip install 'imaml-verify[dask]'") from None
     if req.out is not None:
         _check_out(req.out)
     with_counts = req.complete if req.iteration_counts is None else bool(req.iteration_counts)
@@ -162,6 +174,85 @@ def run_figure(fig_id: str, ctx, records, *, formats=("png", "svg")):
     return entry, files
 
 
+def _claim_by_name(name: str, ctx) -> dict:
+    """run_claim for a claim named in this process's registry (what a worker process runs)."""
+    from verify.registry import all_claims
+
+    return run_claim(all_claims()[name], ctx)
+
+
+def _figure_by_id(fig_id: str, ctx, records, formats):
+    return run_figure(fig_id, ctx, records, formats=formats)
+
+
+class _Serial:
+    """Run work units here, one after another (the default)."""
+
+    def map(self, fn, arg_lists):
+        return [fn(*args) for args in arg_lists]
+
+    def close(self):
+        pass
+
+
+class _Processes:
+    """Run work units in ``jobs`` local processes (spawned, one BLAS/torch thread each)."""
+
+    THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+    def __init__(self, jobs: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        saved = {k: os.environ.get(k) for k in self.THREAD_VARS}
+        os.environ.update({k: "1" for k in self.THREAD_VARS})   # inherited by the workers
+        try:
+            self.pool = ProcessPoolExecutor(max_workers=jobs,
+                                            mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_single_thread_worker)
+            self.pool.submit(int).result()     # start the workers while the variables are set
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def map(self, fn, arg_lists):
+        futures = [self.pool.submit(fn, *args) for args in arg_lists]
+        return [f.result() for f in futures]
+
+    def close(self):
+        self.pool.shutdown(cancel_futures=True)
+
+
+class _Dask:
+    """Run work units on a dask.distributed cluster (the scheduler at ``address``)."""
+
+    def __init__(self, address):
+        from distributed import Client
+
+        self.client = Client(address) if isinstance(address, str) else address
+        self.own = isinstance(address, str)
+
+    def map(self, fn, arg_lists):
+        futures = [self.client.submit(fn, *args, pure=False) for args in arg_lists]
+        return self.client.gather(futures)
+
+    def close(self):
+        if self.own:
+            self.client.close()
+
+
+def _single_thread_worker():
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:   # pragma: no cover
+        pass
+
+
 def _fewshot(out_dir):
     """(markdown section, document) of the few-shot experiment when it has left its results in
     the output folder (``gpu/`` from a GPU run, preferred, or ``fewshot/`` from a CPU run)."""
@@ -179,9 +270,67 @@ def _fewshot(out_dir):
     return None, None
 
 
+def _run_here(claim_list, fig_ids, with_counts, ctx, formats, progress, start):
+    """Claims, figures and the table in this process, in order, with a progress bar."""
+    from tqdm import tqdm
+
+    from verify.iteration_counts import iteration_counts_data
+
+    bar = tqdm(total=len(claim_list) + len(fig_ids) + int(with_counts), desc="imaml-verify",
+               unit="step", file=sys.stderr, disable=None if progress else True, leave=False)
+    records = []
+    for claim in claim_list:
+        bar.set_postfix_str(claim.name)
+        records.append(run_claim(claim, ctx))
+        bar.update()
+    t_claims = time.perf_counter() - start
+    figure_entries, files = {}, {}
+    for fig_id in fig_ids:
+        bar.set_postfix_str(fig_id)
+        entry, fig_files = run_figure(fig_id, ctx, records, formats=formats)
+        figure_entries[fig_id] = entry
+        files.update(fig_files)
+        bar.update()
+    counts = None
+    if with_counts:
+        bar.set_postfix_str("iteration counts")
+        counts = iteration_counts_data(ctx)
+        bar.update()
+    bar.close()
+    return records, figure_entries, files, counts, t_claims
+
+
+def _run_on(executor, claim_list, fig_ids, with_counts, ctx, formats, start):
+    """The same on an executor: the claims, the figures that need no claim results and the
+    table at once; then the figures drawn from the claims' results."""
+    from verify.figures import FIGURES
+    from verify.iteration_counts import iteration_counts_data
+
+    independent = [f for f in fig_ids if FIGURES[f].needs != "claims"]
+    units = ([(_claim_by_name, (c.name, ctx)) for c in claim_list]
+             + [(_figure_by_id, (f, ctx, [], formats)) for f in independent]
+             + ([(iteration_counts_data, (ctx,))] if with_counts else []))
+    results = executor.map(_call, [(fn, args) for fn, args in units])
+    records = results[:len(claim_list)]
+    t_claims = time.perf_counter() - start
+    done = dict(zip(independent, results[len(claim_list):len(claim_list) + len(independent)]))
+    counts = results[-1] if with_counts else None
+    for f in fig_ids:
+        if f not in done:
+            done[f] = run_figure(f, ctx, records, formats=formats)
+    figure_entries = {f: done[f][0] for f in fig_ids}
+    files = {rel: data for f in fig_ids for rel, data in done[f][1].items()}
+    return records, figure_entries, files, counts, t_claims
+
+
+def _call(fn, args):
+    return fn(*args)
+
+
 def run(claims=None, figures=None, *, quick: bool = False, seed: int = 0, dtype: str = "float64",
         device: str = "cpu", array: str | None = None, iteration_counts: bool | None = None,
-        out=None, full_results: bool = False, progress: bool = False, command=None) -> dict:
+        out=None, full_results: bool = False, jobs: int = 1, dask=None, progress: bool = False,
+        command=None) -> dict:
     """Run a verification and return its results document (the content of results.json).
 
     claims: claim names (None: every registered claim; ``imaml-verify list`` names them).
@@ -192,7 +341,10 @@ def run(claims=None, figures=None, *, quick: bool = False, seed: int = 0, dtype:
     'float32'. device: 'cpu', 'cuda' or 'cuda:N' (CUDA implies torch arrays). array: 'numpy' or
     'torch' (default numpy on the CPU). out: write the report there as one set (None: write
     nothing). full_results: keep every check of every claim in the document (default: the worst
-    and the failing checks of each claim, with counts). progress: a progress bar on stderr.
+    and the failing checks of each claim, with counts). jobs: run claims and figures in this many
+    local processes (they are independent; the document is the same, timings aside). dask: the
+    address of a dask.distributed scheduler (or a ``distributed.Client``) to run them on instead
+    (optional extra 'dask'). progress: a progress bar on stderr (serial runs).
 
     Raises :class:`UsageError` before any work when the request cannot be run.
     """
@@ -202,38 +354,24 @@ def run(claims=None, figures=None, *, quick: bool = False, seed: int = 0, dtype:
                      figures=None if figures is None else list(figures),
                      iteration_counts=iteration_counts, quick=quick, seed=seed, dtype=dtype,
                      device=device, array=array, out=out, full_results=full_results,
-                     command=list(command) if command is not None else ["verify.run"])
+                     jobs=jobs, dask=None if dask is None else str(dask), command=list(command) if command is not None else ["verify.run"])
     claim_list, fig_ids, with_counts, ctx = validate_request(req)
-    from tqdm import tqdm
-
-    from verify.iteration_counts import iteration_counts_data
     from verify.report import compact, environment, jsonable, summary, tool_version
     from verify.report.results import SCHEMA_VERSION, now_utc
 
     start = time.perf_counter()
-    bar = tqdm(total=len(claim_list) + len(fig_ids) + int(with_counts), desc="imaml-verify",
-               unit="step", file=sys.stderr, disable=None if progress else True, leave=False)
-    records = []
-    for claim in claim_list:
-        bar.set_postfix_str(claim.name)
-        records.append(run_claim(claim, ctx))
-        bar.update()
-    t_claims = time.perf_counter() - start
     formats = ("png",) if quick else ("png", "svg")
-    figure_entries, files = {}, {}
-    for fig_id in fig_ids:
-        bar.set_postfix_str(fig_id)
-        entry, fig_files = run_figure(fig_id, ctx, records, formats=formats)
-        figure_entries[fig_id] = entry
-        files.update(fig_files)
-        bar.update()
+    executor = (_Dask(dask) if dask is not None else _Processes(jobs) if jobs > 1 else _Serial())
+    try:
+        if isinstance(executor, _Serial):
+            records, figure_entries, files, counts, t_claims = _run_here(
+                claim_list, fig_ids, with_counts, ctx, formats, progress, start)
+        else:
+            records, figure_entries, files, counts, t_claims = _run_on(
+                executor, claim_list, fig_ids, with_counts, ctx, formats, start)
+    finally:
+        executor.close()
     t_figures = time.perf_counter() - start - t_claims
-    counts = None
-    if with_counts:
-        bar.set_postfix_str("iteration counts")
-        counts = iteration_counts_data(ctx)
-        bar.update()
-    bar.close()
     fewshot_md, fewshot_doc = _fewshot(out)
     doc = jsonable({
         "schema_version": SCHEMA_VERSION,
