@@ -31,3 +31,21 @@ def test_nothing_cites_documents_the_repository_does_not_hold():
                  if pattern.search(p.read_text(encoding="utf-8", errors="replace"))
                  and p.name != "test_docs.py" and p.parts[len(ROOT.parts)] != "reports"]
     assert offenders == []
+
+
+def test_every_citation_of_the_mathematics_resolves():
+    """'docs/mathematics.md §5a' anywhere in the code, the claims' sections and the generated pages
+    name a section that docs/mathematics.md has (anchors s0 … s10, s5a)."""
+    from verify.registry import all_claims
+
+    page = (ROOT / "docs" / "mathematics.md").read_text(encoding="utf-8")
+    anchors = set(re.findall(r'<a id="s(\d+[a-z]?)"></a>', page))
+    cited = set()
+    for p in _tracked_text_files():
+        text = p.read_text(encoding="utf-8", errors="replace")
+        for m in re.finditer(r"docs/mathematics\.md,? ((?:§\s*\d+[a-z]?(?:[,–\- ]+)?)+)", text):
+            cited.update(re.findall(r"§\s*(\d+[a-z]?)", m.group(1)))
+        cited.update(re.findall(r"mathematics\.md#s(\d+[a-z]?)", text))
+    for c in all_claims().values():
+        cited.update(re.findall(r"§\s*(\d+[a-z]?)", c.section))
+    assert cited and cited <= anchors, sorted(cited - anchors)
