@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow report report-quick bench gpu-check install clean docs
+.PHONY: test test-slow report report-quick bench gpu-check install clean docs pep-cache
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench: $(STAMP)
 
 gpu-check: $(STAMP)
 	$(PY) -m verify.fewshot.gpu_check --out reports/gpu
+
+pep-cache: $(STAMP) $(PEP_STAMP)
+	$(PY) -c "from verify.figures import pep; pep.refresh()"
 
 docs: $(STAMP)
 	$(PY) -m verify.docs --write

@@ -138,3 +138,24 @@ def test_figure1_counts_violations_of_a_planted_too_small_bound(monkeypatch):
                         lambda *a, **k: true_bound(*a, **k) / 1000)
     planted = cg_error.compute(RunContext(quick=True))
     assert sum(c["violations"] for c in planted["curves"]) > 0
+
+
+def test_pep_cache_is_spot_checked_and_a_wrong_cache_is_recomputed(tmp_path, monkeypatch):
+    """Figure 7 reads the committed PEP values only when this run's recomputation of the smallest
+    and largest k agrees with them; a planted wrong cache makes it recompute every k."""
+    pytest.importorskip("PEPit", reason="the optional 'pep' extra is not installed")
+    import json
+
+    from verify.figures import pep
+
+    good = pep.worst_cases([1, 2, 3])
+    assert good[2]["source"] == "cache" and good[2]["recomputed"] == [1, 3]
+    cached = json.loads(pep.CACHE.read_text())
+    cached["pep"][0] *= 1.001                              # planted: k = 1 off by 0.1 %
+    planted = tmp_path / "pep_cache.json"
+    planted.write_text(json.dumps(cached))
+    monkeypatch.setattr(pep, "CACHE", planted)
+    values, _, provenance = pep.worst_cases([1, 2, 3])
+    assert provenance == {"source": "computed", "recomputed": [1, 2, 3],
+                          "cache": "disagreed with this run"}
+    assert values == good[0]

@@ -1,10 +1,18 @@
 """Figure 7: the exact worst case of Nesterov's method (performance estimation, PEPit) against
 Lemma 2's implied bound and the worst quadratic (docs/mathematics.md §3). Needs the optional
-'pep' extra (PEPit, cvxpy, Clarabel); without it the figure is skipped with that reason."""
+'pep' extra (PEPit, cvxpy, Clarabel); without it the figure is skipped with that reason.
+
+The worst case depends only on (k, κ), and building PEPit's problem dominates its cost (about
+16 s for k = 1…24 on a 2-core machine), so the values are kept in ``pep_cache.json`` beside this
+module. Every run recomputes the smallest and the largest k and compares them with the cache
+(relative 1e-5); a mismatch (another PEPit or solver version) recomputes every k. Refresh the
+cache with ``make pep-cache`` (``verify.figures.pep.refresh()``)."""
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -40,34 +48,67 @@ def _pep_worst_case(steps: int, kappa: float) -> tuple[float, bool]:
     return math.sqrt(max(float(tau), 0.0)), accurate
 
 
+KAPPA = 10.0
+FULL_STEPS = list(range(1, 25))
+QUICK_STEPS = [1, 2, 4, 6, 8, 10, 12]
+CACHE = Path(__file__).with_name("pep_cache.json")
+CACHE_RTOL = 1e-5
+
+
+def _cache() -> dict:
+    """{k: (value, accurate)} at :data:`KAPPA` from the committed cache (empty if absent)."""
+    try:
+        doc = json.loads(CACHE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if doc.get("kappa") != KAPPA:
+        return {}
+    return {int(k): (float(v), bool(ok)) for k, v, ok in
+            zip(doc["steps"], doc["pep"], doc["pep_accurate"])}
+
+
+def worst_cases(steps, kappa=KAPPA) -> tuple[list, list, dict]:
+    """(values, accurate flags, provenance) for ``steps``: the cache, checked by recomputing the
+    smallest and largest k, or everything recomputed when the cache is missing or disagrees."""
+    cached = _cache() if kappa == KAPPA else {}
+    spot = sorted({min(steps), max(steps)})
+    fresh = {k: _pep_worst_case(k, kappa) for k in spot}
+    agree = all(k in cached and abs(cached[k][0] - fresh[k][0]) <= CACHE_RTOL * abs(fresh[k][0])
+                for k in spot)
+    if agree and all(k in cached for k in steps):
+        source = {"source": "cache", "recomputed": spot,
+                  "spot_check_max_rel_diff": max(abs(cached[k][0] - fresh[k][0]) / fresh[k][0]
+                                                 for k in spot)}
+        values = {k: (fresh[k] if k in fresh else cached[k]) for k in steps}
+    else:
+        values = {k: (fresh[k] if k in fresh else _pep_worst_case(k, kappa)) for k in steps}
+        source = {"source": "computed", "recomputed": list(steps),
+                  "cache": "missing" if not cached else "disagreed with this run"}
+    return [values[k][0] for k in steps], [values[k][1] for k in steps], source
+
+
 def compute(ctx, records=()) -> dict:
     """Worst-case contraction of Nesterov's method: exact (PEPit) over all smooth strongly convex
     functions, Lemma 2's implied bound 2κ·exp(−k/(2√κ)), the standard bound
     √(κ+1)(1 − 1/√κ)^(k/2), and the observed worst case over quadratics with spectrum in [μ, β]."""
-    kappa = 10.0
-    steps = [1, 2, 4, 6, 8, 10, 12] if ctx.quick else list(range(1, 25))
+    kappa = KAPPA
+    steps = QUICK_STEPS if ctx.quick else FULL_STEPS
     try:
         import PEPit  # noqa: F401
         import cvxpy  # noqa: F401
     except ImportError as exc:
         return {"missing": f"the optional 'pep' extra is not installed ({exc.name}); "
                            f"pip install 'imaml-verify[pep]'", "kappa": kappa}
-    pep, accurate = [], []
-    for k in steps:
-        value, ok = _pep_worst_case(k, kappa)
-        pep.append(value)
-        accurate.append(ok)
+    pep, accurate, provenance = worst_cases(steps, kappa)
     # quadratics: every eigen-direction evolves on its own, so one run on a diagonal quadratic
     # with a dense spectrum in [mu, beta] and x0 = (1, ..., 1) gives each eigenvalue's contraction
     mu, beta = 1.0 / kappa, 1.0
     spectrum = np.linspace(mu, beta, 2001)
-    from solvers import nesterov
-
     res = nesterov(lambda x: spectrum * x, np.ones_like(spectrum), step_size=1 / beta,
                    momentum=bounds.cg_contraction(kappa), max_steps=max(steps), history=True)
     quadratic = [float(np.max(np.abs(res.history.iterates[k]))) for k in steps]
     return {"missing": None, "kappa": kappa, "steps": steps, "pep": pep, "pep_accurate": accurate,
-            "quadratic": quadratic,
+            "pep_provenance": provenance, "quadratic": quadratic,
             "lemma2_implied": [2 * kappa * math.exp(-k / (2 * math.sqrt(kappa))) for k in steps],
             "standard_bound": [bounds.nesterov_distance_bound(kappa, k, 1.0) for k in steps]}
 
@@ -103,9 +144,33 @@ def caption(data):
             f" and the worst quadratic is {data['quadratic'][-1] / data['pep'][-1]:.2f}× it."
             + (f" Circled: k where Clarabel reported the SDP solution may be inaccurate "
                f"({sum(not a for a in data['pep_accurate'])} of {len(data['steps'])})."
-               if not all(data["pep_accurate"]) else ""))
+               if not all(data["pep_accurate"]) else "")
+            + _provenance_text(data.get("pep_provenance")))
+
+
+def _provenance_text(prov) -> str:
+    if not prov:
+        return ""
+    if prov["source"] == "cache":
+        ks = " and ".join(f"k = {k}" for k in prov["recomputed"])
+        return (f" Exact values from the committed cache (verify/figures/pep_cache.json); {ks} "
+                f"recomputed in this run agree with it to "
+                f"{prov['spot_check_max_rel_diff']:.1e} (relative).")
+    return f" Every exact value computed in this run (cache {prov['cache']})."
 
 
 FIGURE = register(FigureSpec("fig7", "pep", "Worst-case contraction of Nesterov's method (PEPit)",
                              compute=compute, draw=draw, caption=caption,
                              unavailable=lambda data: data.get("missing")))
+
+
+def refresh(kappa=KAPPA) -> dict:
+    """Recompute every k of a full run and rewrite :data:`CACHE`."""
+    values = [_pep_worst_case(k, kappa) for k in FULL_STEPS]
+    doc = {"kappa": kappa, "steps": FULL_STEPS, "pep": [v for v, _ in values],
+           "pep_accurate": [ok for _, ok in values],
+           "note": "exact worst case of ||x_k - x*|| / ||x_0 - x*|| (PEPit + cvxpy/Clarabel); "
+                   "make pep-cache (verify.figures.pep.refresh()) rewrites this file"}
+    CACHE.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    return doc
+
