@@ -245,12 +245,9 @@ class _Dask:
 
 
 def _single_thread_worker():
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
-    except ImportError:   # pragma: no cover
-        pass
+    torch.set_num_threads(1)
 
 
 def _fewshot(out_dir):
