@@ -44,7 +44,7 @@ __all__ = ["STAGES", "SHARES", "add_parser", "run", "main", "run_gpu", "write_js
 
 STAGES = ("tests", "claims", "fewshot", "bandwidth")
 #: planned shares of the budget (what is left is re-shared in proportion as stages end)
-SHARES = {"tests": 0.20, "claims": 0.24, "fewshot": 0.49, "bandwidth": 0.07}
+SHARES = {"tests": 0.17, "claims": 0.30, "fewshot": 0.47, "bandwidth": 0.06}
 #: below this many seconds a stage is skipped rather than started (GPU run; dry run: 3 s)
 MIN_SECONDS = {"tests": 30.0, "claims": 30.0, "fewshot": 60.0, "bandwidth": 12.0}
 RESERVE_S = 5.0        #: kept back for the final summary and REPORT.md
