@@ -1,14 +1,15 @@
 # Set-up is part of every target: a .venv in the repo root, the project and its test extras.
 # torch: TORCH_SPEC picks the wheel. The default, torch==2.13.0, is the CPU build on this
 # machine's disk (a plain `pip install torch` would pull a multi-GB CUDA build). On a GPU
-# machine use e.g. `make gpu-check TORCH_SPEC=torch` or keep the torch already installed there.
+# machine use e.g. `make gpu-verify TORCH_SPEC=torch` or keep the torch already installed there
+# (a device session without network: tools/device/run.sh, see tools/device/README.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow report report-quick bench gpu-check install clean docs pep-cache
+.PHONY: test test-slow report report-quick bench gpu-verify gpu-check install clean docs pep-cache
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +41,15 @@ report-quick: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-only -p no:cacheprovider -m "not slow or slow"
 
+# all GPU evidence within BUDGET seconds (GPU_FLAGS=--dry-run: tiny sizes on the CPU)
+BUDGET ?= 420
+GPU_FLAGS ?=
+gpu-verify: $(STAMP)
+	$(PY) -m verify gpu --budget $(BUDGET) $(GPU_FLAGS)
+
+# only the few-shot stage of gpu-verify, into reports/gpu
 gpu-check: $(STAMP)
-	$(PY) -m verify.fewshot.gpu_check --out reports/gpu
+	$(PY) -m verify gpu --budget $(BUDGET) --stage fewshot $(GPU_FLAGS)
 
 pep-cache: $(STAMP) $(PEP_STAMP)
 	$(PY) -c "from verify.figures import pep; pep.refresh()"

@@ -7,6 +7,7 @@
     imaml-verify figure ID [ID ...]        compute and draw only these figures (fig1 / 1 / cg-error)
     imaml-verify list                      list the claims and figures
     imaml-verify fewshot ...               the few-shot experiment
+    imaml-verify gpu [--out DIR] [--budget S] [--dry-run]   all GPU evidence
 
 Exit status: 0 when every claim that ran holds, 1 when a claim fails (or raises, or a figure
 cannot be drawn), 2 for a usage error (nothing is run or written), 130 when interrupted (the
@@ -21,7 +22,7 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = ("run", "claim", "figure", "list", "fewshot")
+COMMANDS = ("run", "claim", "figure", "list", "fewshot", "gpu")
 
 
 def _add_run_options(p):
@@ -48,12 +49,13 @@ def _add_run_options(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from verify import gpu
     from verify.fewshot import cli as fewshot_cli
 
     parser = argparse.ArgumentParser(
         prog="imaml-verify",
         description="Verify the claims of the iMAML appendix and write the report.")
-    sub = parser.add_subparsers(dest="command", metavar="{run,claim,figure,list,fewshot}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,claim,figure,list,fewshot,gpu}")
     run = sub.add_parser("run", help="every claim and figure, then the report (the default)")
     _add_run_options(run)
     run.add_argument("--claim", action="append", default=None, metavar="NAME",
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(figure)
     sub.add_parser("list", help="list the claims and figures")
     fewshot_cli.add_parser(sub)
+    gpu.add_parser(sub)
     return parser
 
 
@@ -174,6 +177,10 @@ def main(argv=None) -> int:
         from verify.fewshot import cli as fewshot_cli
 
         return int(fewshot_cli.run(args) or 0)
+    if args.command == "gpu":
+        from verify import gpu
+
+        return gpu.run(args)
     return _run(args, argv)
 
 

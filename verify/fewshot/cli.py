@@ -7,8 +7,8 @@
 
 ``train`` checkpoints to OUT/checkpoint.pt and resumes from it when it exists (``--fresh``
 starts over); at the end it evaluates on held-out classes and writes OUT/train.json.
-``check`` runs the four integration checks (the GPU script) and writes OUT/results.json and
-OUT/fewshot.md (the report's few-shot section).
+``check`` runs the integration checks (``imaml-verify gpu``'s fewshot stage) and writes
+OUT/results.json and OUT/fewshot.md (the report's few-shot section).
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def add_parser(subparsers):
     e.add_argument("--episodes", type=int, default=600)
     data_options(e)
 
-    c = sub.add_parser("check", help="the four integration checks (what make gpu-check runs)")
+    c = sub.add_parser("check", help="the few-shot integration checks (imaml-verify gpu's "
+                                     "fewshot stage)")
     c.add_argument("--out", default="reports/fewshot")
     c.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     c.add_argument("--size", choices=("full", "cpu", "dry"), default=None,

@@ -1,21 +1,33 @@
-"""The one GPU script of the few-shot issue (``make gpu-check``)::
+"""The few-shot checks at paper size on a GPU (the ``fewshot`` stage of ``imaml-verify gpu``)::
 
-    python -m verify.fewshot.gpu_check --out DIR [--dry-run] [--device cuda]
+    python -m verify.fewshot.gpu_check --out DIR [--size full|cpu|dry] [--device cuda]
+                                       [--deadline EPOCH | --budget-seconds S]
 
-Runs the four integration checks of :mod:`verify.fewshot.integration` on the paper's
-ConvNet (64 filters, 4 layers, 28×28 embedded glyphs, 5-way 1-shot, λ = 2, 16 GD steps,
-5 CG steps; iMAML-HF: 3 Newton-CG iterations of 5 CG steps) and writes ``DIR/fewshot_gpu.json``.
-Sized for under 8 minutes on one GPU: each meta-training run has a wall-time cap (the number of
-meta-steps actually done is recorded). ``--dry-run``: tiny sizes (8×8 glyphs, 4 filters,
-3 layers) on the CPU, a minute or less, to show the script runs as written; ``--size cpu``:
-16×16 glyphs and 16 filters, a few minutes on a CPU. Also writes ``DIR/fewshot.md`` (the
-report section) and ``DIR/fewshot_memory.png`` (memory against inner steps).
-Exit status 0 when the script ran (the JSON holds the findings; nothing is judged here).
+On the paper's ConvNet (64 filters, 4 layers, 28×28 embedded glyphs — NOT Omniglot —, 5-way
+1-shot, λ = 2, 16 GD steps, 5 CG steps; iMAML-HF: 3 Newton-CG iterations of 5 CG steps) it runs,
+in this order, the integration checks of :mod:`verify.fewshot.integration`:
+
+1. ``cg_modes``: the three ways of solving iMAML's system (stop and fall back, the paper code's
+   fixed CG steps, the paper script's damped system) against float64 references;
+2. ``cg_convergence``: float32 CG against a float64 reference where the system is positive
+   definite, and the indefinite system reported (judged: within the Chebyshev bound);
+3. ``memory``: bytes saved for backward against inner steps (judged: iMAML flat, MAML linear);
+   on CUDA the allocator's peak after warm-ups, recorded;
+4. ``hvp_time``: one HVP's time and memory over one gradient's (recorded);
+5. ``training``: iMAML-GD in each CG mode, iMAML-HF, MAML, first-order MAML, Reptile and
+   joint training, equal wall-clock each out of what the deadline leaves, evaluated on held-out
+   classes beside the untrained network; whether iMAML-GD ≥ MAML (the paper's ordering).
+
+DIR/fewshot_gpu.json is rewritten (atomically) after every part and every trained method, with
+``parts_done`` and ``complete``, so a run stopped from outside keeps what it finished; at the end
+(and after the memory part) DIR/fewshot.md (the report section) and DIR/fewshot_memory.png.
+``--size cpu``: 16×16 glyphs, 16 filters, for a CPU; ``--dry-run``/``--size dry``: tiny sizes on
+the CPU in seconds, to show the script runs as written. Exit status 0 when every part ran and
+its verdicts hold, 1 otherwise, 2 without the CUDA device asked for.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -26,87 +38,141 @@ import torch
 from verify.fewshot._threads import single_thread
 from verify.fewshot.episodes import EpisodeSampler
 from verify.fewshot.glyphs import glyph_splits
-from verify.fewshot.integration import cg_convergence, hvp_time_ratio, memory_profile, short_training
+from verify.fewshot.integration import (
+    cg_convergence,
+    cg_mode_errors,
+    converged_to_reference,
+    flat_for_imaml_linear_for_maml,
+    hvp_time_ratio,
+    memory_profile,
+    short_training,
+)
 from verify.fewshot.report import memory_figure, render_markdown
 from verify.fewshot.train import paper_config
 
-__all__ = ["main", "run_checks", "SIZES"]
+__all__ = ["main", "run_checks", "SIZES", "PARTS", "TRAIN_METHODS", "OUTPUT_NAME"]
 
 OUTPUT_NAME = "fewshot_gpu.json"
+PARTS = ("cg_modes", "cg_convergence", "memory", "hvp_time", "training")
 
-#: sizes of a full GPU run and of a CPU dry run
+#: the methods trained, most telling first (a run short of time drops the last ones)
+TRAIN_METHODS = ("imaml_gd", "maml", "imaml_gd:fixed", "imaml_gd:damped", "fomaml", "imaml_hf",
+                 "reptile", "pretrain")
+
+#: sizes of a GPU run, a CPU run and a dry run. ``budget_s``: the run's time when no deadline is
+#: given; ``train_seconds``: a cap per method (None: the fair share of what is left)
 SIZES = {
-    "full": dict(image_size=28, filters=64, layers=4, train_classes=400, test_classes=200,
-                 samples=20, k_query=5, meta_batch=8, meta_steps=2000, eval_episodes=200,
-                 memory_steps=(16, 64), max_cg_steps=20, lanczos_steps=40,
-                 reference_steps=1000, hvp_repeats=50, train_seconds=45.0),
+    "full": dict(image_size=28, filters=64, layers=4, train_classes=120, test_classes=60,
+                 samples=10, k_query=5, meta_batch=4, eval_episodes=100, memory_steps=(16, 64),
+                 max_cg_steps=20, lanczos_steps=30, reference_steps=300, hvp_repeats=30,
+                 mode_episodes=(0, 1, 2), mode_reference_steps=300, budget_s=240.0,
+                 train_seconds=None),
     "cpu": dict(image_size=16, filters=16, layers=4, train_classes=200, test_classes=100,
-                samples=20, k_query=5, meta_batch=4, meta_steps=300, eval_episodes=100,
-                memory_steps=(16, 64), max_cg_steps=20, lanczos_steps=30,
-                reference_steps=1000, hvp_repeats=20, train_seconds=45.0),
+                samples=20, k_query=5, meta_batch=4, eval_episodes=100, memory_steps=(16, 64),
+                max_cg_steps=20, lanczos_steps=30, reference_steps=1000, hvp_repeats=20,
+                mode_episodes=(0, 1, 2), mode_reference_steps=300, budget_s=1200.0,
+                train_seconds=None),
     "dry": dict(image_size=8, filters=4, layers=3, train_classes=20, test_classes=10,
-                samples=8, k_query=3, meta_batch=2, meta_steps=4, eval_episodes=10,
-                memory_steps=(4, 16), max_cg_steps=10, lanczos_steps=20, reference_steps=200,
-                hvp_repeats=5, train_seconds=20.0),
+                samples=8, k_query=3, meta_batch=2, eval_episodes=10, memory_steps=(4, 16),
+                max_cg_steps=10, lanczos_steps=20, reference_steps=200, hvp_repeats=5,
+                mode_episodes=(0,), mode_reference_steps=100, budget_s=60.0,
+                train_seconds=0.25),
 }
-
-METHODS = ("imaml_gd", "imaml_hf", "maml", "fomaml", "reptile", "pretrain")
+META_STEPS_CAP = 100_000  #: training is bounded by time; this only bounds the checkpoint config
 
 
 def run_checks(*, device: str, size: str = "full", seed: int = 0, progress: bool = False,
-               train_seconds: float | None = None) -> dict:
-    """All four checks at ``size`` ('full': paper sizes for a GPU; 'cpu': a few minutes on
-    a CPU; 'dry': tiny); returns the JSON-able results."""
+               train_seconds: float | None = None, deadline: float | None = None,
+               on_update=None) -> dict:
+    """Every part at ``size`` on ``device`` until ``deadline`` (time.time() epoch; default now +
+    the size's ``budget_s``); returns the JSON-able results. ``on_update(doc)`` after each part
+    and each trained method. A part that finds the deadline passed is recorded as skipped."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
-    dry_run = size == "dry"
+    t_start = time.perf_counter()
     s = dict(SIZES[size])
     if train_seconds is not None:
         s["train_seconds"] = float(train_seconds)
-    t_start = time.perf_counter()
+    if deadline is None:
+        deadline = time.time() + s["budget_s"]
     train, test = glyph_splits(s["train_classes"], s["test_classes"], samples=s["samples"],
                                image_size=s["image_size"], seed=seed)
     train_sampler = EpisodeSampler(train, 5, 1, s["k_query"], seed=seed)
     test_sampler = EpisodeSampler(test, 5, 1, s["k_query"], seed=seed + 1)
     cfg = paper_config("omniglot", n_way=5, k_shot=1, k_query=s["k_query"],
                        filters=s["filters"], layers=s["layers"], meta_batch=s["meta_batch"],
-                       meta_steps=s["meta_steps"], device=device, seed=seed)
-    if dry_run:
+                       meta_steps=META_STEPS_CAP, device=device, seed=seed)
+    if size == "dry":
         from dataclasses import replace
 
         cfg = replace(cfg, inner_steps=4)
-    out = {"device": _device_name(device), "dry_run": dry_run, "size": size, "seed": seed,
+    out = {"device": _device_name(device), "dry_run": size == "dry", "size": size, "seed": seed,
            "torch": torch.__version__, "python": platform.python_version(),
            "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
                     "matmul": torch.backends.cuda.matmul.allow_tf32},
            "data": f"embedded glyphs (NOT Omniglot), {s['image_size']}x{s['image_size']}, "
                    f"{s['train_classes']} training / {s['test_classes']} held-out classes",
            "config": cfg.as_dict(), "sizes": {k: list(v) if isinstance(v, tuple) else v
-                                               for k, v in s.items()}}
-    timings = {}
-
-    t0 = time.perf_counter()
-    out["cg_convergence"] = cg_convergence(cfg, train_sampler, max_cg_steps=s["max_cg_steps"],
-                                           lanczos_steps=s["lanczos_steps"],
-                                           reference_steps=s["reference_steps"])
-    timings["cg_convergence"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    out["memory"] = memory_profile(cfg, train_sampler, inner_steps=s["memory_steps"])
-    timings["memory"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    out["hvp_time"] = hvp_time_ratio(cfg, train_sampler, repeats=s["hvp_repeats"])
-    timings["hvp_time"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    out["training"] = short_training(cfg, train_sampler, test_sampler, methods=METHODS,
-                                     eval_episodes=s["eval_episodes"],
-                                     time_limit_s=s["train_seconds"], progress=progress)
-    timings["training"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
+                                               for k, v in s.items()},
+           "deadline_s": deadline - time.time(), "parts_done": [], "parts_skipped": [],
+           "complete": False, "verdicts": {}}
+    timings = {"data": time.perf_counter() - t_start}
     out["seconds"] = timings
+
+    def update():
+        timings["total"] = time.perf_counter() - t_start
+        if on_update:
+            on_update(out)
+
+    parts = {
+        "cg_modes": lambda: cg_mode_errors(cfg, train_sampler, episodes=s["mode_episodes"],
+                                           reference_steps=s["mode_reference_steps"],
+                                           lanczos_steps=s["lanczos_steps"]),
+        "cg_convergence": lambda: cg_convergence(cfg, train_sampler,
+                                                 max_cg_steps=s["max_cg_steps"],
+                                                 lanczos_steps=s["lanczos_steps"],
+                                                 reference_steps=s["reference_steps"]),
+        "memory": lambda: memory_profile(cfg, train_sampler, inner_steps=s["memory_steps"]),
+        "hvp_time": lambda: hvp_time_ratio(cfg, train_sampler, repeats=s["hvp_repeats"]),
+        "training": lambda: short_training(cfg, train_sampler, test_sampler,
+                                           methods=TRAIN_METHODS,
+                                           eval_episodes=s["eval_episodes"],
+                                           time_limit_s=s["train_seconds"], deadline=deadline,
+                                           progress=progress,
+                                           on_method=lambda tr: (out.__setitem__("training", tr),
+                                                                 update())),
+    }
+    for name in PARTS:
+        if time.time() >= deadline:
+            out["parts_skipped"].append(name)
+            update()
+            continue
+        t0 = time.perf_counter()
+        out[name] = parts[name]()
+        timings[name] = time.perf_counter() - t0
+        out["parts_done"].append(name)
+        out["verdicts"].update(_verdicts(name, out[name]))
+        update()
+    out["complete"] = not out["parts_skipped"]
+    update()
     return out
+
+
+def _verdicts(part, result) -> dict:
+    """What each part judges (the rest is recorded): CG within its bound to the float64
+    reference; iMAML's saved bytes flat in K and MAML's linear; every trained method evaluated
+    to a finite accuracy."""
+    if part == "cg_convergence":
+        return {"cg_converges_to_float64_reference": converged_to_reference(result)}
+    if part == "memory":
+        v = flat_for_imaml_linear_for_maml(result)
+        return {"imaml_saved_bytes_flat_in_K": v["imaml_gd"]["flat"],
+                "maml_saved_bytes_linear_in_K": v["maml"]["linear"]}
+    if part == "training":
+        trained = [m for k, m in result["methods"].items() if "skipped" not in m]
+        return {"every_method_evaluated": all(0.0 <= m["mean"] <= 1.0 for m in trained)
+                and len(trained) == len(result["methods"])}
+    return {}
 
 
 def _device_name(device: str) -> str:
@@ -116,6 +182,21 @@ def _device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _write(out_dir: Path, name: str, results: dict, *, final: bool) -> None:
+    from verify.gpu.command import write_json
+
+    if final or ("memory" in results and results.get("memory_figure") is None):
+        figure = memory_figure(results, out_dir / "fewshot_memory.png")
+        # relative to the folder above (reports/, where REPORT.md is written)
+        results["memory_figure"] = f"{out_dir.resolve().name}/fewshot_memory.png" if figure else None
+    write_json(out_dir / name, results)
+    md = render_markdown(results, figure_path="fewshot_memory.png"
+                         if results.get("memory_figure") else None)
+    tmp = out_dir / ".fewshot.md.tmp"
+    tmp.write_text(md, encoding="utf-8")
+    tmp.replace(out_dir / "fewshot.md")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m verify.fewshot.gpu_check",
                                      description=__doc__.split("\n\n")[0])
@@ -123,14 +204,20 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes on the CPU (shows that the script runs as written)")
     parser.add_argument("--size", choices=tuple(SIZES), default=None,
-                        help="full (GPU, default), cpu (a few minutes on a CPU), dry")
+                        help="full (GPU, default), cpu (minutes on a CPU), dry")
     parser.add_argument("--device", default=None,
                         help="default: cuda (cpu with --dry-run or --size cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=OUTPUT_NAME, help=f"JSON file name ({OUTPUT_NAME})")
     parser.add_argument("--progress", action="store_true", help="tqdm progress bars")
     parser.add_argument("--train-seconds", type=float, default=None,
-                        help="wall-time cap of each meta-training run (default per size)")
+                        help="cap of each meta-training run (default: a fair share of the time)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--deadline", type=float, default=None,
+                      help="end by this time (seconds since the epoch)")
+    when.add_argument("--budget-seconds", type=float, default=None,
+                      help="end within this many seconds (default per size: full 240, cpu 1200, "
+                           "dry 60)")
     args = parser.parse_args(argv)
     size = args.size or ("dry" if args.dry_run else "full")
     device = args.device or ("cuda" if size == "full" else "cpu")
@@ -138,32 +225,33 @@ def main(argv=None) -> int:
         print("gpu_check: no CUDA device on this machine; use --dry-run for the CPU dry run",
               file=sys.stderr)
         return 2
+    deadline = args.deadline
+    if args.budget_seconds is not None:
+        deadline = time.time() + args.budget_seconds
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     # float32 means float32: no TensorFloat-32 in convolutions or matmuls (CUDA enables it for
     # cuDNN convolutions by default, which would put check 1's float32 floor near 1e-3)
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    kw = dict(device=device, size=size, seed=args.seed, progress=args.progress,
+              train_seconds=args.train_seconds, deadline=deadline,
+              on_update=lambda doc: _write(out, args.name, doc, final=False))
     try:
-        if size == "dry":  # tiny networks run faster on one thread
+        if device == "cpu":  # small networks: one thread each is faster and fair on shared cores
             with single_thread():
-                results = run_checks(device=device, size=size, seed=args.seed,
-                                     progress=args.progress, train_seconds=args.train_seconds)
+                results = run_checks(**kw)
         else:
-            results = run_checks(device=device, size=size, seed=args.seed,
-                                 progress=args.progress, train_seconds=args.train_seconds)
+            results = run_checks(**kw)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    figure = memory_figure(results, out / "fewshot_memory.png")
-    # relative to the folder above (reports/, where REPORT.md is written)
-    results["memory_figure"] = f"{out.resolve().name}/fewshot_memory.png" if figure else None
-    path = out / args.name
-    path.write_text(json.dumps(results, indent=2))
-    (out / "fewshot.md").write_text(render_markdown(
-        results, figure_path="fewshot_memory.png" if figure else None))
-    print(f"gpu_check: wrote {path} and {out / 'fewshot.md'} "
-          f"({results['seconds']['total']:.0f} s on {results['device']})")
-    return 0
+    _write(out, args.name, results, final=True)
+    failed = [k for k, v in results["verdicts"].items() if not v]
+    print(f"gpu_check: wrote {out / args.name} and {out / 'fewshot.md'} "
+          f"({results['seconds']['total']:.0f} s on {results['device']}); "
+          + ("every verdict holds" if not failed else f"failed: {', '.join(failed)}")
+          + ("" if results["complete"] else f"; skipped: {', '.join(results['parts_skipped'])}"))
+    return 0 if results["complete"] and not failed else 1
 
 
 if __name__ == "__main__":

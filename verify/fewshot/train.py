@@ -4,7 +4,8 @@ Methods (``TrainConfig.method``):
 
 - ``imaml_gd``: iMAML with ``inner_steps`` steps of gradient descent on
   G(φ, θ) = L̂(φ) + (λ/2)‖φ − θ‖² from φ₀ = θ, then ``cg_steps`` CG steps on
-  (I + H(φ)/λ) g = ∇L(φ) (:func:`solvers.imaml_meta_gradient`, ``inner='gd'``).
+  (I + H(φ)/λ) g = ∇L(φ) (Algorithm 2; the inner solve is :func:`solvers.inner_solve`, the
+  linear solve as ``cg_mode`` says: :func:`verify.fewshot.cg_modes.implicit_gradient`).
 - ``imaml_hf``: the same with the Hessian-free inner solver (:func:`solvers.newton_cg`:
   ``hf_iterations`` Newton iterations of ``hf_cg_steps`` CG steps and a line search).
 - ``maml``: backpropagation through the same ``inner_steps`` GD steps on G(·, θ)
@@ -38,11 +39,11 @@ import torch
 from solvers import (
     Status,
     fomaml_meta_gradient,
-    imaml_meta_gradient,
     inner_solve,
     maml_meta_gradient,
     reptile_direction,
 )
+from verify.fewshot.cg_modes import CG_MODES, PAPER_DAMPING, PAPER_LAM_DAMPING, implicit_gradient
 from verify.models import MLP, ConvNet, ModelTask, flat_parameters
 
 __all__ = ["METHODS", "TrainConfig", "TrainResult", "EvalResult", "paper_config", "build_model",
@@ -57,7 +58,9 @@ class TrainConfig:
     """Everything that determines a run. Sizes: ``filters``/``layers`` of the ConvNet (or
     ``hidden`` of the MLP for regression). ``inner_lr``: the GD step size α on G(·, θ).
     ``hf_iterations``/``hf_cg_steps``: Newton-CG's iterations and CG steps per iteration.
-    ``outer_lr``: Adam's learning rate (its default 1e-3)."""
+    ``outer_lr``: Adam's learning rate (its default 1e-3). ``cg_mode``: how iMAML's CG treats
+    non-positive curvature ('fallback', 'fixed' or 'damped' with ``cg_damping`` and
+    ``cg_lam_damping``; see :mod:`verify.fewshot.cg_modes`)."""
 
     method: str = "imaml_gd"
     n_way: int = 5
@@ -79,10 +82,20 @@ class TrainConfig:
     dtype: str = "float32"
     device: str = "cpu"
     checkpoint_every: int = 50
+    cg_mode: str = "fallback"
+    cg_damping: float = PAPER_DAMPING
+    cg_lam_damping: float = PAPER_LAM_DAMPING
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.cg_mode not in CG_MODES:
+            raise ValueError(f"cg_mode must be one of {CG_MODES}, got {self.cg_mode!r}")
+        for name in ("cg_damping", "cg_lam_damping"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)
+                                           and v >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
         for name in ("n_way", "k_shot", "k_query", "meta_batch", "filters", "layers",
                      "checkpoint_every"):
             v = getattr(self, name)
@@ -150,28 +163,23 @@ def meta_gradient(cfg: TrainConfig, task: ModelTask, theta: torch.Tensor):
     """The method's meta-gradient on one task at θ: a :class:`solvers.MetaGradientResult`
     (for ``pretrain``: a plain dict with ``gradient`` and ``phi`` = θ).
 
-    CG breakdown (non-positive curvature: I + H(φ)/λ is not positive definite, which happens
-    on the batch-normalized ConvNet even at the paper's λ) is not hidden: CG stops, the
-    result keeps ``cg.status == BREAKDOWN`` and the last CG iterate is used; if CG broke down
-    at its first step the first-order direction ∇L(φ) is used instead (method name suffixed
-    ``+first_order_fallback``). :func:`meta_train` counts both per meta-step."""
+    iMAML (GD or Newton-CG inner solve) solves its linear system as ``cfg.cg_mode`` says
+    (:func:`verify.fewshot.cg_modes.implicit_gradient`). Non-positive curvature (I + H(φ)/λ not
+    positive definite, which happens on the batch-normalized ConvNet even at the paper's λ) is
+    never hidden: with 'fallback' CG stops, the result keeps ``cg.status == BREAKDOWN`` and the
+    last CG iterate is used, or the first-order direction ∇L(φ) when CG broke down at its first
+    step (method name suffixed ``+first_order_fallback``); with 'fixed'/'damped' the steps along
+    non-positive curvature are counted. :func:`meta_train` records both per meta-step."""
     m = cfg.method
     if m in ("imaml_gd", "imaml_hf"):
         if m == "imaml_gd":
-            res = imaml_meta_gradient(task, theta, inner_steps=cfg.inner_steps, inner="gd",
-                                      inner_step_size=cfg.inner_lr, cg_steps=cfg.cg_steps,
-                                      on_breakdown="return")
+            inner = inner_solve(task, theta, inner_steps=cfg.inner_steps, inner="gd",
+                                inner_step_size=cfg.inner_lr)
         else:
-            res = imaml_meta_gradient(task, theta, inner_steps=cfg.hf_iterations,
-                                      inner="newton_cg", newton_cg_steps=cfg.hf_cg_steps,
-                                      cg_steps=cfg.cg_steps, on_breakdown="return")
-        if res.cg.status is Status.BREAKDOWN and res.cg.steps == 0:
-            # negative curvature at CG's first direction: nothing of the Krylov solve is
-            # usable; fall back to the first-order direction ∇L(φ) (as Newton-CG falls back
-            # to −∇f). Counted as a fallback by meta_train.
-            res.gradient = task.outer_grad(res.phi)
-            res.method = res.method + "+first_order_fallback"
-        return res
+            inner = inner_solve(task, theta, inner_steps=cfg.hf_iterations, inner="newton_cg",
+                                newton_cg_steps=cfg.hf_cg_steps)
+        return implicit_gradient(task, theta, inner, cg_steps=cfg.cg_steps, mode=cfg.cg_mode,
+                                 damping=cfg.cg_damping, lam_damping=cfg.cg_lam_damping)
     if m == "maml":
         return maml_meta_gradient(task, theta, inner_steps=cfg.inner_steps,
                                   step_size=cfg.inner_lr)
@@ -259,9 +267,9 @@ def meta_train(cfg: TrainConfig, sampler, *, checkpoint=None, progress: bool = F
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         state = torch.load(path, map_location=cfg.device, weights_only=True)
-        if state["config"] != cfg.as_dict():
-            diff = {k: (state["config"].get(k), v) for k, v in cfg.as_dict().items()
-                    if state["config"].get(k) != v}
+        saved = TrainConfig.from_dict(state["config"]).as_dict()  # older files: defaults
+        if saved != cfg.as_dict():
+            diff = {k: (saved.get(k), v) for k, v in cfg.as_dict().items() if saved.get(k) != v}
             raise ValueError(f"checkpoint {path} was written by a different config: {diff}")
         with torch.no_grad():
             theta.copy_(state["theta"])
@@ -288,7 +296,7 @@ def meta_train(cfg: TrainConfig, sampler, *, checkpoint=None, progress: bool = F
     step = start
     for step in range(start, cfg.meta_steps):
         t0 = time.perf_counter()
-        grads, losses, breakdowns, fallbacks = [], [], 0, 0
+        grads, losses, breakdowns, fallbacks, nonpositive = [], [], 0, 0, 0
         th = theta.detach()
         for j in range(cfg.meta_batch):
             task = episode_task(model, sampler.episode(step * cfg.meta_batch + j), cfg,
@@ -302,12 +310,24 @@ def meta_train(cfg: TrainConfig, sampler, *, checkpoint=None, progress: bool = F
             losses.append(float(task.outer_loss(res.phi)))
             breakdowns += bool(res.cg is not None and res.cg.status is Status.BREAKDOWN)
             fallbacks += res.method.endswith("first_order_fallback")
+            nonpositive += bool(res.cg is not None
+                                and res.cg.evaluations.get("nonpositive_curvature", 0) > 0)
+        mean_grad = torch.stack(grads).mean(0).to(theta.dtype)
+        entry = {"step": step + 1, "query_loss": float(np.mean(losses)),
+                 "cg_breakdowns": breakdowns, "cg_fallbacks": fallbacks,
+                 "cg_nonpositive_tasks": nonpositive}
+        if not bool(torch.isfinite(mean_grad).all()):
+            # an unguarded CG ('fixed') can divide by a vanishing pᵀMp: stop, say so, keep θ
+            entry.update(seconds=time.perf_counter() - t0, stopped_early=True,
+                         stopped_reason="non-finite meta-gradient")
+            history.append(entry)
+            step += 1
+            break
         opt.zero_grad(set_to_none=True)
-        theta.grad = torch.stack(grads).mean(0).to(theta.dtype)
+        theta.grad = mean_grad
         opt.step()
-        history.append({"step": step + 1, "query_loss": float(np.mean(losses)),
-                        "cg_breakdowns": breakdowns, "cg_fallbacks": fallbacks,
-                        "seconds": time.perf_counter() - t0})
+        entry["seconds"] = time.perf_counter() - t0
+        history.append(entry)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(query_loss=f"{history[-1]['query_loss']:.3f}")
