@@ -24,7 +24,7 @@ import math
 import numpy as np
 from array_api_compat import is_torch_array
 
-from solvers._common import guard_finite, norm
+from solvers._common import check_callback_output, norm, raise_if_not_finite, to_host
 from solvers._result import SolverResult, Status
 from solvers.gradient_descent import gradient_descent
 from solvers.imaml import MetaGradientResult, default_step_sizes
@@ -50,7 +50,7 @@ class _Bridge:
         if backward == "autograd" and self.numpy_in:
             raise ValueError("backward='autograd' needs torch input: a NumPy-backed task's "
                              "inner_grad is not differentiable by torch; use 'protocol'")
-        self.mode, self.task = backward, task
+        self.mode, self.task, self.checked = backward, task, False
         self.theta = torch.from_numpy(np.array(theta)) if self.numpy_in else theta.detach()
 
     def to_task(self, x):
@@ -64,8 +64,14 @@ class _Bridge:
 
     def inner_grad(self, phi):
         if self.mode == "protocol":
-            return _protocol_gradient_class().apply(phi, self)
-        g = self.task.inner_grad(phi)
+            g = _protocol_gradient_class().apply(phi, self)
+        else:
+            g = self.task.inner_grad(phi)
+        if not self.checked:   # the first output, before any arithmetic uses it
+            check_callback_output(g, self.theta, "task.inner_grad")
+            self.checked = True
+        if self.mode == "protocol":
+            return g
         if phi.requires_grad and not g.requires_grad:
             raise TypeError("task.inner_grad returned a tensor that autograd cannot "
                             "differentiate; use backward='protocol' (the task's inner_hvp)")
@@ -105,7 +111,14 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
         raise ValueError(f"backprop_steps must be <= inner_steps = {K}, got {T}")
     if backward not in BACKWARD_MODES:
         raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
+    if getattr(task, "batched", False) or not isinstance(getattr(task, "lam", 0.0), (int, float)):
+        raise ValueError("MAML differentiates through one task's inner loop: give a single task "
+                         "(not a stack of tasks)")
     alpha = default_step_sizes(task, "gd", step_size, None)[0]
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise TypeError(f"step_size must be a real number, got {type(step_size).__name__}") from None
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
     bridge = _Bridge(task, theta, backward)
@@ -127,8 +140,11 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
             start, status = head.x.detach(), head.status
         phi_K = start
         for k in range(T):  # the differentiated steps (no extra diagnostic gradient in the graph)
-            phi_K = guard_finite(torch, phi_K - alpha * grad_G(phi_K), "the iterate", k + 1)
+            phi_K = phi_K - alpha * grad_G(phi_K)
+        # one finiteness test of the last iterate (NaN and Inf propagate through the steps)
+        raise_if_not_finite(to_host(torch.linalg.vector_norm(phi_K)), "the iterate", K)
         v = bridge.from_task(task.outer_grad(bridge.to_task(phi_K)))
+        check_callback_output(v, theta_c, "task.outer_grad")
         if phi_K.requires_grad:
             (g,) = torch.autograd.grad(phi_K, theta_t, grad_outputs=v, allow_unused=True)
             g = torch.zeros_like(theta_c) if g is None else g
@@ -139,15 +155,17 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
     # diagnostics (not counted as work): stationarity ‖∇G(φ_K, θ)‖ and the implicit system's
     # residual ‖∇L(φ) − (I + H(φ)/λ)g‖ at MAML's own φ_K and g
     grad_inner = bridge.from_task(task.inner_grad(bridge.to_task(phi)))
-    stationarity = float(torch.linalg.vector_norm(grad_inner + lam * (phi - theta_c)))
     hv = bridge.from_task(task.inner_hvp(phi_out, gradient))
-    cg_residual = float(torch.linalg.vector_norm(v.detach() - g.detach() - hv / lam))
+    check_callback_output(hv, theta_c, "task.inner_hvp")
+    stationarity, cg_residual, outer_grad_norm = to_host(
+        norm(torch, grad_inner + lam * (phi - theta_c)), norm(torch, v.detach() - g.detach() - hv / lam),
+        norm(torch, v.detach()))
     inner = SolverResult(x=phi_out, steps=K, residual_norm=stationarity, status=status,
                          evaluations={"grad": K})
     evals = {"inner_grad": K, "hvp": T, "outer_grad": 1}
     return MetaGradientResult(gradient=gradient, phi=phi_out, inner=inner, cg=None,
                               stationarity=stationarity, cg_residual=cg_residual,
-                              outer_grad_norm=float(norm(torch, v.detach())), evaluations=evals,
+                              outer_grad_norm=outer_grad_norm, evaluations=evals,
                               method=method)
 
 

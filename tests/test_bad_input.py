@@ -302,7 +302,8 @@ def test_protocol_object_without_curvature_bounds_runs_with_given_steps(task):
 
 
 @pytest.mark.parametrize("theta,error,pattern", [
-    (np.ones((2, D)), ValueError, "theta must have 1 dimension"),
+    (np.ones((2, 3, D)), ValueError, "theta must have 1 or 2 dimension"),
+    (np.ones((2, D + 1)), ValueError, "theta does not fit the task"),
     (_with_nan(np.ones(D)), ValueError, "theta contains NaN or Inf"),
     (np.ones(D, dtype=np.int32), TypeError, "theta must have dtype"),
     (np.ones(D, dtype=np.float32), TypeError, "theta does not fit the task.*dtype float32"),
