@@ -2,8 +2,9 @@
 (array-api-compat) and runs on NumPy arrays and torch tensors (CPU/CUDA, float32/float64).
 
 solvers never imports theory or verify: an algorithm under test must not see the answer."""
+from solvers._common import count_host_reads
 from solvers._result import History, NonFiniteIterate, SolverBreakdown, SolverResult, Status
-from solvers.cg import cg
+from solvers.cg import DEVICE_CHECK_EVERY, cg
 from solvers.first_order import fomaml_meta_gradient, reptile_direction
 from solvers.gradient_descent import gradient_descent
 from solvers.imaml import (
@@ -20,6 +21,7 @@ from solvers.newton_cg import newton_cg
 from solvers.protocol import TaskProtocol, check_task
 
 __all__ = [
+    "DEVICE_CHECK_EVERY",
     "History",
     "INNER_SOLVERS",
     "MetaGradientResult",
@@ -30,6 +32,7 @@ __all__ = [
     "TaskProtocol",
     "cg",
     "check_task",
+    "count_host_reads",
     "default_step_sizes",
     "fomaml_meta_gradient",
     "gradient_descent",

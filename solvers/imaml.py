@@ -79,8 +79,8 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
     runs each inner CG until its residual is at most half of that target (capped at
     ``newton_cg_steps`` when given), so on a quadratic one Newton iteration meets it.
 
-    θ of shape (n, d) with a stack of n tasks solves all of them at once ('nesterov', 'gd';
-    step sizes then per task). The task's ``inner_grad`` output is validated on its first
+    θ of shape (n, d) with a stack of n tasks solves all of them at once (first-order step
+    sizes then per task; Newton-CG with a line search per task). The task's ``inner_grad`` output is validated on its first
     call, before use."""
     check_task(task)
     check_array(theta, "theta", ndim=(1, 2))
@@ -112,16 +112,13 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
     phi0 = theta if warm_start == "theta" else xp.zeros_like(theta)
     common = dict(max_steps=inner_steps, rtol=rtol, atol=atol, history=history)
     if inner == "newton_cg":
-        if theta.ndim != 1:
-            raise ValueError("inner='newton_cg' solves one task at a time (theta of shape (d,)); "
-                             "for a stack of tasks use 'nesterov' or 'gd'")
         driven = bool(rtol or atol)
         cg_steps = newton_cg_steps if newton_cg_steps is not None else (
             None if driven else NEWTON_CG_STEPS)
         if cg_steps is not None:
             check_steps(cg_steps, "newton_cg_steps")
         lam_sum = view.lam
-        return newton_cg(lambda p: task.inner_loss(p) + 0.5 * lam_sum * xp.sum((p - theta) ** 2),
+        return newton_cg(lambda p: task.inner_loss(p) + 0.5 * lam_sum * xp.sum((p - theta) ** 2, axis=-1),
                          grad_G, lambda p, v: view.inner_hvp(p, v) + lam * v, phi0,
                          cg_steps=cg_steps, cg_rtol=rtol / 2, cg_atol=atol / 2, **common)
     step, momentum = default_step_sizes(task, inner, inner_step_size, inner_momentum)

@@ -50,7 +50,7 @@ class _Bridge:
         if backward == "autograd" and self.numpy_in:
             raise ValueError("backward='autograd' needs torch input: a NumPy-backed task's "
                              "inner_grad is not differentiable by torch; use 'protocol'")
-        self.mode, self.task, self.checked = backward, task, False
+        self.mode, self.task, self.seen = backward, task, set()
         self.theta = torch.from_numpy(np.array(theta)) if self.numpy_in else theta.detach()
 
     def to_task(self, x):
@@ -62,16 +62,19 @@ class _Bridge:
     def to_caller(self, x):
         return self.to_task(x)
 
+    def call(self, name, x, *more):
+        """task.<name>(x, *more) in the task's own arrays; its first answer is validated
+        (shape, library, dtype, device of its last argument) before anything uses it."""
+        out = getattr(self.task, name)(x, *more)
+        if name not in self.seen:
+            check_callback_output(out, (x, *more)[-1], f"task.{name}")
+            self.seen.add(name)
+        return out
+
     def inner_grad(self, phi):
         if self.mode == "protocol":
-            g = _protocol_gradient_class().apply(phi, self)
-        else:
-            g = self.task.inner_grad(phi)
-        if not self.checked:   # the first output, before any arithmetic uses it
-            check_callback_output(g, self.theta, "task.inner_grad")
-            self.checked = True
-        if self.mode == "protocol":
-            return g
+            return _protocol_gradient_class().apply(phi, self)
+        g = self.call("inner_grad", phi)
         if phi.requires_grad and not g.requires_grad:
             raise TypeError("task.inner_grad returned a tensor that autograd cannot "
                             "differentiate; use backward='protocol' (the task's inner_hvp)")
@@ -89,13 +92,13 @@ def _protocol_gradient_class():
         def forward(ctx, phi, bridge):
             ctx.bridge = bridge
             ctx.save_for_backward(phi)
-            return bridge.from_task(bridge.task.inner_grad(bridge.to_task(phi))).clone()
+            return bridge.from_task(bridge.call("inner_grad", bridge.to_task(phi))).clone()
 
         @staticmethod
         def backward(ctx, upstream):
             (phi,) = ctx.saved_tensors
             b = ctx.bridge
-            return b.from_task(b.task.inner_hvp(b.to_task(phi), b.to_task(upstream))).clone(), None
+            return b.from_task(b.call("inner_hvp", b.to_task(phi), b.to_task(upstream))).clone(), None
 
     return ProtocolGradient
 
@@ -134,8 +137,8 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
         if T < K:
             # the first K − T steps are not differentiated: φ_{K−T} is a constant of the backward
             with torch.no_grad():
-                head = gradient_descent(lambda p: bridge.from_task(task.inner_grad(
-                    bridge.to_task(p))) + lam * (p - theta_c), theta_c, step_size=alpha,
+                head = gradient_descent(lambda p: bridge.from_task(bridge.call(
+                    "inner_grad", bridge.to_task(p))) + lam * (p - theta_c), theta_c, step_size=alpha,
                     max_steps=K - T)
             start, status = head.x.detach(), head.status
         phi_K = start
@@ -143,8 +146,7 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
             phi_K = phi_K - alpha * grad_G(phi_K)
         # one finiteness test of the last iterate (NaN and Inf propagate through the steps)
         raise_if_not_finite(to_host(torch.linalg.vector_norm(phi_K)), "the iterate", K)
-        v = bridge.from_task(task.outer_grad(bridge.to_task(phi_K)))
-        check_callback_output(v, theta_c, "task.outer_grad")
+        v = bridge.from_task(bridge.call("outer_grad", bridge.to_task(phi_K)))
         if phi_K.requires_grad:
             (g,) = torch.autograd.grad(phi_K, theta_t, grad_outputs=v, allow_unused=True)
             g = torch.zeros_like(theta_c) if g is None else g
@@ -154,9 +156,8 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
     gradient, phi_out = bridge.to_caller(g), bridge.to_caller(phi)
     # diagnostics (not counted as work): stationarity ‖∇G(φ_K, θ)‖ and the implicit system's
     # residual ‖∇L(φ) − (I + H(φ)/λ)g‖ at MAML's own φ_K and g
-    grad_inner = bridge.from_task(task.inner_grad(bridge.to_task(phi)))
-    hv = bridge.from_task(task.inner_hvp(phi_out, gradient))
-    check_callback_output(hv, theta_c, "task.inner_hvp")
+    grad_inner = bridge.from_task(bridge.call("inner_grad", bridge.to_task(phi)))
+    hv = bridge.from_task(bridge.call("inner_hvp", phi_out, gradient))
     stationarity, cg_residual, outer_grad_norm = to_host(
         norm(torch, grad_inner + lam * (phi - theta_c)), norm(torch, v.detach() - g.detach() - hv / lam),
         norm(torch, v.detach()))

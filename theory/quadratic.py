@@ -220,7 +220,7 @@ class QuadraticTask:
         """
         self._check_point(theta, "theta")
         if self.batched:
-            return tuple(self[i].constants(theta[i], radius, delta) for i in range(self.n_tasks))
+            return self._stacked_constants(theta, radius, delta)
         check_positive(delta, "delta", allow_zero=True)
         beta, mu = self.curvature_bounds()
         L = float(max(self._eig_Aq[-1], 0.0))
@@ -236,3 +236,28 @@ class QuadraticTask:
         B = L * (D + delta) + float(np.linalg.norm(bq))
         return Constants(beta, mu, beta / mu, L, B, 0.0, D, self.lam, scope="uniform",
                          radius=float(radius))
+
+    def _stacked_constants(self, theta, radius, delta):
+        """:meth:`constants` for every task of a stack, the linear algebra done once on the
+        stack (the same formulas as for one task)."""
+        check_positive(delta, "delta", allow_zero=True)
+        n, d = self.n_tasks, self.dim
+        lam = np.broadcast_to(np.asarray(self.lam, dtype=np.float64), (n,))
+        beta, mu = self.curvature_bounds()
+        L = np.maximum(self._eig_Aq[:, -1], 0.0)
+        A, b = to_numpy64(self.A), to_numpy64(self.b)
+        Aq, bq = to_numpy64(self.A_query), to_numpy64(self.b_query)
+        if radius is None:
+            C = A + lam[:, None, None] * np.eye(d)
+            phi = np.linalg.solve(C, (lam[:, None] * to_numpy64(theta) - b)[..., None])[..., 0]
+            D = np.linalg.norm(phi, axis=1)
+            B = np.linalg.norm((Aq @ phi[..., None])[..., 0] + bq, axis=1) + L * delta
+            return tuple(Constants(float(beta[i]), float(mu[i]), float(beta[i] / mu[i]),
+                                   float(L[i]), float(B[i]), 0.0, float(D[i]), float(lam[i]))
+                         for i in range(n))
+        R = check_positive(radius, "radius", allow_zero=True)
+        D = (lam * R + np.linalg.norm(b, axis=1)) / mu
+        B = L * (D + delta) + np.linalg.norm(bq, axis=1)
+        return tuple(Constants(float(beta[i]), float(mu[i]), float(beta[i] / mu[i]), float(L[i]),
+                               float(B[i]), 0.0, float(D[i]), float(lam[i]), scope="uniform",
+                               radius=R) for i in range(n))
