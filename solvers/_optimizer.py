@@ -77,23 +77,32 @@ def finish(xp, oracle, x, steps, status, rec, last_grad_norm=None):
 
 def first_order_loop(grad, x0, *, step_size, momentum, max_steps, rtol, atol, history):
     """x₀ = y₀; x_{k+1} = y_k − s∇f(y_k); y_{k+1} = x_{k+1} + q(x_{k+1} − x_k).
-    Stops at y_k when ‖∇f(y_k)‖ ≤ max(atol, rtol‖∇f(y₀)‖) (the largest row norm for a batch),
-    returning y_k. The history holds (x_k, ‖∇f(y_k)‖) for each step, then the returned point
-    with its own gradient norm. ``step_size`` and ``momentum`` are numbers or one per row
-    (see :func:`step_parameter`). The gradient norm read each step (one host read) is also the
-    finiteness test: a NaN or Inf in ∇f, or an iterate that overflowed, shows there."""
+    Stops at y_k when ‖∇f(y_k)‖ ≤ max(atol, rtol‖∇f(y₀)‖), returning y_k. The history holds
+    (x_k, ‖∇f(y_k)‖) for each step, then the returned point with its own gradient norm.
+    ``step_size`` and ``momentum`` are numbers or one per row (see :func:`step_parameter`).
+
+    A batch x0 of shape (n, d) is n independent problems: each row stops by the same rule
+    with its own tolerance and is frozen from then on, so row i ends exactly where the run of
+    row i alone ends; ``row_steps`` and ``row_status`` give each row's outcome, ``steps`` the
+    most evaluations, ``residual_norm`` the largest final gradient norm (a float).
+
+    The gradient norm read each step (one host read) is also the finiteness test: a NaN or
+    Inf in ∇f, or an iterate that overflowed, shows there."""
     xp, oracle, rtol, atol, max_steps = prepare(grad, x0, rtol, atol, max_steps)
     s = step_parameter(step_size, "step_size", x0, low=0.0)
     momentum = step_parameter(momentum, "momentum", x0, low=0.0, high=1.0)
     accelerated = not (isinstance(momentum, float) and momentum == 0.0)
-    o = ops(xp)
-    rec = History() if history else None
+    run = _vector_loop if x0.ndim == 1 else _rows_loop
+    return run(xp, ops(xp), oracle, x0, s, momentum, accelerated, max_steps, rtol, atol,
+               History() if history else None)
+
+
+def _vector_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
     x = y = x0
     tol = None
-    vector = x0.ndim == 1
     for k in range(max_steps):
         g = oracle(y)
-        gnorm = to_host(o.norm(g) if vector else xp.max(o.norm(g)))
+        gnorm = to_host(o.norm(g))
         raise_if_not_finite(gnorm, f"the output of {oracle.name}", k + 1)
         if tol is None:
             tol = max(atol, rtol * gnorm)
@@ -107,3 +116,46 @@ def first_order_loop(grad, x0, *, step_size, momentum, max_steps, rtol, atol, hi
         y = x_new + momentum * (x_new - x) if accelerated else x_new
         x = x_new
     return finish(xp, oracle, x, max_steps, Status.MAX_STEPS, rec)
+
+
+def _rows_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
+    """The iteration of :func:`_vector_loop` on independent rows, converged rows frozen."""
+    import numpy as np
+    from array_api_compat import device
+
+    n = x0.shape[0]
+    x = y = x0
+    tol = None
+    done = np.zeros(n, dtype=bool)
+    row_steps = np.full(n, max_steps)
+    stop_norm = np.zeros(n)
+    for k in range(max_steps):
+        g = oracle(y)
+        gn = np.atleast_1d(to_host(o.norm(g)))
+        raise_if_not_finite(float(gn[~done].max()), f"the output of {oracle.name}", k + 1)
+        if tol is None:
+            tol = np.maximum(atol, rtol * gn)
+        newly = ~done & (gn <= tol)
+        if newly.any():
+            done |= newly
+            row_steps[newly] = k + 1
+            stop_norm[newly] = gn[newly]
+        if rec is not None:
+            rec.record(x, float(gn.max()))
+        if done.all():
+            break
+        frozen = xp.asarray(done, device=device(x0))[:, None]
+        x_new = y - s * g
+        y_new = x_new + momentum * (x_new - x) if accelerated else x_new
+        # a converged row keeps its y (the point it returns) and its x
+        x = o.where(frozen, x, x_new) if done.any() else x_new
+        y = o.where(frozen, y, y_new) if done.any() else y_new
+    out = o.where(xp.asarray(done, device=device(x0))[:, None], y, x) if done.any() else x
+    last = None
+    if done.all():
+        last = float(stop_norm.max())
+    result = finish(xp, oracle, out, int(row_steps.max()),
+                    Status.CONVERGED if done.all() else Status.MAX_STEPS, rec, last)
+    result.row_steps = row_steps
+    result.row_status = tuple(Status.CONVERGED if d else Status.MAX_STEPS for d in done)
+    return result
