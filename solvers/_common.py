@@ -82,6 +82,8 @@ def to_host(*arrays):
     _Reads.count += 1
     if not any(is_torch_array(a) for a in arrays):
         out = [float(a) if getattr(a, "ndim", 0) == 0 else np.asarray(a) for a in arrays]
+    elif all(a.device.type == "cpu" for a in arrays):   # no synchronisation to save
+        out = [a.detach().item() if a.ndim == 0 else a.detach().numpy() for a in arrays]
     else:
         import torch
 
