@@ -29,13 +29,15 @@ __all__ = ["array_namespace", "ops", "norm", "dot", "as_scalar", "to_host", "cou
 def _ops_for(xp):
     """The handful of operations the solvers' loops run every step, for one namespace: the
     library's own functions where array-api-compat would add a Python wrapper (the semantics
-    are those of the array API), the namespace's otherwise."""
+    are those of the array API), the namespace's otherwise. ``plain(a)`` is ``a`` outside any
+    autograd graph: quantities computed only to be read (norms for stopping and finiteness
+    tests, diagnostics) are taken from it, so they add nothing to what autograd saves."""
     if is_numpy_namespace(xp):
         dot = getattr(np, "vecdot", None) or (lambda a, b: np.sum(a * b, axis=-1))
         return SimpleNamespace(
             where=np.where, any=np.any, all=np.all, sqrt=np.sqrt, isfinite=np.isfinite,
             dot=dot, norm=lambda a: np.sqrt(dot(a, a)), maximum=np.maximum,
-            stack=np.stack)
+            stack=np.stack, plain=lambda a: a)
     if is_torch_namespace(xp):
         import torch
 
@@ -43,11 +45,12 @@ def _ops_for(xp):
             where=torch.where, any=torch.any, all=torch.all, sqrt=torch.sqrt,
             isfinite=torch.isfinite, dot=lambda a, b: torch.sum(a * b, dim=-1),
             norm=lambda a: torch.linalg.vector_norm(a, dim=-1), maximum=torch.maximum,
-            stack=torch.stack)
+            stack=torch.stack, plain=lambda a: a.detach())
     return SimpleNamespace(
         where=xp.where, any=xp.any, all=xp.all, sqrt=xp.sqrt, isfinite=xp.isfinite,
         dot=lambda a, b: xp.sum(a * b, axis=-1),
-        norm=lambda a: xp.linalg.vector_norm(a, axis=-1), maximum=xp.maximum, stack=xp.stack)
+        norm=lambda a: xp.linalg.vector_norm(a, axis=-1), maximum=xp.maximum, stack=xp.stack,
+        plain=lambda a: a)
 
 
 def ops(xp):
@@ -124,7 +127,8 @@ def raise_if_not_finite(value: float, what: str, step: int) -> None:
 
 def check_finite_result(xp, x, what: str, step: int):
     """One scan of the returned iterate (at the end of a run, not per step)."""
-    if not to_host(_ops_for(xp).all(_ops_for(xp).isfinite(x))):
+    o = _ops_for(xp)
+    if not to_host(o.all(o.isfinite(o.plain(x)))):
         raise_if_not_finite(math.nan, what, step)
     return x
 

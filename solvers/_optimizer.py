@@ -65,11 +65,12 @@ def finish(xp, oracle, x, steps, status, rec, last_grad_norm=None):
     is scanned for NaN/Inf once (the norms read every step catch the rest)."""
     o = ops(xp)
     if last_grad_norm is None:
-        last_grad_norm = to_host(o.norm(oracle(x)) if x.ndim == 1 else xp.max(o.norm(oracle(x))))
+        g = o.plain(oracle(x))
+        last_grad_norm = to_host(o.norm(g) if x.ndim == 1 else xp.max(o.norm(g)))
         raise_if_not_finite(last_grad_norm, f"the output of {oracle.name}", steps + 1)
         if rec is not None:
             rec.record(x, last_grad_norm)
-    if not to_host(o.all(o.isfinite(x))):
+    if not to_host(o.all(o.isfinite(o.plain(x)))):
         raise_if_not_finite(float("nan"), "the iterate", steps)
     return SolverResult(x=x, steps=steps, residual_norm=last_grad_norm, status=status,
                         evaluations={"grad": oracle.count}, history=rec)
@@ -102,7 +103,7 @@ def _vector_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, a
     tol = None
     for k in range(max_steps):
         g = oracle(y)
-        gnorm = to_host(o.norm(g))
+        gnorm = to_host(o.norm(o.plain(g)))
         raise_if_not_finite(gnorm, f"the output of {oracle.name}", k + 1)
         if tol is None:
             tol = max(atol, rtol * gnorm)
@@ -131,7 +132,7 @@ def _rows_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, ato
     stop_norm = np.zeros(n)
     for k in range(max_steps):
         g = oracle(y)
-        gn = np.atleast_1d(to_host(o.norm(g)))
+        gn = np.atleast_1d(to_host(o.norm(o.plain(g))))
         raise_if_not_finite(float(gn[~done].max()), f"the output of {oracle.name}", k + 1)
         if tol is None:
             tol = np.maximum(atol, rtol * gn)

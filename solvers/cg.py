@@ -92,7 +92,7 @@ def _vector_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
     p = r
     steps, status = 0, Status.MAX_STEPS
     while True:
-        rnorm = to_host(o.sqrt(rr))
+        rnorm = to_host(o.sqrt(o.plain(rr)))
         if rec is not None:
             rec.record(x, rnorm)
         raise_if_not_finite(rnorm, "the CG residual", steps)
@@ -121,7 +121,7 @@ def _vector_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
         p = r + (rr_new / rr) * p
         rr = rr_new
         steps += 1
-    if not to_host(o.all(o.isfinite(x))):
+    if not to_host(o.all(o.isfinite(o.plain(x)))):
         raise_if_not_finite(float("nan"), "the CG iterate", steps)
     return SolverResult(x=x, steps=steps, residual_norm=rnorm, status=status,
                         evaluations={"matvec": evals}, history=rec)
@@ -151,9 +151,9 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
         nonlocal classified
         live = ~(conv | halted)
         fresh = halted & ~classified
-        arrays = [o.any(live), o.any(fresh), ~o.all(o.isfinite(rr))]
+        arrays = [o.any(live), o.any(fresh), ~o.all(o.isfinite(o.plain(rr)))]
         if final:
-            arrays += [row_steps, conv, o.all(o.isfinite(x)), rnorm]
+            arrays += [row_steps, conv, o.all(o.isfinite(o.plain(x))), rnorm]
         values = to_host(*arrays)
         if values[1] or values[2]:
             _classify(o, fresh, halt_pMp, rnorm, floor, row_steps, benign, broken, on_breakdown)
@@ -162,7 +162,7 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
 
     with quiet(xp):
         while True:
-            rnorm = o.sqrt(rr)
+            rnorm = o.sqrt(o.plain(rr))
             conv = rnorm <= tol
             if rec is not None:
                 rec.record(x, to_host(rnorm) if rnorm.ndim == 0 else rnorm)
@@ -180,7 +180,7 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
             live = ~(conv | halted)
             bad = live & ~(pMp > 0)
             halted = halted | bad
-            halt_pMp = o.where(bad, pMp, halt_pMp)
+            halt_pMp = o.where(bad, o.plain(pMp), halt_pMp)
             go = live & ~bad
             alpha = o.where(go, rr / pMp, zero)
             x = x + alpha[..., None] * p

@@ -203,7 +203,7 @@ def implicit_gradient_at(task, theta, inner_result, *, cg_steps, cg_start="zero"
 def _norms(xp, *arrays):
     """Row norms of diagnostics: floats (one host read) for one task, (n,) arrays for a stack."""
     o = ops(xp)
-    norms = [o.norm(a) for a in arrays]
+    norms = [o.norm(o.plain(a)) for a in arrays]
     if arrays[0].ndim == 1:
         return tuple(to_host(*norms))
     return tuple(norms)

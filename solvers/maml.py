@@ -145,7 +145,8 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
         for k in range(T):  # the differentiated steps (no extra diagnostic gradient in the graph)
             phi_K = phi_K - alpha * grad_G(phi_K)
         # one finiteness test of the last iterate (NaN and Inf propagate through the steps)
-        raise_if_not_finite(to_host(torch.linalg.vector_norm(phi_K)), "the iterate", K)
+        # (on the detached value: a diagnostic must not add to what autograd saves)
+        raise_if_not_finite(to_host(torch.linalg.vector_norm(phi_K.detach())), "the iterate", K)
         v = bridge.from_task(bridge.call("outer_grad", bridge.to_task(phi_K)))
         if phi_K.requires_grad:
             (g,) = torch.autograd.grad(phi_K, theta_t, grad_outputs=v, allow_unused=True)

@@ -75,7 +75,7 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
         armijo=armijo, backtrack=backtrack, max_backtracks=max_backtracks,
         f_resolution=f_resolution, rec=History() if history else None)
     o = ops(xp)
-    if not to_host(o.all(o.isfinite(x))):
+    if not to_host(o.all(o.isfinite(o.plain(x)))):
         raise_if_not_finite(float("nan"), "the Newton-CG iterate", steps)
     return SolverResult(x=x, steps=steps, residual_norm=gnorm, status=status,
                         evaluations={"grad": oracle.count, **counts}, history=rec)
@@ -86,7 +86,7 @@ def _newton_vector(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol,
     x, tol, status, steps = x0, None, Status.MAX_STEPS, 0
     g = oracle(x)
     while True:
-        gnorm = to_host(o.norm(g))
+        gnorm = to_host(o.norm(o.plain(g)))
         raise_if_not_finite(gnorm, f"the output of {oracle.name}", steps)
         tol = max(atol, rtol * gnorm) if tol is None else tol
         if rec is not None:
@@ -98,7 +98,7 @@ def _newton_vector(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol,
             break
         inner = direction_at(x, g)
         direction = inner.x if inner.steps > 0 else -g
-        slope = to_host(o.dot(g, direction))
+        slope = to_host(o.dot(o.plain(g), o.plain(direction)))
         f0, t, g_trial = f(x), 1.0, None
         for _ in range(max_backtracks):
             trial = x + t * direction
@@ -110,7 +110,7 @@ def _newton_vector(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol,
                 # the directional derivative instead, the approximate Armijo condition of
                 # Hager & Zhang (SIAM J. Optim. 16, 2005), exact for quadratics
                 g_trial = oracle(trial)
-                if to_host(o.dot(g_trial, direction)) <= (2 * armijo - 1) * slope:
+                if to_host(o.dot(o.plain(g_trial), o.plain(direction))) <= (2 * armijo - 1) * slope:
                     break
                 g_trial = None
             t *= backtrack
@@ -135,7 +135,7 @@ def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, a
     stalled = np.zeros(n, dtype=bool)
     g = oracle(x)
     while True:
-        gn = np.atleast_1d(to_host(o.norm(g)))
+        gn = np.atleast_1d(to_host(o.norm(o.plain(g))))
         gnorm = float(gn.max())
         raise_if_not_finite(gnorm, f"the output of {oracle.name}", steps)
         tol = max(atol, rtol * gnorm) if tol is None else tol
@@ -150,7 +150,7 @@ def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, a
         inner = direction_at(x, g)
         fallback = xp.asarray(inner.row_steps == 0, device=device(x))[:, None]
         direction = o.where(fallback, -g, inner.x)
-        slope = np.atleast_1d(to_host(o.dot(g, direction)))
+        slope = np.atleast_1d(to_host(o.dot(o.plain(g), o.plain(direction))))
         f0 = np.atleast_1d(f(x))
         t = np.ones(n)
         accepted = ~open_rows          # closed rows keep their point
@@ -162,7 +162,7 @@ def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, a
             take = ~accepted & (f_trial <= f0 + armijo * t * slope)
             unresolved = ~accepted & ~take & (f_trial <= f0 + f_resolution * np.abs(f0))
             if unresolved.any():
-                slope_trial = np.atleast_1d(to_host(o.dot(oracle(trial), direction)))
+                slope_trial = np.atleast_1d(to_host(o.dot(o.plain(oracle(trial)), o.plain(direction))))
                 take |= unresolved & (slope_trial <= (2 * armijo - 1) * slope)
             if take.any():
                 new_x = o.where(xp.asarray(take, device=device(x))[:, None], trial, new_x)

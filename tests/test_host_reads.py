@@ -153,3 +153,45 @@ def test_cuda_fixed_step_cg_reads_once():  # pragma: no cover - exercised on GPU
     assert reads.count == 1
     same_run(fixed, cg(mv, rhs, rtol=0.0, atol=0.0, max_steps=30, check_every=1), "cuda")
     same_run(cg(mv, rhs, rtol=1e-6), cg(mv, rhs, rtol=1e-6, check_every=1), "cuda tolerance")
+
+
+def test_stopping_and_finiteness_tests_save_nothing_for_autograd():
+    """The solvers' own reads (gradient norms, finiteness) are taken on detached values: on
+    input that requires grad they add nothing to what autograd saves. MAML through K steps
+    saves exactly one φ per step (the protocol node's input); gradient descent differentiated
+    by autograd saves what a bare loop with the same arithmetic saves."""
+    from solvers import gradient_descent, maml_meta_gradient
+    from verify.measure import SavedBytesMeter
+
+    task, spec = planted_spectrum_task(20, 10.0, 1.0, seed=0, query="independent",
+                                       array="torch")
+    numpy_task, _ = planted_spectrum_task(20, 10.0, 1.0, seed=0, query="independent")
+    theta = torch.linspace(-1, 1, 20, dtype=torch.float64)
+    for K in (5, 10):
+        with SavedBytesMeter() as meter:
+            maml_meta_gradient(numpy_task, theta.numpy(), inner_steps=K, backward="protocol")
+        assert meter.peak == K * 20 * 8
+
+    def packs(run):
+        count = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: count.append(1) or t,
+                                                      lambda t: t):
+            run()
+        return len(count)
+
+    step = 1.0 / task.curvature_bounds()[0]
+    th = theta.clone().requires_grad_(True)
+
+    def grad(p):
+        return task.inner_grad(p) + task.lam * (p - th)
+
+    def bare():
+        x = th
+        for _ in range(8):
+            x = x - step * grad(x)
+        return x
+
+    one_gradient = packs(lambda: grad(th))
+    # the same saves as the bare loop, plus those of the final gradient (for residual_norm)
+    assert packs(lambda: gradient_descent(grad, th, step_size=step, max_steps=8)) == \
+        packs(bare) + one_gradient

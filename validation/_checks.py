@@ -89,6 +89,8 @@ def check_same_namespace(x, like, name: str) -> None:
 
 
 def check_finite(x, name: str) -> None:
+    if is_torch_array(x):   # a check, not part of a computation: off the autograd graph
+        x = x.detach()
     xp = array_namespace(x)
     if not bool(xp.all(xp.isfinite(x))):
         raise ValueError(f"{name} contains NaN or Inf")
