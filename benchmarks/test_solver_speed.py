@@ -161,6 +161,28 @@ def test_batched_meta_gradients_vs_numpy_batched_solve(benchmark, kappa):
         cg_steps=out.result.cg.steps)
 
 
+@pytest.mark.parametrize("kappa", [10.0, 1e3, 1e6])
+def test_accuracy_driven_inner_solvers(benchmark, kappa):
+    """One task (d = 50) to a certified ε = 1e-6·‖g*‖ with each inner solver: the measurement
+    behind verify.accurate.DEFAULT_INNER (Newton-CG)."""
+    task, _ = planted_spectrum_task(D, kappa, 1.0, seed=0, query="independent")
+    theta = np.random.default_rng(0).standard_normal(D)
+    exact = task.meta_gradient(theta)
+    eps = 1e-6 * float(np.linalg.norm(exact))
+    runs = {inner: (lambda inner=inner: accurate_meta_gradient(task, theta, eps, inner=inner))
+            for inner in ("newton_cg", "nesterov", "gd") if inner != "gd" or kappa <= 1e3}
+    work = {}
+    for inner, run in runs.items():
+        out = run()
+        assert out.bound <= eps and float(np.linalg.norm(out.gradient - exact)) <= out.bound
+        work[inner] = dict(out.result.evaluations, inner_steps=out.result.inner.steps)
+    t = interleaved(runs, rounds=5 if kappa < 1e6 else 3)
+    benchmark.pedantic(runs["newton_cg"], rounds=3, iterations=1)
+    benchmark.extra_info.update(dim=D, kappa=kappa, eps=eps, **_machine(),
+                                ms={k: 1e3 * v for k, v in t.items()}, work=work,
+                                nesterov_over_newton_cg=t["nesterov"] / t["newton_cg"])
+
+
 def _formed(d, seed=0):
     rng = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(rng.standard_normal((d, d)))

@@ -88,16 +88,23 @@ def to_host(*arrays):
     elif all(a.device.type == "cpu" for a in arrays):   # no synchronisation to save
         out = [a.detach().item() if a.ndim == 0 else a.detach().numpy() for a in arrays]
     else:
-        import torch
-
-        flat = [a.detach().reshape(-1).to(torch.float64) for a in arrays]
-        values = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().numpy()
-        out, start = [], 0
-        for a, f in zip(arrays, flat):
-            part = values[start:start + f.numel()]
-            start += f.numel()
-            out.append(float(part[0]) if a.ndim == 0 else part.reshape(tuple(a.shape)))
+        out = _one_transfer(arrays)
     return out[0] if len(arrays) == 1 else out
+
+
+def _one_transfer(tensors):
+    """Several tensors of one device as host values in a single copy (one synchronisation):
+    flattened, cast to float64 (exact for floats, booleans and counts below 2⁵³), joined."""
+    import torch
+
+    flat = [a.detach().reshape(-1).to(torch.float64) for a in tensors]
+    values = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().numpy()
+    out, start = [], 0
+    for a, f in zip(tensors, flat):
+        part = values[start:start + f.numel()]
+        start += f.numel()
+        out.append(float(part[0]) if a.ndim == 0 else part.reshape(tuple(a.shape)))
+    return out
 
 
 @contextlib.contextmanager

@@ -178,10 +178,10 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
             evals += 1
             pMp = o.dot(p, Mp)
             live = ~(conv | halted)
-            bad = live & ~(pMp > 0)
+            go = live & (pMp > 0)              # False for pMp ≤ 0 and for NaN
+            bad = live ^ go
             halted = halted | bad
             halt_pMp = o.where(bad, o.plain(pMp), halt_pMp)
-            go = live & ~bad
             alpha = o.where(go, rr / pMp, zero)
             x = x + alpha[..., None] * p
             r = r - alpha[..., None] * Mp

@@ -195,3 +195,18 @@ def test_stopping_and_finiteness_tests_save_nothing_for_autograd():
     # the same saves as the bare loop, plus those of the final gradient (for residual_norm)
     assert packs(lambda: gradient_descent(grad, th, step_size=step, max_steps=8)) == \
         packs(bare) + one_gradient
+
+
+def test_one_transfer_of_several_tensors():
+    """The device branch of solvers' host read (several tensors in one copy), exercised on CPU
+    tensors: values, shapes and kinds come back exactly."""
+    from solvers._common import _one_transfer, to_host
+
+    parts = [torch.tensor(2.5, dtype=torch.float32), torch.tensor([True, False]),
+             torch.arange(3, dtype=torch.int64), torch.ones((2, 2), dtype=torch.float64) / 3]
+    got = _one_transfer(parts)
+    assert got[0] == 2.5 and isinstance(got[0], float)
+    assert got[1].tolist() == [1.0, 0.0] and got[2].tolist() == [0.0, 1.0, 2.0]
+    assert got[3].shape == (2, 2) and np.array_equal(got[3], np.full((2, 2), 1 / 3))
+    assert [np.asarray(v).tolist() for v in to_host(*parts)] == [
+        np.asarray(v).tolist() for v in got]
