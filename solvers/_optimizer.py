@@ -1,7 +1,12 @@
 """The loop shared by first-order optimizers: stopping rule, history, final residual."""
 from __future__ import annotations
 
-from solvers._common import (array_namespace, checked, ops, raise_if_not_finite, to_host)
+import math
+
+import numpy as np
+from array_api_compat import device, is_array_api_obj, is_torch_array
+
+from solvers._common import array_namespace, checked, ops, raise_if_not_finite, to_host
 from solvers._result import History, SolverResult, Status
 from validation import check_array, check_tolerances
 
@@ -32,11 +37,6 @@ def step_parameter(value, name, x0, *, low, high=None):
     Numbers are returned as floats; per-row values (validated on the host) as an (n, 1) array
     of x0's library, dtype and device, so that row i of an update uses value i exactly as a
     single run with that number would."""
-    import math
-
-    import numpy as np
-    from array_api_compat import device, is_array_api_obj, is_torch_array
-
     rule = f"finite and > {low:g}" if high is None else f"in [{low:g}, {high:g})"
     if not is_array_api_obj(value) or getattr(value, "ndim", 0) == 0:
         try:
@@ -121,9 +121,6 @@ def _vector_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, a
 
 def _rows_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
     """The iteration of :func:`_vector_loop` on independent rows, converged rows frozen."""
-    import numpy as np
-    from array_api_compat import device
-
     n = x0.shape[0]
     x = y = x0
     tol = None

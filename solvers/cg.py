@@ -1,6 +1,9 @@
 """Matrix-free conjugate gradient, batched over a leading task dimension (docs/mathematics.md §4)."""
 from __future__ import annotations
 
+import numpy as np
+from array_api_compat import device
+
 from solvers._common import (array_namespace, checked, on_host, ops, quiet, raise_if_not_finite,
                              to_host)
 from solvers._result import History, NonFiniteIterate, SolverBreakdown, SolverResult, Status
@@ -132,14 +135,12 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
     """Rows frozen by masks on the arrays' own device; the exit test read every
     ``check_every`` steps. Row i takes exactly the steps, and ends at exactly the iterate, of
     :func:`_vector_cg` on that row alone."""
-    import numpy as np
-
     rr = o.dot(r, r)
     zero = xp.zeros_like(rr)
     halted = zero != zero                      # rows stopped by pMp ≤ 0 or NaN (frozen)
     classified = halted                        # halted rows already judged on the host
     halt_pMp = zero                            # their curvature when they stopped
-    row_steps = xp.zeros(rr.shape, dtype=xp.int64, device=_device(rr))
+    row_steps = xp.zeros(rr.shape, dtype=xp.int64, device=device(rr))
     benign = np.zeros(rr.shape, dtype=bool)    # host: stopped at the rounding floor (converged)
     broken = np.zeros(rr.shape, dtype=bool)    # host: broken down (on_breakdown='return')
     p = r
@@ -210,8 +211,6 @@ def _classify(o, fresh, halt_pMp, rnorm, floor, row_steps, benign, broken, on_br
     """Judge freshly halted rows on the host (one read; only when some row stopped): a
     non-finite curvature or residual raises, a vanishing curvature at the rounding floor is
     convergence, any other non-positive curvature is a breakdown."""
-    import numpy as np
-
     fresh, curv, rn, fl, steps = (np.atleast_1d(v) for v in
                                   to_host(fresh, halt_pMp, rnorm, floor, row_steps))
     fresh = fresh.astype(bool)
@@ -232,9 +231,3 @@ def _classify(o, fresh, halt_pMp, rnorm, floor, row_steps, benign, broken, on_br
         if on_breakdown == "raise":
             raise _breakdown(int(steps[i]), float(curv[new_broken].min()))
         broken |= new_broken.reshape(broken.shape)
-
-
-def _device(x):
-    from array_api_compat import device
-
-    return device(x)

@@ -1,8 +1,11 @@
 """The Hessian-free (Newton-CG) inner solver of iMAML-HF (Appendix F.2)."""
 from __future__ import annotations
 
+import numpy as np
+from array_api_compat import device
+
 from solvers._common import checked, ops, raise_if_not_finite, to_host
-from solvers._optimizer import GradientOracle, prepare
+from solvers._optimizer import prepare
 from solvers._result import History, SolverResult, Status
 from solvers.cg import cg
 from validation import check_positive, check_steps
@@ -127,9 +130,6 @@ def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, a
                  backtrack, max_backtracks, f_resolution, rec):
     """The same iteration on n independent rows: one batched CG, a line search per row (the
     same tests as :func:`_newton_vector`, each row with its own t), rows that stall frozen."""
-    import numpy as np
-    from array_api_compat import device
-
     n = x0.shape[0]
     x, tol, status, steps = x0, None, Status.MAX_STEPS, 0
     stalled = np.zeros(n, dtype=bool)

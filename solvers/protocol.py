@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+from array_api_compat import array_namespace, device
+
 from solvers._common import checked
+from validation import check_lam
 
 __all__ = ["TaskProtocol", "check_task", "checked_task", "curvature_bounds"]
 
@@ -44,8 +48,6 @@ def check_task(task):
 
 def _lam_values(lam):
     """task.lam validated: a float, or a float64 NumPy array (one per task of a stack)."""
-    from validation import check_lam
-
     ndim = getattr(lam, "ndim", 0 if not isinstance(lam, (list, tuple)) else 1)
     if ndim == 0:
         return check_lam(lam)
@@ -70,8 +72,6 @@ class _CheckedTask:
             if theta.ndim != 2 or lam.shape != (theta.shape[0],):
                 raise ValueError(f"task.lam has one value per task ({lam.shape[0]}) but theta has "
                                  f"shape {tuple(theta.shape)}: it must be ({lam.shape[0]}, d)")
-            from array_api_compat import array_namespace, device
-
             xp = array_namespace(theta)
             #: λ for sums over a row (shape (n,)), and for (n, d) arithmetic (shape (n, 1))
             self.lam = xp.asarray(lam, dtype=theta.dtype, device=device(theta))
@@ -87,8 +87,6 @@ def curvature_bounds(task):
     """(β, μ) from ``task.curvature_bounds()``, validated: finite with 0 < μ ≤ β (numbers, or
     NumPy arrays of one per task). A custom task returning μ ≤ 0 gets a clear error here
     instead of a math domain error in a square root."""
-    import numpy as np
-
     beta, mu = task.curvature_bounds()
     b, m = np.asarray(beta, dtype=np.float64), np.asarray(mu, dtype=np.float64)
     if not (np.all(np.isfinite(b)) and np.all(np.isfinite(m)) and np.all(m > 0)
@@ -102,8 +100,6 @@ def curvature_bounds(task):
 
 def momentum_for(beta, mu):
     """Nesterov's momentum (√κ−1)/(√κ+1) for κ = β/μ (numbers or arrays)."""
-    import numpy as np
-
     if isinstance(beta, float):
         s = math.sqrt(beta / mu)
         return (s - 1) / (s + 1)

@@ -21,7 +21,7 @@ import numpy as np
 
 from solvers import MetaGradientResult, Status, imaml_meta_gradient
 from theory import to_numpy64
-from theory.bounds import Certificate, aposteriori_bound, meta_gradient_tolerances
+from theory.bounds import aposteriori_bound, meta_gradient_tolerances
 from validation import check_positive, check_steps
 
 __all__ = ["accurate_meta_gradient", "AccurateMetaGradient", "AccuracyNotReached",
