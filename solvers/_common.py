@@ -1,40 +1,173 @@
-"""Shared pieces of the solvers: namespace, norms, finiteness guard, scalar conversion."""
+"""Shared pieces of the solvers: namespace, the hot-loop operations, the one host read,
+callback checks on first use.
+
+Host reads. Every value a solver reads back from an array to decide something (a stopping
+test, a finiteness test, a diagnostic as a Python float) goes through :func:`to_host`, which
+counts its calls. On NumPy and on torch CPU a read is cheap; on CUDA each one is a
+synchronisation with the device, so the CG loop on a device reads only every few steps (see
+:func:`solvers.cg`). :func:`count_host_reads` makes the number of reads a deterministic,
+testable quantity.
+"""
 from __future__ import annotations
 
-from array_api_compat import array_namespace
+import contextlib
+import functools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+from array_api_compat import array_namespace, is_numpy_namespace, is_torch_array, is_torch_namespace
 
 from solvers._result import NonFiniteIterate
+from validation import check_same_namespace
 
-__all__ = ["array_namespace", "norm", "dot", "as_scalar", "guard_finite", "check_callback_output"]
+__all__ = ["array_namespace", "ops", "norm", "dot", "as_scalar", "to_host", "count_host_reads",
+           "checked", "check_callback_output", "on_host", "raise_if_not_finite", "quiet"]
+
+
+@functools.lru_cache(maxsize=None)
+def _ops_for(xp):
+    """The handful of operations the solvers' loops run every step, for one namespace: the
+    library's own functions where array-api-compat would add a Python wrapper (the semantics
+    are those of the array API), the namespace's otherwise. ``plain(a)`` is ``a`` outside any
+    autograd graph: quantities computed only to be read (norms for stopping and finiteness
+    tests, diagnostics) are taken from it, so they add nothing to what autograd saves."""
+    if is_numpy_namespace(xp):
+        dot = getattr(np, "vecdot", None) or (lambda a, b: np.sum(a * b, axis=-1))
+        return SimpleNamespace(
+            where=np.where, any=np.any, all=np.all, sqrt=np.sqrt, isfinite=np.isfinite,
+            dot=dot, norm=lambda a: np.sqrt(dot(a, a)), maximum=np.maximum,
+            stack=np.stack, plain=lambda a: a)
+    if is_torch_namespace(xp):
+        import torch
+
+        return SimpleNamespace(
+            where=torch.where, any=torch.any, all=torch.all, sqrt=torch.sqrt,
+            isfinite=torch.isfinite, dot=lambda a, b: torch.sum(a * b, dim=-1),
+            norm=lambda a: torch.linalg.vector_norm(a, dim=-1), maximum=torch.maximum,
+            stack=torch.stack, plain=lambda a: a.detach())
+    return SimpleNamespace(
+        where=xp.where, any=xp.any, all=xp.all, sqrt=xp.sqrt, isfinite=xp.isfinite,
+        dot=lambda a, b: xp.sum(a * b, axis=-1),
+        norm=lambda a: xp.linalg.vector_norm(a, axis=-1), maximum=xp.maximum, stack=xp.stack,
+        plain=lambda a: a)
+
+
+def ops(xp):
+    return _ops_for(xp)
 
 
 def dot(xp, a, b):
     """Row-wise inner product over the last axis (batched over leading task dimensions)."""
-    return xp.sum(a * b, axis=-1)
+    return _ops_for(xp).dot(a, b)
 
 
 def norm(xp, a):
-    return xp.linalg.vector_norm(a, axis=-1)
+    """Row-wise Euclidean norm over the last axis."""
+    return _ops_for(xp).norm(a)
+
+
+def on_host(x) -> bool:
+    """True when reading ``x``'s values needs no device synchronisation (NumPy, torch CPU)."""
+    return not is_torch_array(x) or x.device.type == "cpu"
+
+
+class _Reads:
+    count = 0
+
+
+def to_host(*arrays):
+    """Read arrays back on the host: THE one device→host read of the solvers (counted).
+
+    One argument: a 0-d array comes back as a Python float, any other as a NumPy array.
+    Several: a list of those, moved in one transfer (a single synchronisation on CUDA).
+    Torch tensors are detached first (reading a value is not part of a computation graph)."""
+    _Reads.count += 1
+    if not any(is_torch_array(a) for a in arrays):
+        out = [float(a) if getattr(a, "ndim", 0) == 0 else np.asarray(a) for a in arrays]
+    elif all(a.device.type == "cpu" for a in arrays):   # no synchronisation to save
+        out = [a.detach().item() if a.ndim == 0 else a.detach().numpy() for a in arrays]
+    else:
+        out = _one_transfer(arrays)
+    return out[0] if len(arrays) == 1 else out
+
+
+def _one_transfer(tensors):
+    """Several tensors of one device as host values in a single copy (one synchronisation):
+    flattened, cast to float64 (exact for floats, booleans and counts below 2⁵³), joined."""
+    import torch
+
+    flat = [a.detach().reshape(-1).to(torch.float64) for a in tensors]
+    values = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().numpy()
+    out, start = [], 0
+    for a, f in zip(tensors, flat):
+        part = values[start:start + f.numel()]
+        start += f.numel()
+        out.append(float(part[0]) if a.ndim == 0 else part.reshape(tuple(a.shape)))
+    return out
+
+
+@contextlib.contextmanager
+def count_host_reads():
+    """``with count_host_reads() as reads: ...`` then ``reads.count`` is the number of
+    :func:`to_host` calls made inside the block."""
+    counter = SimpleNamespace(count=0)
+    start = _Reads.count
+    try:
+        yield counter
+    finally:
+        counter.count = _Reads.count - start
 
 
 def as_scalar(value):
-    """A Python float for a 0-d array; an array stays an array (batched results)."""
-    return float(value) if getattr(value, "ndim", 0) == 0 else value
+    """A Python float for a 0-d array (a host read); an array stays an array (batched results)."""
+    return to_host(value) if getattr(value, "ndim", 0) == 0 else value
 
 
-def guard_finite(xp, x, what: str, step: int):
-    if not bool(xp.all(xp.isfinite(x))):
+def raise_if_not_finite(value: float, what: str, step: int) -> None:
+    """``value`` is a norm (or curvature) the iteration computed anyway: a NaN or Inf there
+    means an iterate or a callback's output went non-finite (no separate scan of arrays)."""
+    if not math.isfinite(value):
         raise NonFiniteIterate(f"{what} became NaN or Inf at step {step}; the problem is not "
                                f"smooth/convex as assumed or the step size is too large")
+
+
+def check_finite_result(xp, x, what: str, step: int):
+    """One scan of the returned iterate (at the end of a run, not per step)."""
+    o = _ops_for(xp)
+    if not to_host(o.all(o.isfinite(o.plain(x)))):
+        raise_if_not_finite(math.nan, what, step)
     return x
 
 
 def check_callback_output(out, like, name: str):
-    """A callback (matvec, grad, hvp) must return an array of the input's shape, dtype, library."""
-    from validation import check_same_namespace
-
+    """A callback (matvec, grad, hvp) must return an array of the input's shape, dtype, library
+    and device."""
     if getattr(out, "shape", None) != like.shape:
         raise ValueError(f"{name} returned shape {tuple(getattr(out, 'shape', ()))}, "
                          f"expected {tuple(like.shape)}")
     check_same_namespace(out, like, f"the output of {name}")
     return out
+
+
+def checked(fn, like, name: str):
+    """``fn`` whose output is validated against ``like`` (shape, library, dtype, device) on its
+    first call only, before anything uses it; later calls pass straight through."""
+    validated = False
+
+    def call(*args):
+        nonlocal validated
+        out = fn(*args)
+        if not validated:
+            check_callback_output(out, like, name)
+            validated = True
+        return out
+
+    return call
+
+
+def quiet(xp):
+    """Masked arithmetic computes values it then discards (0/0 in a frozen row): silence
+    NumPy's warnings about those; non-finite values that matter are caught from norms."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore") if \
+        is_numpy_namespace(xp) else contextlib.nullcontext()

@@ -1,23 +1,28 @@
 """The loop shared by first-order optimizers: stopping rule, history, final residual."""
 from __future__ import annotations
 
-from solvers._common import array_namespace, check_callback_output, guard_finite, norm
+import math
+
+import numpy as np
+from array_api_compat import device, is_array_api_obj, is_torch_array
+
+from solvers._common import array_namespace, checked, ops, raise_if_not_finite, to_host
 from solvers._result import History, SolverResult, Status
-from validation import check_array, check_positive, check_tolerances
+from validation import check_array, check_tolerances
 
 MAX_STEPS_WITHOUT_LIMIT = 100_000
 
 
 class GradientOracle:
-    """Wraps a gradient callback: validates and counts its outputs."""
+    """Wraps a gradient callback: validates its first output (shape, library, dtype, device)
+    before anything uses it, and counts evaluations."""
 
     def __init__(self, grad, like, name="grad"):
-        self.grad, self.like, self.name, self.count = grad, like, name, 0
+        self.grad, self.name, self.count = checked(grad, like, name), name, 0
 
     def __call__(self, x):
         self.count += 1
-        g = check_callback_output(self.grad(x), self.like, self.name)
-        return guard_finite(array_namespace(g), g, f"the output of {self.name}", self.count)
+        return self.grad(x)
 
 
 def prepare(grad, x0, rtol, atol, max_steps):
@@ -27,13 +32,46 @@ def prepare(grad, x0, rtol, atol, max_steps):
             MAX_STEPS_WITHOUT_LIMIT if max_steps is None else max_steps)
 
 
+def step_parameter(value, name, x0, *, low, high=None):
+    """A step size or momentum: a number, or one per row of a batched ``x0`` (shape (n,)).
+    Numbers are returned as floats; per-row values (validated on the host) as an (n, 1) array
+    of x0's library, dtype and device, so that row i of an update uses value i exactly as a
+    single run with that number would."""
+    rule = f"finite and > {low:g}" if high is None else f"in [{low:g}, {high:g})"
+    if not is_array_api_obj(value) or getattr(value, "ndim", 0) == 0:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+        ok = math.isfinite(v) and (v > low if high is None else low <= v < high)
+        if not ok:
+            raise ValueError(f"{name} must be {rule}, got {value!r}")
+        return v
+    host = np.asarray(value.detach().cpu().numpy() if is_torch_array(value) else value,
+                      dtype=np.float64)
+    if x0.ndim != 2 or host.shape != (x0.shape[0],):
+        raise ValueError(f"{name} must be a number or have shape ({x0.shape[0] if x0.ndim == 2 else 'n'},)"
+                         f" (one per row of a batched x0), got shape {host.shape}")
+    ok = np.isfinite(host) & ((host > low) if high is None else (host >= low) & (host < high))
+    if not ok.all():
+        raise ValueError(f"{name} must be {rule} for every row, got {host[~ok][0]!r}")
+    xp = array_namespace(x0)
+    return xp.asarray(host, dtype=x0.dtype, device=device(x0))[:, None]
+
+
 def finish(xp, oracle, x, steps, status, rec, last_grad_norm=None):
     """Build the result. Unless the final point's gradient norm is known, one more gradient is
-    evaluated for ``residual_norm`` (counted in evaluations, not in steps)."""
+    evaluated for ``residual_norm`` (counted in evaluations, not in steps). The returned point
+    is scanned for NaN/Inf once (the norms read every step catch the rest)."""
+    o = ops(xp)
     if last_grad_norm is None:
-        last_grad_norm = float(xp.max(norm(xp, oracle(x))))
+        g = o.plain(oracle(x))
+        last_grad_norm = to_host(o.norm(g) if x.ndim == 1 else xp.max(o.norm(g)))
+        raise_if_not_finite(last_grad_norm, f"the output of {oracle.name}", steps + 1)
         if rec is not None:
             rec.record(x, last_grad_norm)
+    if not to_host(o.all(o.isfinite(o.plain(x)))):
+        raise_if_not_finite(float("nan"), "the iterate", steps)
     return SolverResult(x=x, steps=steps, residual_norm=last_grad_norm, status=status,
                         evaluations={"grad": oracle.count}, history=rec)
 
@@ -41,15 +79,32 @@ def finish(xp, oracle, x, steps, status, rec, last_grad_norm=None):
 def first_order_loop(grad, x0, *, step_size, momentum, max_steps, rtol, atol, history):
     """x₀ = y₀; x_{k+1} = y_k − s∇f(y_k); y_{k+1} = x_{k+1} + q(x_{k+1} − x_k).
     Stops at y_k when ‖∇f(y_k)‖ ≤ max(atol, rtol‖∇f(y₀)‖), returning y_k. The history holds
-    (x_k, ‖∇f(y_k)‖) for each step, then the returned point with its own gradient norm."""
+    (x_k, ‖∇f(y_k)‖) for each step, then the returned point with its own gradient norm.
+    ``step_size`` and ``momentum`` are numbers or one per row (see :func:`step_parameter`).
+
+    A batch x0 of shape (n, d) is n independent problems: each row stops by the same rule
+    with its own tolerance and is frozen from then on, so row i ends exactly where the run of
+    row i alone ends; ``row_steps`` and ``row_status`` give each row's outcome, ``steps`` the
+    most evaluations, ``residual_norm`` the largest final gradient norm (a float).
+
+    The gradient norm read each step (one host read) is also the finiteness test: a NaN or
+    Inf in ∇f, or an iterate that overflowed, shows there."""
     xp, oracle, rtol, atol, max_steps = prepare(grad, x0, rtol, atol, max_steps)
-    s = check_positive(step_size, "step_size")
-    rec = History() if history else None
+    s = step_parameter(step_size, "step_size", x0, low=0.0)
+    momentum = step_parameter(momentum, "momentum", x0, low=0.0, high=1.0)
+    accelerated = not (isinstance(momentum, float) and momentum == 0.0)
+    run = _vector_loop if x0.ndim == 1 else _rows_loop
+    return run(xp, ops(xp), oracle, x0, s, momentum, accelerated, max_steps, rtol, atol,
+               History() if history else None)
+
+
+def _vector_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
     x = y = x0
     tol = None
     for k in range(max_steps):
         g = oracle(y)
-        gnorm = float(xp.max(norm(xp, g)))
+        gnorm = to_host(o.norm(o.plain(g)))
+        raise_if_not_finite(gnorm, f"the output of {oracle.name}", k + 1)
         if tol is None:
             tol = max(atol, rtol * gnorm)
         if gnorm <= tol:
@@ -58,7 +113,47 @@ def first_order_loop(grad, x0, *, step_size, momentum, max_steps, rtol, atol, hi
             return finish(xp, oracle, y, k + 1, Status.CONVERGED, rec, gnorm)
         if rec is not None:
             rec.record(x, gnorm)
-        x_new = guard_finite(xp, y - s * g, "the iterate", k + 1)
-        y = x_new + momentum * (x_new - x) if momentum else x_new
+        x_new = y - s * g
+        y = x_new + momentum * (x_new - x) if accelerated else x_new
         x = x_new
     return finish(xp, oracle, x, max_steps, Status.MAX_STEPS, rec)
+
+
+def _rows_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
+    """The iteration of :func:`_vector_loop` on independent rows, converged rows frozen."""
+    n = x0.shape[0]
+    x = y = x0
+    tol = None
+    done = np.zeros(n, dtype=bool)
+    row_steps = np.full(n, max_steps)
+    stop_norm = np.zeros(n)
+    for k in range(max_steps):
+        g = oracle(y)
+        gn = np.atleast_1d(to_host(o.norm(o.plain(g))))
+        raise_if_not_finite(float(gn[~done].max()), f"the output of {oracle.name}", k + 1)
+        if tol is None:
+            tol = np.maximum(atol, rtol * gn)
+        newly = ~done & (gn <= tol)
+        if newly.any():
+            done |= newly
+            row_steps[newly] = k + 1
+            stop_norm[newly] = gn[newly]
+        if rec is not None:
+            rec.record(x, float(gn.max()))
+        if done.all():
+            break
+        frozen = xp.asarray(done, device=device(x0))[:, None]
+        x_new = y - s * g
+        y_new = x_new + momentum * (x_new - x) if accelerated else x_new
+        # a converged row keeps its y (the point it returns) and its x
+        x = o.where(frozen, x, x_new) if done.any() else x_new
+        y = o.where(frozen, y, y_new) if done.any() else y_new
+    out = o.where(xp.asarray(done, device=device(x0))[:, None], y, x) if done.any() else x
+    last = None
+    if done.all():
+        last = float(stop_norm.max())
+    result = finish(xp, oracle, out, int(row_steps.max()),
+                    Status.CONVERGED if done.all() else Status.MAX_STEPS, rec, last)
+    result.row_steps = row_steps
+    result.row_status = tuple(Status.CONVERGED if d else Status.MAX_STEPS for d in done)
+    return result

@@ -46,7 +46,11 @@ class SolverResult:
     x: the solution; steps: steps taken (gradient evaluations for GD/Nesterov, matrix-vector
     products for CG, Newton iterations for Newton-CG); residual_norm: the final residual norm
     (a float, or an array of one per task when batched); status: a :class:`Status`;
-    evaluations: counts of callback evaluations by kind; history: a :class:`History` or None."""
+    evaluations: counts of callback evaluations by kind; history: a :class:`History` or None.
+    For CG on a batch of independent rows (rhs of shape (n, d)): row_steps, the steps each row
+    took (a NumPy int array), and row_status, each row's :class:`Status` (a tuple); ``steps``
+    is then their maximum and ``status`` BREAKDOWN if any row broke down, CONVERGED if all
+    converged, MAX_STEPS otherwise. None for unbatched runs and for the optimizers."""
 
     x: Any
     steps: int
@@ -54,6 +58,8 @@ class SolverResult:
     status: Status
     evaluations: dict = field(default_factory=dict)
     history: History | None = None
+    row_steps: Any = None
+    row_status: tuple | None = None
 
     @property
     def converged(self) -> bool:

@@ -8,14 +8,15 @@ information, written through the same inner solver as iMAML.
 """
 from __future__ import annotations
 
-from solvers._common import array_namespace, norm
-from solvers.imaml import MetaGradientResult, implicit_gradient_at, inner_solve
+from solvers._common import array_namespace
+from solvers.imaml import MetaGradientResult, _norms, implicit_gradient_at, inner_solve
+from solvers.protocol import checked_task
 
 __all__ = ["fomaml_meta_gradient", "reptile_direction"]
 
 
 def fomaml_meta_gradient(task, theta, *, inner_steps, inner="nesterov", warm_start="theta",
-                         inner_step_size=None, inner_momentum=None, newton_cg_steps=5,
+                         inner_step_size=None, inner_momentum=None, newton_cg_steps=None,
                          history=False) -> MetaGradientResult:
     """First-order MAML: g = ∇L(φ) with φ from :func:`solvers.inner_solve` (same options as
     :func:`solvers.imaml_meta_gradient`). Computed as iMAML with ``cg_steps=0`` and
@@ -30,7 +31,7 @@ def fomaml_meta_gradient(task, theta, *, inner_steps, inner="nesterov", warm_sta
 
 
 def reptile_direction(task, theta, *, inner_steps, inner="nesterov", warm_start="theta",
-                      inner_step_size=None, inner_momentum=None, newton_cg_steps=5,
+                      inner_step_size=None, inner_momentum=None, newton_cg_steps=None,
                       history=False) -> MetaGradientResult:
     """Reptile's meta-update direction θ − φ with φ from :func:`solvers.inner_solve` (same
     options as :func:`solvers.imaml_meta_gradient`). Method 'reptile'; ``gradient`` holds
@@ -43,16 +44,18 @@ def reptile_direction(task, theta, *, inner_steps, inner="nesterov", warm_start=
                                inner_momentum=inner_momentum, newton_cg_steps=newton_cg_steps,
                                history=history)
     xp = array_namespace(theta)
-    lam = float(task.lam)
+    view = checked_task(task, theta)
+    lam = view.lam_rows
     phi = inner_result.x
     direction = theta - phi
-    v = task.outer_grad(phi)
+    v = view.outer_grad(phi)
     scaled = lam * direction
-    residual = v - scaled - task.inner_hvp(phi, scaled) / lam
+    residual = v - scaled - view.inner_hvp(phi, scaled) / lam
     evals = {"inner_grad": inner_result.steps, "hvp": inner_result.evaluations.get("hvp", 0),
              "outer_grad": 0}
+    stationarity, cg_residual, outer_grad_norm = _norms(
+        xp, view.inner_grad(phi) + lam * (phi - theta), residual, v)
     return MetaGradientResult(
-        gradient=direction, phi=phi, inner=inner_result, cg=None,
-        stationarity=float(norm(xp, task.inner_grad(phi) + lam * (phi - theta))),
-        cg_residual=float(norm(xp, residual)), outer_grad_norm=float(norm(xp, v)),
-        evaluations=evals, method="reptile")
+        gradient=direction, phi=phi, inner=inner_result, cg=None, stationarity=stationarity,
+        cg_residual=cg_residual, outer_grad_norm=outer_grad_norm, evaluations=evals,
+        method="reptile")

@@ -1,23 +1,24 @@
-"""iMAML's approximate implicit meta-gradient (Algorithm 2, Eq. 7)."""
+"""iMAML's approximate implicit meta-gradient (Algorithm 2, Eq. 7), for one task or a stack."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from solvers._common import array_namespace, check_callback_output, norm
+from solvers._common import array_namespace, check_callback_output, ops, to_host
 from solvers._result import SolverResult
 from solvers.cg import cg
 from solvers.gradient_descent import gradient_descent
 from solvers.nesterov import nesterov
 from solvers.newton_cg import newton_cg
-from solvers.protocol import check_task
-from validation import check_array, check_steps
+from solvers.protocol import check_task, checked_task, curvature_bounds, momentum_for
+from validation import check_array, check_positive, check_steps
 
 __all__ = ["imaml_meta_gradient", "implicit_gradient_at", "MetaGradientResult", "inner_solve",
-           "default_step_sizes", "INNER_SOLVERS"]
+           "default_step_sizes", "INNER_SOLVERS", "NEWTON_CG_STEPS"]
 
 INNER_SOLVERS = ("nesterov", "gd", "newton_cg")
+#: CG steps per Newton iteration of iMAML-HF when no tolerance drives them (Appendix F.2)
+NEWTON_CG_STEPS = 5
 
 
 @dataclass
@@ -28,44 +29,61 @@ class MetaGradientResult:
     solver's :class:`SolverResult`. cg: CG's result on (I + H(φ)/λ)g = ∇L(φ) (None for methods
     without a linear solve). stationarity: ‖∇_φG(φ, θ)‖ at the returned φ. cg_residual: the true
     residual ‖∇L(φ) − (I + H(φ)/λ)g‖. outer_grad_norm: ‖∇L(φ)‖. evaluations: total counts of
-    inner gradients, Hessian-vector products and outer gradients used (diagnostics excluded).
-    method: which estimator produced it."""
+    inner gradients, Hessian-vector products and outer gradients used (diagnostics excluded;
+    for a stack each call serves every task). method: which estimator produced it.
+
+    For one task the three norms are floats. For a stack of n tasks (θ of shape (n, d)) they
+    are arrays of shape (n,) in θ's library and device (row i for task i), and
+    ``cg.row_status`` / ``cg.row_steps`` give CG's status and steps per task."""
 
     gradient: Any
     phi: Any
     inner: SolverResult | None
     cg: SolverResult | None
-    stationarity: float
-    cg_residual: float
-    outer_grad_norm: float
+    stationarity: Any
+    cg_residual: Any
+    outer_grad_norm: Any
     evaluations: dict = field(default_factory=dict)
     method: str = "imaml"
 
 
 def default_step_sizes(task, inner, step_size, momentum):
     """(step size, momentum) of an inner solver: the given values, or 1/β and (√κ−1)/(√κ+1)
-    from the task's ``curvature_bounds()`` (momentum only for 'nesterov')."""
+    from the task's ``curvature_bounds()`` (momentum only for 'nesterov'; arrays of one per
+    task for a stack whose bounds are per task). The bounds are validated: finite, 0 < μ ≤ β."""
     if step_size is not None and (momentum is not None or inner != "nesterov"):
-        return float(step_size), (None if momentum is None else float(momentum))
-    bounds = getattr(task, "curvature_bounds", None)
-    if bounds is None:
+        return step_size, momentum
+    if getattr(task, "curvature_bounds", None) is None:
         raise ValueError(f"inner_step_size{' and inner_momentum' if inner == 'nesterov' else ''} "
                          f"must be given: the task has no curvature_bounds() to derive them from")
-    beta, mu = bounds()
-    sqrt_kappa = math.sqrt(beta / mu)
-    return (1.0 / beta if step_size is None else float(step_size),
-            (sqrt_kappa - 1) / (sqrt_kappa + 1) if momentum is None else float(momentum))
+    beta, mu = curvature_bounds(task)
+    return (1.0 / beta if step_size is None else step_size,
+            momentum_for(beta, mu) if momentum is None else momentum)
+
+
+def _tolerance(value, name):
+    return None if value is None else check_positive(value, name)
 
 
 def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta",
-                inner_step_size=None, inner_momentum=None, newton_cg_steps=5, rtol=0.0,
+                inner_step_size=None, inner_momentum=None, newton_cg_steps=None, rtol=0.0,
                 atol=0.0, history=False) -> SolverResult:
     """Approximately minimize G(φ, θ) = L̂(φ) + (λ/2)‖φ − θ‖² over φ from φ₀ = θ
     (``warm_start='theta'``) or φ₀ = 0 (``'zero'``) with ``inner_steps`` steps of ``inner``:
-    'nesterov' (docs/mathematics.md §3 variant; default step 1/β and momentum (√κ−1)/(√κ+1)), 'gd' (default
-    step 1/β) or 'newton_cg' (``inner_steps`` Newton iterations of ``newton_cg_steps`` CG steps)."""
+    'nesterov' (docs/mathematics.md §3 variant; default step 1/β and momentum (√κ−1)/(√κ+1)),
+    'gd' (default step 1/β) or 'newton_cg' (``inner_steps`` Newton iterations of
+    ``newton_cg_steps`` CG steps, default 5).
+
+    Stopping: after ``inner_steps`` steps, or earlier once ‖∇_φG‖ ≤ max(atol, rtol·‖∇_φG(φ₀)‖)
+    (then ``inner_steps`` may be None: no cap but the solver's own). Tolerance-driven Newton-CG
+    runs each inner CG until its residual is at most half of that target (capped at
+    ``newton_cg_steps`` when given), so on a quadratic one Newton iteration meets it.
+
+    θ of shape (n, d) with a stack of n tasks solves all of them at once (first-order step
+    sizes then per task; Newton-CG with a line search per task). The task's ``inner_grad`` output is validated on its first
+    call, before use."""
     check_task(task)
-    check_array(theta, "theta", ndim=1)
+    check_array(theta, "theta", ndim=(1, 2))
     if inner_steps is not None or not (rtol or atol):
         check_steps(inner_steps, "inner_steps")
     if inner not in INNER_SOLVERS:
@@ -73,11 +91,12 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
     if warm_start not in ("theta", "zero"):
         raise ValueError(f"warm_start must be 'theta' or 'zero', got {warm_start!r}")
     xp = array_namespace(theta)
-    lam = float(task.lam)
-
-    fitted = []
+    view = checked_task(task, theta)
+    lam = view.lam_rows
+    fitted = False
 
     def grad_G(phi):
+        nonlocal fitted
         if fitted:
             return task.inner_grad(phi) + lam * (phi - theta)
         # first call: θ must fit the task (length, library, dtype, device); solvers see the task
@@ -86,17 +105,22 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
             out = task.inner_grad(phi)
         except (TypeError, ValueError, RuntimeError) as err:
             raise type(err)(f"theta does not fit the task: task.inner_grad(theta) raised: {err}") from err
-        check_callback_output(out, theta, "task.inner_grad(theta)")
-        fitted.append(True)
+        check_callback_output(out, theta, "task.inner_grad")
+        fitted = True
         return out + lam * (phi - theta)
 
     phi0 = theta if warm_start == "theta" else xp.zeros_like(theta)
     common = dict(max_steps=inner_steps, rtol=rtol, atol=atol, history=history)
     if inner == "newton_cg":
-        check_steps(newton_cg_steps, "newton_cg_steps")
-        return newton_cg(lambda p: task.inner_loss(p) + 0.5 * lam * xp.sum((p - theta) ** 2),
-                         grad_G, lambda p, v: task.inner_hvp(p, v) + lam * v, phi0,
-                         cg_steps=newton_cg_steps, **common)
+        driven = bool(rtol or atol)
+        cg_steps = newton_cg_steps if newton_cg_steps is not None else (
+            None if driven else NEWTON_CG_STEPS)
+        if cg_steps is not None:
+            check_steps(cg_steps, "newton_cg_steps")
+        lam_sum = view.lam
+        return newton_cg(lambda p: task.inner_loss(p) + 0.5 * lam_sum * xp.sum((p - theta) ** 2, axis=-1),
+                         grad_G, lambda p, v: view.inner_hvp(p, v) + lam * v, phi0,
+                         cg_steps=cg_steps, cg_rtol=rtol / 2, cg_atol=atol / 2, **common)
     step, momentum = default_step_sizes(task, inner, inner_step_size, inner_momentum)
     if inner == "gd":
         return gradient_descent(grad_G, phi0, step_size=step, **common)
@@ -105,44 +129,64 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
 
 def imaml_meta_gradient(task, theta, *, inner_steps, cg_steps, inner="nesterov",
                         warm_start="theta", cg_start="zero", inner_step_size=None,
-                        inner_momentum=None, newton_cg_steps=5, history=False,
-                        on_breakdown="raise") -> MetaGradientResult:
+                        inner_momentum=None, newton_cg_steps=None, history=False,
+                        on_breakdown="raise", inner_tol=None, cg_tol=None) -> MetaGradientResult:
     """Algorithm 2 of iMAML: an approximate inner solve φ ≈ Alg*(θ) (see :func:`inner_solve`),
     then ``cg_steps`` steps of CG on (I + H(φ)/λ) g = ∇L(φ) from g₀ = 0 (``cg_start='zero'``) or
     g₀ = ∇L(φ) (``'gradient'``; with 0 CG steps this is first-order MAML).
 
-    Sees the task only through the task protocol. CG breakdown (I + H(φ)/λ not positive
-    definite) raises, or with ``on_breakdown='return'`` is reported in ``result.cg.status``.
+    Fixed work (the paper's form): ``inner_steps`` and ``cg_steps``. Accuracy-driven: with
+    ``inner_tol`` the inner solver stops once ‖∇_φG(φ, θ)‖ ≤ inner_tol, with ``cg_tol`` CG stops
+    once its residual is ≤ cg_tol; the step counts are then caps (None: the solvers' own). By
+    docs/mathematics.md §5a the result is then within (λρB/μ² + λL/μ)·inner_tol/μ +
+    (λ/μ)·cg_tol of the exact meta-gradient (theory.bounds.meta_gradient_tolerances turns an
+    accuracy ε into the two tolerances; verify.accurate.accurate_meta_gradient does it all).
+
+    θ of shape (n, d) with a stack of n tasks (a batched task, e.g. a stacked
+    theory.QuadraticTask) gives n meta-gradients (n, d) at once, with per-task diagnostics.
+
+    Sees the task only through the task protocol, each callback's output validated on its first
+    call before use. CG breakdown (I + H(φ)/λ not positive definite) raises, or with
+    ``on_breakdown='return'`` is reported in ``result.cg.status`` (per task: ``row_status``).
     """
     if cg_start not in ("zero", "gradient"):
         raise ValueError(f"cg_start must be 'zero' or 'gradient', got {cg_start!r}")
-    check_steps(cg_steps, "cg_steps")
+    inner_tol, cg_tol = _tolerance(inner_tol, "inner_tol"), _tolerance(cg_tol, "cg_tol")
+    if cg_tol is None or cg_steps is not None:
+        check_steps(cg_steps, "cg_steps")
     inner_result = inner_solve(task, theta, inner_steps=inner_steps, inner=inner,
                                warm_start=warm_start, inner_step_size=inner_step_size,
                                inner_momentum=inner_momentum, newton_cg_steps=newton_cg_steps,
-                               history=history)
+                               atol=inner_tol or 0.0, history=history)
     return implicit_gradient_at(task, theta, inner_result, cg_steps=cg_steps, cg_start=cg_start,
-                                history=history, on_breakdown=on_breakdown)
+                                history=history, on_breakdown=on_breakdown, cg_tol=cg_tol)
 
 
 def implicit_gradient_at(task, theta, inner_result, *, cg_steps, cg_start="zero",
-                         history=False, on_breakdown="raise", method="imaml"):
-    """The CG half of Algorithm 2 at a given inner result (shared by first-order MAML)."""
-    check_steps(cg_steps, "cg_steps")
+                         history=False, on_breakdown="raise", method="imaml", cg_tol=None):
+    """The CG half of Algorithm 2 at a given inner result (shared by first-order MAML):
+    ``cg_steps`` steps of CG (or, with ``cg_tol``, until the residual is ≤ cg_tol, ``cg_steps``
+    then a cap) on (I + H(φ)/λ) g = ∇L(φ). ``outer_grad`` and ``inner_hvp`` are validated
+    against θ on their first call, before any arithmetic uses them."""
+    cg_tol = _tolerance(cg_tol, "cg_tol")
+    if cg_tol is None or cg_steps is not None:
+        check_steps(cg_steps, "cg_steps")
+    check_array(theta, "theta", ndim=(1, 2))
     xp = array_namespace(theta)
-    lam = float(task.lam)
+    view = checked_task(task, theta)
+    lam = view.lam_rows
     phi = inner_result.x
-    v = task.outer_grad(phi)
+    v = view.outer_grad(phi)
 
     def matvec(w):
-        return w + task.inner_hvp(phi, w) / lam
+        return w + view.inner_hvp(phi, w) / lam
 
     g0 = v if cg_start == "gradient" else None
-    cg_result = cg(matvec, v, x0=g0, max_steps=cg_steps, rtol=0.0, atol=0.0, history=history,
-                   on_breakdown=on_breakdown)
+    cg_result = cg(matvec, v, x0=g0, max_steps=cg_steps, rtol=0.0, atol=cg_tol or 0.0,
+                   history=history, on_breakdown=on_breakdown)
     g = cg_result.x
-    stationarity = float(norm(xp, task.inner_grad(phi) + lam * (phi - theta)))
-    cg_residual = float(norm(xp, v - matvec(g)))
+    stationarity, cg_residual, outer_grad_norm = _norms(
+        xp, view.inner_grad(phi) + lam * (phi - theta), v - matvec(g), v)
     # work of the method only: one inner gradient per inner step (newton_cg: per iteration),
     # the final-residual gradient of the inner solver is a diagnostic and is not counted
     evals = {"inner_grad": inner_result.steps,
@@ -152,5 +196,14 @@ def implicit_gradient_at(task, theta, inner_result, *, cg_steps, cg_start="zero"
              "outer_grad": 1}
     return MetaGradientResult(gradient=g, phi=phi, inner=inner_result, cg=cg_result,
                               stationarity=stationarity, cg_residual=cg_residual,
-                              outer_grad_norm=float(norm(xp, v)), evaluations=evals,
+                              outer_grad_norm=outer_grad_norm, evaluations=evals,
                               method=method)
+
+
+def _norms(xp, *arrays):
+    """Row norms of diagnostics: floats (one host read) for one task, (n,) arrays for a stack."""
+    o = ops(xp)
+    norms = [o.norm(o.plain(a)) for a in arrays]
+    if arrays[0].ndim == 1:
+        return tuple(to_host(*norms))
+    return tuple(norms)

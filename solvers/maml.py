@@ -24,7 +24,7 @@ import math
 import numpy as np
 from array_api_compat import is_torch_array
 
-from solvers._common import guard_finite, norm
+from solvers._common import check_callback_output, norm, raise_if_not_finite, to_host
 from solvers._result import SolverResult, Status
 from solvers.gradient_descent import gradient_descent
 from solvers.imaml import MetaGradientResult, default_step_sizes
@@ -50,7 +50,7 @@ class _Bridge:
         if backward == "autograd" and self.numpy_in:
             raise ValueError("backward='autograd' needs torch input: a NumPy-backed task's "
                              "inner_grad is not differentiable by torch; use 'protocol'")
-        self.mode, self.task = backward, task
+        self.mode, self.task, self.seen = backward, task, set()
         self.theta = torch.from_numpy(np.array(theta)) if self.numpy_in else theta.detach()
 
     def to_task(self, x):
@@ -62,10 +62,19 @@ class _Bridge:
     def to_caller(self, x):
         return self.to_task(x)
 
+    def call(self, name, x, *more):
+        """task.<name>(x, *more) in the task's own arrays; its first answer is validated
+        (shape, library, dtype, device of its last argument) before anything uses it."""
+        out = getattr(self.task, name)(x, *more)
+        if name not in self.seen:
+            check_callback_output(out, (x, *more)[-1], f"task.{name}")
+            self.seen.add(name)
+        return out
+
     def inner_grad(self, phi):
         if self.mode == "protocol":
             return _protocol_gradient_class().apply(phi, self)
-        g = self.task.inner_grad(phi)
+        g = self.call("inner_grad", phi)
         if phi.requires_grad and not g.requires_grad:
             raise TypeError("task.inner_grad returned a tensor that autograd cannot "
                             "differentiate; use backward='protocol' (the task's inner_hvp)")
@@ -83,13 +92,13 @@ def _protocol_gradient_class():
         def forward(ctx, phi, bridge):
             ctx.bridge = bridge
             ctx.save_for_backward(phi)
-            return bridge.from_task(bridge.task.inner_grad(bridge.to_task(phi))).clone()
+            return bridge.from_task(bridge.call("inner_grad", bridge.to_task(phi))).clone()
 
         @staticmethod
         def backward(ctx, upstream):
             (phi,) = ctx.saved_tensors
             b = ctx.bridge
-            return b.from_task(b.task.inner_hvp(b.to_task(phi), b.to_task(upstream))).clone(), None
+            return b.from_task(b.call("inner_hvp", b.to_task(phi), b.to_task(upstream))).clone(), None
 
     return ProtocolGradient
 
@@ -105,7 +114,14 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
         raise ValueError(f"backprop_steps must be <= inner_steps = {K}, got {T}")
     if backward not in BACKWARD_MODES:
         raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
+    if getattr(task, "batched", False) or not isinstance(getattr(task, "lam", 0.0), (int, float)):
+        raise ValueError("MAML differentiates through one task's inner loop: give a single task "
+                         "(not a stack of tasks)")
     alpha = default_step_sizes(task, "gd", step_size, None)[0]
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise TypeError(f"step_size must be a real number, got {type(step_size).__name__}") from None
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
     bridge = _Bridge(task, theta, backward)
@@ -121,14 +137,17 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
         if T < K:
             # the first K − T steps are not differentiated: φ_{K−T} is a constant of the backward
             with torch.no_grad():
-                head = gradient_descent(lambda p: bridge.from_task(task.inner_grad(
-                    bridge.to_task(p))) + lam * (p - theta_c), theta_c, step_size=alpha,
+                head = gradient_descent(lambda p: bridge.from_task(bridge.call(
+                    "inner_grad", bridge.to_task(p))) + lam * (p - theta_c), theta_c, step_size=alpha,
                     max_steps=K - T)
             start, status = head.x.detach(), head.status
         phi_K = start
         for k in range(T):  # the differentiated steps (no extra diagnostic gradient in the graph)
-            phi_K = guard_finite(torch, phi_K - alpha * grad_G(phi_K), "the iterate", k + 1)
-        v = bridge.from_task(task.outer_grad(bridge.to_task(phi_K)))
+            phi_K = phi_K - alpha * grad_G(phi_K)
+        # one finiteness test of the last iterate (NaN and Inf propagate through the steps)
+        # (on the detached value: a diagnostic must not add to what autograd saves)
+        raise_if_not_finite(to_host(torch.linalg.vector_norm(phi_K.detach())), "the iterate", K)
+        v = bridge.from_task(bridge.call("outer_grad", bridge.to_task(phi_K)))
         if phi_K.requires_grad:
             (g,) = torch.autograd.grad(phi_K, theta_t, grad_outputs=v, allow_unused=True)
             g = torch.zeros_like(theta_c) if g is None else g
@@ -138,16 +157,17 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
     gradient, phi_out = bridge.to_caller(g), bridge.to_caller(phi)
     # diagnostics (not counted as work): stationarity ‖∇G(φ_K, θ)‖ and the implicit system's
     # residual ‖∇L(φ) − (I + H(φ)/λ)g‖ at MAML's own φ_K and g
-    grad_inner = bridge.from_task(task.inner_grad(bridge.to_task(phi)))
-    stationarity = float(torch.linalg.vector_norm(grad_inner + lam * (phi - theta_c)))
-    hv = bridge.from_task(task.inner_hvp(phi_out, gradient))
-    cg_residual = float(torch.linalg.vector_norm(v.detach() - g.detach() - hv / lam))
+    grad_inner = bridge.from_task(bridge.call("inner_grad", bridge.to_task(phi)))
+    hv = bridge.from_task(bridge.call("inner_hvp", phi_out, gradient))
+    stationarity, cg_residual, outer_grad_norm = to_host(
+        norm(torch, grad_inner + lam * (phi - theta_c)), norm(torch, v.detach() - g.detach() - hv / lam),
+        norm(torch, v.detach()))
     inner = SolverResult(x=phi_out, steps=K, residual_norm=stationarity, status=status,
                          evaluations={"grad": K})
     evals = {"inner_grad": K, "hvp": T, "outer_grad": 1}
     return MetaGradientResult(gradient=gradient, phi=phi_out, inner=inner, cg=None,
                               stationarity=stationarity, cg_residual=cg_residual,
-                              outer_grad_norm=float(norm(torch, v.detach())), evaluations=evals,
+                              outer_grad_norm=outer_grad_norm, evaluations=evals,
                               method=method)
 
 

@@ -13,10 +13,8 @@ def nesterov(grad, x0, *, step_size, momentum, max_steps=None, rtol=0.0, atol=0.
 
     Lemma 2's guarantee holds with step_size = 1/β and momentum = (√κ−1)/(√κ+1). Stops at y_k
     when ‖∇f(y_k)‖ ≤ max(atol, rtol·‖∇f(y₀)‖), or returns x after ``max_steps`` gradient
-    evaluations. ``steps`` counts gradient evaluations; ``history.iterates[k]`` is x_k.
+    evaluations. ``steps`` counts gradient evaluations; ``history.iterates[k]`` is x_k. For a
+    batch x0 of shape (n, d), ``step_size`` and ``momentum`` may be one per row (shape (n,)).
     """
-    q = float(momentum)
-    if not (0.0 <= q < 1.0):
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    return first_order_loop(grad, x0, step_size=step_size, momentum=q, max_steps=max_steps,
+    return first_order_loop(grad, x0, step_size=step_size, momentum=momentum, max_steps=max_steps,
                             rtol=rtol, atol=atol, history=history)

@@ -1,17 +1,21 @@
 """The Hessian-free (Newton-CG) inner solver of iMAML-HF (Appendix F.2)."""
 from __future__ import annotations
 
-from solvers._common import check_callback_output, dot, guard_finite, norm
-from solvers._optimizer import GradientOracle, prepare
+import numpy as np
+from array_api_compat import device
+
+from solvers._common import checked, ops, raise_if_not_finite, to_host
+from solvers._optimizer import prepare
 from solvers._result import History, SolverResult, Status
 from solvers.cg import cg
-from validation import check_steps
+from validation import check_positive, check_steps
 
 __all__ = ["newton_cg"]
 
 
 def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, atol=0.0,
-              armijo=1e-4, backtrack=0.5, max_backtracks=40, history=False) -> SolverResult:
+              cg_rtol=0.0, cg_atol=0.0, armijo=1e-4, backtrack=0.5, max_backtracks=40,
+              history=False) -> SolverResult:
     """Hessian-free Newton: at each of ``max_steps`` iterations, ``cg_steps`` steps of CG on
     ∇²f(x) d = −∇f(x) (matrix-free through ``hvp(x, v)``) give a direction, then a backtracking
     (Armijo) line search on ``objective`` picks the step. Defaults follow Appendix F.2: 5 CG
@@ -26,10 +30,29 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
     condition; one more gradient evaluation, reused as the next gradient when accepted), so the
     iteration reaches the rounding level of x rather than stalling at ‖∇f‖ ~ √eps.
     ``steps`` counts Newton iterations.
+
+    Inexact Newton: with ``cg_rtol`` or ``cg_atol`` > 0, each inner CG stops once its residual
+    ‖∇²f(x)d + ∇f(x)‖ is at most max(cg_atol, cg_rtol·‖∇f(x)‖) (a forcing term, Dembo,
+    Eisenstat & Steihaug 1982), with ``cg_steps`` as its cap (None: 10·d). On a quadratic
+    that residual is ∇f at the next point, so one iteration with ``cg_atol`` = atol meets the
+    stopping rule. With both 0 (the default) CG takes exactly ``cg_steps`` steps.
+
+    A batch x0 of shape (n, d) (n independent problems: ``objective`` returns n values,
+    ``grad`` and ``hvp`` act row by row) runs one batched CG per iteration and a line search
+    per row (each row its own step t); the run stops when every row meets the tolerance or has
+    stalled (status STALLED if any row stalled and not all converged). A stalled row is frozen.
+
+    The gradient norm read at every iteration is also its finiteness test (a NaN or Inf in
+    ∇f or in an iterate shows there); ``hvp``'s output is validated on its first call.
     """
     xp, oracle, rtol, atol, max_steps = prepare(grad, x0, rtol, atol, max_steps)
-    if x0.ndim != 1:
-        raise ValueError(f"x0 must be a vector for newton_cg, got shape {tuple(x0.shape)}")
+    cg_rtol = check_positive(cg_rtol, "cg_rtol", allow_zero=True)
+    cg_atol = check_positive(cg_atol, "cg_atol", allow_zero=True)
+    if cg_steps is None:
+        if cg_rtol == cg_atol == 0.0:
+            raise ValueError("no stopping rule for the inner CG: give cg_steps, or cg_rtol > 0 "
+                             "or cg_atol > 0")
+        cg_steps = 10 * x0.shape[-1]
     cg_steps = check_steps(cg_steps, "cg_steps")
     if not (0 < armijo < 1 and 0 < backtrack < 1):
         raise ValueError(f"need 0 < armijo < 1 and 0 < backtrack < 1, got {armijo!r}, {backtrack!r}")
@@ -37,15 +60,37 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
 
     def f(x):
         counts["objective"] += 1
-        return float(objective(x))
+        return to_host(objective(x))
+
+    hvp = checked(hvp, x0, "hvp")
+
+    def direction_at(x, g):
+        inner = cg(lambda v: hvp(x, v), -g, max_steps=cg_steps, rtol=cg_rtol, atol=cg_atol,
+                   on_breakdown="return")
+        counts["hvp"] += inner.evaluations["matvec"]
+        return inner
 
     # relative change of f below which f's values are rounding noise (Hager & Zhang's ε_k)
     f_resolution = float(xp.finfo(x0.dtype).eps) ** 0.5
-    rec = History() if history else None
+    run = _newton_vector if x0.ndim == 1 else _newton_rows
+    x, steps, gnorm, status, rec = run(
+        xp, ops(xp), f, oracle, direction_at, x0, max_steps=max_steps, rtol=rtol, atol=atol,
+        armijo=armijo, backtrack=backtrack, max_backtracks=max_backtracks,
+        f_resolution=f_resolution, rec=History() if history else None)
+    o = ops(xp)
+    if not to_host(o.all(o.isfinite(o.plain(x)))):
+        raise_if_not_finite(float("nan"), "the Newton-CG iterate", steps)
+    return SolverResult(x=x, steps=steps, residual_norm=gnorm, status=status,
+                        evaluations={"grad": oracle.count, **counts}, history=rec)
+
+
+def _newton_vector(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, armijo,
+                   backtrack, max_backtracks, f_resolution, rec):
     x, tol, status, steps = x0, None, Status.MAX_STEPS, 0
     g = oracle(x)
     while True:
-        gnorm = float(norm(xp, g))
+        gnorm = to_host(o.norm(o.plain(g)))
+        raise_if_not_finite(gnorm, f"the output of {oracle.name}", steps)
         tol = max(atol, rtol * gnorm) if tol is None else tol
         if rec is not None:
             rec.record(x, gnorm)
@@ -54,15 +99,9 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
             break
         if steps >= max_steps:
             break
-        here = x
-
-        def matvec(v):
-            return check_callback_output(hvp(here, v), v, "hvp")
-
-        inner = cg(matvec, -g, max_steps=cg_steps, rtol=0.0, atol=0.0, on_breakdown="return")
-        counts["hvp"] += inner.evaluations["matvec"]
+        inner = direction_at(x, g)
         direction = inner.x if inner.steps > 0 else -g
-        slope = float(dot(xp, g, direction))
+        slope = to_host(o.dot(o.plain(g), o.plain(direction)))
         f0, t, g_trial = f(x), 1.0, None
         for _ in range(max_backtracks):
             trial = x + t * direction
@@ -74,15 +113,65 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
                 # the directional derivative instead, the approximate Armijo condition of
                 # Hager & Zhang (SIAM J. Optim. 16, 2005), exact for quadratics
                 g_trial = oracle(trial)
-                if float(dot(xp, g_trial, direction)) <= (2 * armijo - 1) * slope:
+                if to_host(o.dot(o.plain(g_trial), o.plain(direction))) <= (2 * armijo - 1) * slope:
                     break
                 g_trial = None
             t *= backtrack
         else:
             status = Status.STALLED
             break
-        x = guard_finite(xp, trial, "the Newton-CG iterate", steps + 1)
+        x = trial
         steps += 1
         g = oracle(x) if g_trial is None else g_trial
-    return SolverResult(x=x, steps=steps, residual_norm=gnorm, status=status,
-                        evaluations={"grad": oracle.count, **counts}, history=rec)
+    return x, steps, gnorm, status, rec
+
+
+def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, armijo,
+                 backtrack, max_backtracks, f_resolution, rec):
+    """The same iteration on n independent rows: one batched CG, a line search per row (the
+    same tests as :func:`_newton_vector`, each row with its own t), rows that stall frozen."""
+    n = x0.shape[0]
+    x, tol, status, steps = x0, None, Status.MAX_STEPS, 0
+    stalled = np.zeros(n, dtype=bool)
+    g = oracle(x)
+    while True:
+        gn = np.atleast_1d(to_host(o.norm(o.plain(g))))
+        gnorm = float(gn.max())
+        raise_if_not_finite(gnorm, f"the output of {oracle.name}", steps)
+        tol = max(atol, rtol * gnorm) if tol is None else tol
+        if rec is not None:
+            rec.record(x, gnorm)
+        open_rows = (gn > tol) & ~stalled
+        if not open_rows.any():
+            status = Status.STALLED if stalled.any() and gnorm > tol else Status.CONVERGED
+            break
+        if steps >= max_steps:
+            break
+        inner = direction_at(x, g)
+        fallback = xp.asarray(inner.row_steps == 0, device=device(x))[:, None]
+        direction = o.where(fallback, -g, inner.x)
+        slope = np.atleast_1d(to_host(o.dot(o.plain(g), o.plain(direction))))
+        f0 = np.atleast_1d(f(x))
+        t = np.ones(n)
+        accepted = ~open_rows          # closed rows keep their point
+        new_x = x
+        for _ in range(max_backtracks):
+            t_rows = xp.asarray(t, dtype=x.dtype, device=device(x))[:, None]
+            trial = x + t_rows * direction
+            f_trial = np.atleast_1d(f(trial))
+            take = ~accepted & (f_trial <= f0 + armijo * t * slope)
+            unresolved = ~accepted & ~take & (f_trial <= f0 + f_resolution * np.abs(f0))
+            if unresolved.any():
+                slope_trial = np.atleast_1d(to_host(o.dot(o.plain(oracle(trial)), o.plain(direction))))
+                take |= unresolved & (slope_trial <= (2 * armijo - 1) * slope)
+            if take.any():
+                new_x = o.where(xp.asarray(take, device=device(x))[:, None], trial, new_x)
+                accepted |= take
+            if accepted.all():
+                break
+            t = np.where(accepted, t, t * backtrack)
+        stalled |= ~accepted
+        x = new_x
+        steps += 1
+        g = oracle(x)
+    return x, steps, gnorm, status, rec

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from solvers import (NonFiniteIterate, SolverBreakdown, Status, cg, gradient_descent,
-                     imaml_meta_gradient, inner_solve, nesterov, newton_cg)
-from theory import QuadraticTask
+from _tolerances import relative_tolerance
+from solvers import (NonFiniteIterate, SolverBreakdown, Status, cg, fomaml_meta_gradient,
+                     gradient_descent, imaml_meta_gradient, inner_solve, maml_meta_gradient,
+                     nesterov, newton_cg, reptile_direction)
+from theory import QuadraticTask, bounds
 from verify.tasks import planted_spectrum_task
 
 D = 4
@@ -220,7 +222,7 @@ def test_divergent_step_size_raises_nonfinite_iterate(method, array):
 
 
 NEWTON_CASES = [
-    ("x0 batched", dict(x0=np.ones((2, D))), ValueError, "x0 must be a vector for newton_cg"),
+    ("x0 3-d", dict(x0=np.ones((2, 1, D))), ValueError, "x0 must have 1 or 2 dimension"),
     ("armijo 0", dict(armijo=0.0), ValueError, "armijo"),
     ("backtrack 1", dict(backtrack=1.0), ValueError, "backtrack"),
     ("hvp wrong shape", dict(hvp=lambda x, v: v[:2]), ValueError, "hvp returned shape"),
@@ -302,7 +304,8 @@ def test_protocol_object_without_curvature_bounds_runs_with_given_steps(task):
 
 
 @pytest.mark.parametrize("theta,error,pattern", [
-    (np.ones((2, D)), ValueError, "theta must have 1 dimension"),
+    (np.ones((2, 3, D)), ValueError, "theta must have 1 or 2 dimension"),
+    (np.ones((2, D + 1)), ValueError, "theta does not fit the task"),
     (_with_nan(np.ones(D)), ValueError, "theta contains NaN or Inf"),
     (np.ones(D, dtype=np.int32), TypeError, "theta must have dtype"),
     (np.ones(D, dtype=np.float32), TypeError, "theta does not fit the task.*dtype float32"),
@@ -337,3 +340,165 @@ def test_meta_gradient_reports_breakdown_of_an_indefinite_hessian(task):
         imaml_meta_gradient(bad, np.ones(D), **kw)
     returned = imaml_meta_gradient(bad, np.ones(D), on_breakdown="return", **kw)
     assert returned.cg.status is Status.BREAKDOWN and np.all(np.isfinite(returned.gradient))
+
+
+# -- the probes of a newcomer: custom tasks, tolerances, empty data, grad-requiring input --------
+
+class _Misshapen(_Partial):
+    """A protocol object one of whose callbacks returns a wrong shape (or dtype)."""
+
+    def __init__(self, task, name, make):
+        super().__init__(task)
+        original = getattr(task, name)
+        setattr(self, name, lambda *args: make(original(*args)))
+
+    def curvature_bounds(self):
+        return self._task.curvature_bounds()
+
+
+WRONG_OUTPUTS = [
+    ("shape (1,)", lambda out: out[..., :1], ValueError, r"returned shape \(1,\), expected \(4,\)"),
+    ("a scalar", lambda out: out.sum(), ValueError, r"returned shape \(\), expected \(4,\)"),
+    ("float32", lambda out: out.astype(np.float32), TypeError, "has dtype float32"),
+    ("a tensor", lambda out: torch.as_tensor(out), TypeError, "is a Tensor"),
+]
+ESTIMATORS = {
+    "imaml": lambda t: imaml_meta_gradient(t, np.ones(D), inner_steps=3, cg_steps=2),
+    "fomaml": lambda t: fomaml_meta_gradient(t, np.ones(D), inner_steps=3),
+    "reptile": lambda t: reptile_direction(t, np.ones(D), inner_steps=3),
+    "imaml-hf": lambda t: imaml_meta_gradient(t, np.ones(D), inner_steps=2, cg_steps=2,
+                                              inner="newton_cg"),
+    "maml": lambda t: maml_meta_gradient(t, np.ones(D), inner_steps=3),
+}
+NEEDS = {"inner_hvp": ("imaml", "reptile", "imaml-hf", "maml"),
+         "outer_grad": tuple(ESTIMATORS), "inner_grad": tuple(ESTIMATORS)}
+
+
+@pytest.mark.parametrize("callback", ["inner_grad", "inner_hvp", "outer_grad"])
+@pytest.mark.parametrize("make,error,pattern", [pytest.param(*c[1:], id=c[0]) for c in WRONG_OUTPUTS])
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_wrong_callback_output_is_refused_before_use(task, callback, make, error, pattern,
+                                                     estimator):
+    """A custom task whose callback answers with the wrong shape (an hvp of shape (1,) used to
+    broadcast into a silently wrong meta-gradient), dtype or library is refused on that
+    callback's first answer, with an error naming it."""
+    if estimator not in NEEDS[callback]:
+        pytest.skip(f"{estimator} does not call {callback}")
+    bad = _Misshapen(task, callback, make)
+    with pytest.raises(error, match=rf"task\.{callback}.*{pattern}"):
+        ESTIMATORS[estimator](bad)
+
+
+@pytest.mark.parametrize("psd_rtol,error,pattern", [
+    (float("nan"), ValueError, "psd_rtol must be finite and >= 0"),
+    (float("inf"), ValueError, "psd_rtol must be finite and >= 0"),
+    (-1e-8, ValueError, "psd_rtol must be finite and >= 0"),
+    ("tight", TypeError, "psd_rtol must be a real number"),
+])
+def test_psd_rtol_is_validated(task, psd_rtol, error, pattern):
+    """NaN used to switch the symmetry and semidefiniteness checks off (every comparison with
+    NaN is False); now it is refused, and a tolerance that still refuses bad data is kept."""
+    with pytest.raises(error, match=pattern):
+        QuadraticTask(**_data(task), psd_rtol=psd_rtol)
+    with pytest.raises(ValueError, match="A must be symmetric"):
+        QuadraticTask(**_data(task, A=NON_SYMMETRIC), psd_rtol=1e-3)
+    assert QuadraticTask(**_data(task), psd_rtol=0.5).psd_rtol == 0.5
+
+
+@pytest.mark.parametrize("changes,pattern", [
+    (dict(A=np.zeros((0, 0)), b=np.zeros(0), A_query=np.zeros((0, 0)), b_query=np.zeros(0)),
+     r"A must not be empty, got shape \(0, 0\)"),
+    (dict(A=np.zeros((0, D, D))), r"A must not be empty, got shape \(0, 4, 4\)"),
+])
+def test_empty_task_is_refused(task, changes, pattern):
+    """d = 0 used to raise an IndexError deep inside; an empty stack likewise."""
+    with pytest.raises(ValueError, match=pattern):
+        QuadraticTask(**_data(task, **changes))
+
+
+@pytest.mark.parametrize("call,pattern", [
+    (lambda: cg(_matvec, np.zeros(0), rtol=1e-3), "rhs must not be empty"),
+    (lambda: gradient_descent(_grad, np.zeros((2, 0)), step_size=0.1, max_steps=3),
+     "x0 must not be empty"),
+    (lambda: nesterov(_grad, np.zeros(0), step_size=0.1, momentum=0.5, max_steps=3),
+     "x0 must not be empty"),
+])
+def test_solvers_refuse_empty_input(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
+
+
+class _BadBounds(_Partial):
+    def __init__(self, task, bounds):
+        super().__init__(task)
+        self._bounds = bounds
+
+    def curvature_bounds(self):
+        return self._bounds
+
+
+@pytest.mark.parametrize("bounds", [(10.0, 0.0), (10.0, -1.0), (10.0, float("nan")),
+                                    (float("inf"), 1.0), (1.0, 2.0)],
+                         ids=["mu=0", "mu<0", "mu NaN", "beta inf", "mu>beta"])
+@pytest.mark.parametrize("inner", ["nesterov", "gd"])
+def test_curvature_bounds_of_a_custom_task_are_validated(task, bounds, inner):
+    """μ ≤ 0 from a custom task's curvature_bounds() used to fail with 'math domain error'."""
+    with pytest.raises(ValueError, match=r"task.curvature_bounds\(\) must return finite "
+                                         r"\(beta, mu\) with 0 < mu <= beta"):
+        imaml_meta_gradient(_BadBounds(task, bounds), np.ones(D), inner_steps=2, cg_steps=1,
+                            inner=inner)
+    with pytest.raises(ValueError, match=r"task.curvature_bounds\(\)"):
+        maml_meta_gradient(_BadBounds(task, bounds), np.ones(D), inner_steps=2)
+
+
+@pytest.mark.parametrize("call,pattern", [
+    (lambda: bounds.cg_error_bound(-1.0, 3, 1.0), "kappa must be finite and >= 1"),
+    (lambda: bounds.cg_error_bound(float("nan"), 3, 1.0), "kappa must be finite and >= 1"),
+    (lambda: bounds.cg_error_bound(10.0, -1, 1.0), "steps must be a non-negative integer"),
+    (lambda: bounds.cg_error_bound(10.0, 3, -1.0), "initial_error must be finite and >= 0"),
+    (lambda: bounds.cg_error_bound(10.0, 3, float("nan")), "initial_error must be finite"),
+    (lambda: bounds.nesterov_distance_bound(0.5, 3, 1.0), "kappa must be finite and >= 1"),
+    (lambda: bounds.nesterov_distance_bound(float("nan"), 3, 1.0), "kappa must be finite"),
+    (lambda: bounds.nesterov_distance_bound(10.0, 2.5, 1.0), "steps must be a non-negative"),
+    (lambda: bounds.nesterov_distance_bound(10.0, 3, -2.0),
+     "initial_distance must be finite and >= 0"),
+    (lambda: bounds.nesterov_distance_bound(10.0, 3, float("inf")), "initial_distance must be"),
+])
+def test_bounds_refuse_negative_and_nan_input(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
+
+
+def test_lam_per_task_is_validated(task):
+    A = np.stack([task.A, task.A])
+    stack = dict(A=A, b=np.stack([task.b] * 2), A_query=np.stack([task.A_query] * 2),
+                 b_query=np.stack([task.b_query] * 2))
+    with pytest.raises(ValueError, match=r"lam must be a number or have shape \(2,\)"):
+        QuadraticTask(**stack, lam=np.ones(3))
+    with pytest.raises(ValueError, match="lam must be finite and > 0 for every task"):
+        QuadraticTask(**stack, lam=np.array([1.0, -1.0]))
+    with pytest.raises(TypeError, match="lam must be a real number"):
+        QuadraticTask(**_data(task, lam=np.ones(2)))
+
+def test_requires_grad_input_is_accepted_and_differentiable():
+    """torch input that requires grad is accepted (not refused): the iteration's arithmetic stays
+    on the autograd graph, so a caller can differentiate through a solver (verify does, for
+    MAML's Jacobian through gradient descent), while the solvers' exit tests read detached
+    values (no warning). Here: K steps of gradient descent on G(·, θ) from θ, differentiated by
+    autograd, give MAML's closed-form Jacobian J_K (theory.maml)."""
+    from theory.maml import maml_jacobian
+
+    task, spec = planted_spectrum_task(5, 20.0, 2.0, seed=4, array="torch")
+    theta = torch.linspace(-1, 1, 5, dtype=torch.float64, requires_grad=True)
+    K = 7
+    step = 1.0 / task.curvature_bounds()[0]
+    phi = inner_solve(task, theta, inner_steps=K, inner="gd", inner_step_size=step).x
+    J = torch.stack([torch.autograd.grad(phi[i], theta, retain_graph=True)[0] for i in range(5)])
+    np.testing.assert_allclose(J.numpy(), maml_jacobian(task, step, K),
+                               atol=relative_tolerance("float64", kappa=spec.kappa, dim=5 * K))
+    # and Algorithm 2 as a whole runs on such input without a warning
+    res = imaml_meta_gradient(task, theta, inner_steps=20, cg_steps=5)
+    assert isinstance(res.stationarity, float)
+    assert cg(lambda v: 2.0 * v, theta, rtol=1e-6).converged
+
+

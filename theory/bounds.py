@@ -19,6 +19,7 @@ __all__ = [
     "cg_contraction",
     "cg_error_bound",
     "cg_steps_for_error",
+    "meta_gradient_tolerances",
     "lemma3_bound",
     "lemma3_bound_sharp",
     "lemma3_B1",
@@ -216,3 +217,27 @@ def cg_steps_for_error(kappa, rel_error, *, norm: str = "2") -> int:
     while cg_error_bound(kappa, k, 1.0, norm=norm) > target:   # settle rounding of the logs
         k += 1
     return k
+
+
+def meta_gradient_tolerances(constants, eps) -> tuple[float, float]:
+    """Residual targets for a meta-gradient accurate to ``eps``: the a-posteriori certificate
+    (docs/mathematics.md §5a, :func:`aposteriori_bound`) solved for its two residuals.
+
+    Returns (inner_tol, cg_tol) such that any φ, g with ‖∇_φG(φ, θ)‖ ≤ inner_tol and
+    ‖∇L(φ) − (I + H(φ)/λ)g‖ ≤ cg_tol have certificate ≤ ``eps`` (upper bound, exact
+    arithmetic), given ``constants`` (μ, L, ρ, λ, and B ≥ ‖∇L(Alg*(θ))‖, e.g. a task's instance
+    constants at θ). Derivation: the certificate is (c₁B′ + c₂)δ + δ′ with c₁ = λρ/μ²,
+    c₂ = λL/μ, δ = ‖∇G‖/μ, δ′ = (λ/μ)‖r‖ and B′ = ‖∇L(φ)‖ + Lδ ≤ B + 2Lδ (∇L is L-Lipschitz
+    and ‖φ − Alg*(θ)‖ ≤ δ). Half of ``eps`` to each term: δ′ ≤ ε/2 gives cg_tol = εμ/(2λ);
+    2c₁Lδ² + (c₁B + c₂)δ ≤ ε/2 holds up to its positive root δ* = ε/(b + √(b² + 4c₁Lε)),
+    b = c₁B + c₂, so inner_tol = μδ*. With L = ρ = 0 the meta-gradient does not depend on φ:
+    inner_tol = inf."""
+    c = constants
+    e = check_positive(eps, "eps")
+    c1, c2 = c.lam * c.rho / c.mu ** 2, c.lam * c.L / c.mu
+    b = c1 * c.B + c2
+    cg_tol = e * c.mu / (2 * c.lam)
+    if b == 0.0 and c1 * c.L == 0.0:
+        return math.inf, cg_tol
+    return c.mu * e / (b + math.sqrt(b * b + 4 * c1 * c.L * e)), cg_tol
+

@@ -14,6 +14,7 @@ from validation._checks import (
     check_symmetric_psd,
     check_tolerances,
     dtype_name,
+    symmetry_tolerance,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "check_symmetric_psd",
     "check_tolerances",
     "dtype_name",
+    "symmetry_tolerance",
 ]

@@ -50,17 +50,29 @@ def render_report_set(doc: dict, figure_files: dict[str, bytes], *,
 
 @contextmanager
 def _signals_held():
-    """SIGINT and SIGTERM are delivered after the block, not inside it (main thread only)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):   # not the main thread, or no sigmask
-        old = None
+    """SIGINT and SIGTERM that arrive inside the block are acted on when it ends (their Python
+    handlers are swapped for a recorder meanwhile: that works whichever thread the kernel
+    delivers the signal to). Outside the main thread, where handlers cannot be set, a no-op."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in held}
     try:
         yield
     finally:
-        if old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in caught[:1]:           # act on the first one, as it would have been
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def _fsync_tree(root: Path) -> None:
