@@ -6,6 +6,7 @@
     imaml-verify figure ID [ID ...]        compute and draw only these figures (fig1 / 1 / cg-error)
     imaml-verify list                      list the claims and figures
     imaml-verify fewshot ...               the few-shot experiment (when verify.fewshot is present)
+    imaml-verify check module:function     check your own meta-gradient (docs/checker.md)
 
 Exit status: 0 when every claim that ran holds, 1 when a claim fails (or raises, or a figure
 cannot be drawn), 2 for a usage error. A full run writes REPORT.md, results.json,
@@ -22,7 +23,7 @@ from importlib import metadata
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = ("run", "claim", "figure", "list", "fewshot")
+COMMANDS = ("run", "claim", "figure", "list", "fewshot", "check")
 
 
 def _fewshot_cli():
@@ -31,6 +32,14 @@ def _fewshot_cli():
     except ImportError:
         return None
     return fewshot_cli
+
+
+def _checker_cli():
+    try:
+        from verify.checker import cli as checker_cli
+    except ImportError:
+        return None
+    return checker_cli
 
 
 def _add_run_options(p):
@@ -51,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imaml-verify",
         description="Verify the claims of the iMAML appendix and write the report.")
-    sub = parser.add_subparsers(dest="command", metavar="{run,claim,figure,list,fewshot}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,claim,figure,list,fewshot,check}")
     run = sub.add_parser("run", help="every claim and figure, then the report (the default)")
     _add_run_options(run)
     run.add_argument("--claim", action="append", default=None, metavar="NAME",
@@ -69,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     fewshot = _fewshot_cli()
     if fewshot is not None:
         fewshot.add_parser(sub)
+    checker = _checker_cli()
+    if checker is not None:
+        checker.add_parser(sub)
     return parser
 
 
@@ -284,6 +296,8 @@ def main(argv=None) -> int:
         return _list()
     if args.command == "fewshot":
         return int(_fewshot_cli().run(args) or 0)
+    if args.command == "check":
+        return int(_checker_cli().run(args))
     try:
         ctx, selection = _context(args), _select(args)
     except (KeyError, ValueError) as exc:   # a bad claim/figure name, device or dtype
