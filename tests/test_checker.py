@@ -27,7 +27,7 @@ from verify.checker.reference import converged_allowance, rel
 def test_correct_implementations_pass_over_seeds(name, seed):
     # solvers.imaml_meta_gradient runs tens of thousands of Nesterov steps at κ = 1e5: fewer
     # drawn instances here, 300 per seed under -m slow
-    n = 100 if name == "textbook_solve" else 20
+    n = 100 if name == "textbook_solve" else 10
     report = check_meta_gradient(CORRECT[name], seed=seed, max_examples=n)
     assert report.passed, report
     assert report.instances >= n and report.failures == []
