@@ -71,14 +71,18 @@ class Failure:
         call = "fn(task, theta)" if self.budgets is None else (
             f"fn(task, theta, inner_steps={self.budgets[0]}, cg_steps={self.budgets[1]})")
         if self.check == "cg":
-            return (f"from verify.checker import {self.instance!r}, build; "
-                    f"task, theta = build({self.instance!r}{opts})  # see check_cg's docstring")
+            return (f"from verify.checker import Instance, build; task, theta = "
+                    f"build({self.instance!r}{opts}); M = I + A/λ, rhs = ∇L(Alg*(θ)); "
+                    f"cg_fn(lambda w: M @ w, rhs, {self.budgets[1]})")
         return (f"from verify.checker import Instance, build; task, theta = "
                 f"build({self.instance!r}{opts}); {call}")
 
     def describe(self, indent="  ", **build_opts) -> str:
-        lines = [f"{indent}{self.instance!r}" + (f" at budgets K={self.budgets[0]}, M={self.budgets[1]}"
-                                                  if self.budgets else "")]
+        where = ""
+        if self.budgets:
+            where = (f" at m = {self.budgets[1]} CG steps" if self.check == "cg"
+                     else f" at budgets K={self.budgets[0]}, M={self.budgets[1]}")
+        lines = [f"{indent}{self.instance!r}{where}"]
         if self.error:
             lines.append(f"{indent}  {self.error}")
         else:
