@@ -291,23 +291,12 @@ def test_krylov_iterate_is_cg_in_exact_arithmetic():
 def _autograd(first_order=False):
     import torch
 
+    from verify.checker.peers import torch_newton_inner
+
     def fn(task, theta):
         """Protocol only (torch autograd): damped Newton on G to its floor, then (I + H/λ)⁻¹∇L."""
         lam = float(task.lam)
-        G = lambda p: task.inner_loss(p) + 0.5 * lam * torch.sum((p - theta) ** 2)  # noqa: E731
-        phi, best = theta.detach().clone(), None
-        for _ in range(60):
-            g = torch.func.grad(G)(phi)
-            gn = float(torch.linalg.vector_norm(g))
-            if best is not None and gn >= best[0]:
-                break          # the gradient has stopped decreasing: rounding level
-            best = (gn, phi)
-            step = torch.linalg.solve(torch.func.hessian(G)(phi), g)
-            a = 1.0
-            while gn > 1e-8 and a > 1e-10 and G(phi - a * step) > G(phi) - 0.25 * a * float(g @ step):
-                a /= 2
-            phi = phi - a * step
-        phi = best[1]
+        phi = torch_newton_inner(task, theta)
         v = torch.func.grad(task.outer_loss)(phi)
         if first_order:
             return v

@@ -230,7 +230,7 @@ def diagnose(g_out, task, theta, ref, *, allowance=None, allowance32=None, cg_st
         H = _f64(ref.H)
         v = _f64(ref.outer_grad)
         (s, t), *_ = np.linalg.lstsq(np.stack([g, H @ g], axis=1), v, rcond=None)
-        if np.isfinite(s) and np.isfinite(t) and t != 0:
+        if np.isfinite(s) and np.isfinite(t) and abs(t) * np.linalg.norm(H, 2) > 1e-6 * abs(s):
             try:
                 g_fit = np.linalg.solve(s * np.eye(d) + t * H, v)
                 fits.append((f"a damped/shifted system ({s:.4g}·I + H/{1 / t:.4g})⁻¹∇L",

@@ -35,7 +35,8 @@ from verify.checker.diagnosis import cg_iterates
 from verify.checker.instances import Instance, build
 from verify.checker.reference import exact_meta_gradient, rel
 
-__all__ = ["Peer", "peers", "run_peers", "render_markdown", "main", "ISSUE_INSTANCE"]
+__all__ = ["Peer", "peers", "run_peers", "render_markdown", "main", "ISSUE_INSTANCE",
+           "torch_newton_inner"]
 
 #: the issue's measurement: d = 50, λ = 2, cond(I + A/λ) = 16.7, float64
 ISSUE_INSTANCE = Instance(family="planted", dim=50, kappa=16.7, lam=2.0, floor=0.0, seed=2019)
@@ -126,9 +127,10 @@ def betty_cg_reimpl(task, theta, inner_steps=None, cg_steps=50, cg_alpha=1.0):
 
 
 # -- torchopt -------------------------------------------------------------------------------------
-def _torch_inner(task, theta, inner_steps=None):
-    """φ from θ: damped Newton to its rounding floor with autograd Hessians, or K gradient
-    steps with step 1/β."""
+def torch_newton_inner(task, theta, inner_steps=None):
+    """φ from θ with torch autograd: K gradient steps with step 1/β when ``inner_steps`` is
+    given, else Newton with backtracking on G (full steps once ‖∇G‖ < 1e-8, where function
+    values can no longer resolve a decrease) until ‖∇G‖ stops decreasing."""
     import torch
 
     lam = float(task.lam)
@@ -140,13 +142,17 @@ def _torch_inner(task, theta, inner_steps=None):
             phi = phi - torch.func.grad(G)(phi) / beta
         return phi
     best = None
-    for _ in range(60):
+    for _ in range(100):
         g = torch.func.grad(G)(phi)
         gn = float(torch.linalg.vector_norm(g))
         if best is not None and gn >= best[0]:
             break
         best = (gn, phi)
-        phi = phi - torch.linalg.solve(torch.func.hessian(G)(phi), g)
+        step = torch.linalg.solve(torch.func.hessian(G)(phi), g)
+        a, value, slope = 1.0, float(G(phi)), float(g @ step)
+        while gn > 1e-8 and a > 1e-10 and float(G(phi - a * step)) > value - 0.25 * a * slope:
+            a /= 2
+        phi = phi - a * step
     return best[1]
 
 
@@ -162,10 +168,10 @@ def _torchopt(solve, inner_steps=None):
             return task.inner_loss(phi) + 0.5 * lam * torch.sum((phi - th) ** 2)
 
         @torchopt.diff.implicit.custom_root(torch.func.grad(objective, argnums=0), argnums=1,
-                                            solve=solve(budget.get("cg_steps")))
+                                            solve=solve(budget.get("cg_steps"), task.dim))
         def inner_solver(phi0, th):
             with torch.no_grad():
-                return _torch_inner(task, th.detach(), K)
+                return torch_newton_inner(task, th.detach(), K)
 
         th = theta.detach().clone().requires_grad_(True)
         phi = inner_solver(theta.detach().clone(), th)
@@ -175,16 +181,16 @@ def _torchopt(solve, inner_steps=None):
 
 
 def torchopt_peers():
-    def cg_default(steps):
+    def cg_default(steps, dim):
         import torchopt
         return torchopt.linear_solve.solve_cg() if steps is None else \
             torchopt.linear_solve.solve_cg(maxiter=steps, rtol=0.0, atol=0.0)
 
-    def cg_tight(steps):
+    def cg_tight(steps, dim):
         import torchopt
-        return torchopt.linear_solve.solve_cg(maxiter=200, rtol=0.0, atol=0.0)
+        return torchopt.linear_solve.solve_cg(maxiter=4 * dim + 20, rtol=1e-16)
 
-    def normal_example(steps):
+    def normal_example(steps, dim):
         import torchopt
         return torchopt.linear_solve.solve_normal_cg(maxiter=5 if steps is None else steps, atol=0)
 
@@ -192,7 +198,7 @@ def torchopt_peers():
     return [
         Peer("torchopt custom_root + solve_cg() (defaults: rtol=1e-5)", _torchopt(cg_default),
              backend="torch", requires=req),
-        Peer("torchopt custom_root + solve_cg(maxiter=200, rtol=0, atol=0)", _torchopt(cg_tight),
+        Peer("torchopt custom_root + solve_cg(maxiter=4d+20, rtol=1e-16)", _torchopt(cg_tight),
              backend="torch", requires=req),
         Peer("torchopt custom_root + solve_normal_cg(maxiter=5, atol=0) (its iMAML example)",
              _torchopt(normal_example), backend="torch", requires=req),
