@@ -322,7 +322,7 @@ def run_peers(*, seed: int = 0, quick: bool = False, only=None) -> dict:
             allowed=None if first is None or first.error else first.allowed,
             relative_error=None if first is None or first.error else first.relative,
             failing_instance=repr(first.instance) if first else None,
-            check=first.check if first else None,
+            check=first.check if first else None, error=first.error if first else None,
             diagnosis=str(report.diagnosis) if report.diagnosis else None,
             issue_instance_relative_error=_issue_instance_error(peer),
             elapsed_s=time.perf_counter() - start, note=peer.note)
@@ -351,7 +351,8 @@ def render_markdown(doc) -> str:
             lines.append(f"| {r['implementation']} | {mode} | skipped | — | — | — | {r['reason']} |")
             continue
         measured = (f"{_fmt(r['measured'])} ({_fmt(r['allowed'])})" if r["measured"] is not None
-                    else (f"within allowance (worst {r['worst_ratio']:.2g}×)" if r["verdict"] == "PASS" else "—"))
+                    else (f"within allowance (worst {r['worst_ratio']:.2g}×)" if r["verdict"] == "PASS"
+                          else (r.get("error") or "—")))
         lines.append(f"| {r['implementation']} | {mode} | {r['verdict']} | {measured} | "
                      f"{_fmt(r.get('relative_error'))} | {_fmt(r.get('issue_instance_relative_error'), '.3g')} | "
                      f"{(r.get('diagnosis') or '').replace('|', '/')} |")
