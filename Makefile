@@ -59,3 +59,16 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
+
+# the checker on real libraries (docs/checker.md): the optional peers extra (torchopt, jax, jaxopt)
+# is installed with torch pinned to TORCH_SPEC, so that it never pulls another torch build;
+# without it those libraries are listed as skipped. Writes reports/peers/peers.{json,md}.
+.PHONY: check-peers
+PEERS_STAMP := $(VENV)/.peers-installed
+$(PEERS_STAMP): $(STAMP)
+	@echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
+	@$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[test,peers]" && touch $(PEERS_STAMP) || \
+	  echo "note: the peers extra could not be installed; torchopt/jaxopt will be listed as skipped"
+
+check-peers: $(STAMP) $(PEERS_STAMP)
+	$(PY) -m verify.checker.peers --out reports/peers

@@ -8,6 +8,7 @@
     imaml-verify list                      list the claims and figures
     imaml-verify fewshot ...               the few-shot experiment
     imaml-verify gpu [--out DIR] [--budget S] [--dry-run]   all GPU evidence
+    imaml-verify check module:function     check your own meta-gradient (docs/checker.md)
 
 Exit status: 0 when every claim that ran holds, 1 when a claim fails (or raises, or a figure
 cannot be drawn), 2 for a usage error (nothing is run or written), 130 when interrupted (the
@@ -22,7 +23,7 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = ("run", "claim", "figure", "list", "fewshot", "gpu")
+COMMANDS = ("run", "claim", "figure", "list", "fewshot", "gpu", "check")
 
 
 def _add_run_options(p):
@@ -50,12 +51,14 @@ def _add_run_options(p):
 
 def build_parser() -> argparse.ArgumentParser:
     from verify import gpu
+    from verify.checker import cli as checker_cli
     from verify.fewshot import cli as fewshot_cli
 
     parser = argparse.ArgumentParser(
         prog="imaml-verify",
         description="Verify the claims of the iMAML appendix and write the report.")
-    sub = parser.add_subparsers(dest="command", metavar="{run,claim,figure,list,fewshot,gpu}")
+    sub = parser.add_subparsers(dest="command",
+                                metavar="{run,claim,figure,list,fewshot,gpu,check}")
     run = sub.add_parser("run", help="every claim and figure, then the report (the default)")
     _add_run_options(run)
     run.add_argument("--claim", action="append", default=None, metavar="NAME",
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the claims and figures")
     fewshot_cli.add_parser(sub)
     gpu.add_parser(sub)
+    checker_cli.add_parser(sub)
     return parser
 
 
@@ -181,6 +185,10 @@ def main(argv=None) -> int:
         from verify import gpu
 
         return gpu.run(args)
+    if args.command == "check":
+        from verify.checker import cli as checker_cli
+
+        return int(checker_cli.run(args))
     return _run(args, argv)
 
 

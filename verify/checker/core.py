@@ -1,0 +1,680 @@
+"""Check anyone's meta-gradient: :func:`check_meta_gradient` and :func:`check_cg`.
+
+Both draw instances with Hypothesis (seeded, no example database, so a seed gives the same run),
+evaluate the implementation on each, hold it to an exact reference within a derived allowance,
+shrink a failure to a small instance and diagnose it. See docs/checker.md.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import random
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis.errors import NoSuchExample
+
+from theory.bounds import cg_error_bound, lemma3_B1, lemma3_bound_sharp, nesterov_distance_bound
+from theory.tolerances import rounding_allowance
+from verify.checker._threads import single_blas_thread
+from verify.checker.diagnosis import Diagnosis, diagnose
+from verify.checker.instances import (Instance, build, corner_instances, diagnostic_instances,
+                                      instances)
+from verify.checker.reference import (EXTENDED, converged_allowance, exact_meta_gradient,
+                                      krylov_iterate, rel)
+
+__all__ = ["check_meta_gradient", "check_cg", "Report", "Failure", "inner_distance_bound",
+           "budget_bound", "INNER_METHODS"]
+
+INNER_METHODS = ("any", "nesterov", "gd")
+MAX_CONVERGED_STEPS = 20_000   #: the largest inner budget the checker asks for
+SHRINK_BUDGET = 80             #: new evaluations Hypothesis may spend shrinking a failure
+
+
+# -- results --------------------------------------------------------------------------------------
+@dataclass
+class Failure:
+    """One failed comparison. check: 'converged' (against the exact meta-gradient), 'budget'
+    (against Lemma 3 with Lemma 2's and CG's bounds at ``budgets`` = (K, M)), 'krylov' (the
+    M-step CG iterate at a converged inner solve), 'cg' (a CG routine against the Krylov
+    iterate) or 'output' (an exception, a wrong shape, NaN). measured: the error, allowed: what
+    a correct implementation may reach; reference_norm: ‖reference‖; minimal: the instance is
+    Hypothesis's shrunk one."""
+
+    check: str
+    instance: Instance
+    measured: float
+    allowed: float
+    reference_norm: float
+    statement: str
+    budgets: tuple | None = None
+    minimal: bool = False
+    diagnosis: Diagnosis | None = None
+    error: str | None = None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def relative(self) -> float:
+        return self.measured / self.reference_norm if self.reference_norm else math.inf
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.allowed if self.allowed else math.inf
+
+    def reproduce(self, backend="numpy", device="cpu", dtype="float64") -> str:
+        opts = "" if backend == "numpy" else f", backend={backend!r}, device={device!r}"
+        opts += "" if dtype == "float64" else f", dtype={dtype!r}"
+        call = "fn(task, theta)" if self.budgets is None else (
+            f"fn(task, theta, inner_steps={self.budgets[0]}, cg_steps={self.budgets[1]})")
+        if self.check == "cg":
+            return (f"from verify.checker import Instance, build; task, theta = "
+                    f"build({self.instance!r}{opts}); M = I + A/λ, rhs = ∇L(Alg*(θ)); "
+                    f"cg_fn(lambda w: M @ w, rhs, {self.budgets[1]})")
+        return (f"from verify.checker import Instance, build; task, theta = "
+                f"build({self.instance!r}{opts}); {call}")
+
+    def describe(self, indent="  ", **build_opts) -> str:
+        where = ""
+        if self.budgets:
+            where = (f" at m = {self.budgets[1]} CG steps" if self.check == "cg"
+                     else f" at budgets K={self.budgets[0]}, M={self.budgets[1]}")
+        lines = [f"{indent}{self.instance!r}{where}"]
+        if self.error:
+            lines.append(f"{indent}  {self.error}")
+        else:
+            lines.append(f"{indent}  error {self.measured:.3e} (relative {self.relative:.2e}) > "
+                         f"allowed {self.allowed:.3e}  [{self.ratio:.3g} × the allowance]; "
+                         f"{self.statement}")
+        if self.diagnosis is not None:
+            lines.append(f"{indent}  diagnosis: {self.diagnosis}")
+        lines.append(f"{indent}  reproduce: {self.reproduce(**build_opts)}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"check": self.check, "instance": self.instance.as_dict(),
+                "measured": self.measured, "allowed": self.allowed,
+                "reference_norm": self.reference_norm, "relative": _finite(self.relative),
+                "ratio": _finite(self.ratio), "statement": self.statement,
+                "budgets": list(self.budgets) if self.budgets else None, "minimal": self.minimal,
+                "error": self.error,
+                "details": {k: v for k, v in self.details.items() if not isinstance(v, np.ndarray)},
+                "diagnosis": self.diagnosis.as_dict() if self.diagnosis else None}
+
+
+def _finite(x):
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class Report:
+    """The outcome of a check. passed: no comparison failed. failures: the failed comparisons,
+    the Hypothesis-shrunk one first. instances: how many distinct instances were evaluated;
+    worst_ratio: the largest error/allowance among comparisons that passed (how close a pass
+    came to failing); diagnosis: the overall diagnosis (None when it passed); settings: how the
+    check ran (seed, backend, budgets, …)."""
+
+    implementation: str
+    mode: str
+    passed: bool
+    failures: list
+    instances: int
+    worst_ratio: float
+    diagnosis: Diagnosis | None
+    settings: dict
+    skipped: int = 0
+
+    def __str__(self) -> str:
+        s = self.settings
+        head = (f"{'PASS' if self.passed else 'FAIL'}: {self.implementation} — {self.mode} check, "
+                f"{s.get('backend', 'numpy')} {s.get('dtype', 'float64')} on {s.get('device', 'cpu')}, "
+                f"seed {s.get('seed')}")
+        if s.get("budgets"):
+            head += f", budgets K={s['budgets'][0]}, M={s['budgets'][1]}"
+        lines = [head, f"  {self.instances} instances ({s.get('corners', 0)} fixed corner instances, "
+                       f"the rest drawn by Hypothesis); {len(self.failures)} failed comparison"
+                       f"{'s' if len(self.failures) != 1 else ''}"
+                       + (f"; {self.skipped} skipped (see docs/checker.md)" if self.skipped else "")]
+        if self.passed:
+            lines.append(f"  every error within its allowance; the closest came to "
+                         f"{self.worst_ratio:.3g} × the allowance")
+            return "\n".join(lines)
+        lines.append(f"  diagnosis: {self.diagnosis}")
+        opts = {k: s[k] for k in ("backend", "device", "dtype") if k in s}
+        shown = self.failures[:6]
+        for i, f in enumerate(shown):
+            title = "minimal failing instance (shrunk by Hypothesis)" if f.minimal else "failing instance"
+            lines.append(f"  {title} [{f.check}]:")
+            lines.append(f.describe(indent="    ", **opts))
+        if len(self.failures) > len(shown):
+            lines.append(f"  … and {len(self.failures) - len(shown)} more (see .failures)")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"implementation": self.implementation, "mode": self.mode, "passed": self.passed,
+                "instances": self.instances, "skipped": self.skipped,
+                "worst_ratio": _finite(self.worst_ratio),
+                "diagnosis": self.diagnosis.as_dict() if self.diagnosis else None,
+                "settings": self.settings, "failures": [f.as_dict() for f in self.failures]}
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.as_dict(), indent=kw.pop("indent", 2), default=_jsonable, **kw)
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+# -- calling the implementation -------------------------------------------------------------------
+def _to_f64(out):
+    out = getattr(out, "gradient", out)   # a result object carrying .gradient (solvers' results)
+    if hasattr(out, "detach"):
+        out = out.detach().cpu().numpy()
+    if hasattr(out, "__array__") and not isinstance(out, np.ndarray):
+        out = np.asarray(out)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"returned {type(out).__name__}, not an array")
+    return out.astype(np.float64)
+
+
+def _call(fn, task, theta, **kw):
+    """(output as float64 NumPy, None) or (None, what went wrong)."""
+    try:
+        with warnings.catch_warnings():   # the implementation's warnings are its own business
+            warnings.simplefilter("ignore")
+            out = fn(task, theta, **kw)
+    except Exception as exc:  # the implementation's own failure is a finding, not a crash
+        return None, f"raised {type(exc).__name__}: {str(exc)[:300]}"
+    try:
+        g = _to_f64(out)
+    except (TypeError, ValueError) as exc:
+        return None, str(exc)
+    if g.shape != (task.dim,):
+        return None, f"returned shape {tuple(g.shape)}, expected ({task.dim},)"
+    if not np.all(np.isfinite(g)):
+        return None, "returned NaN or Inf"
+    return g, None
+
+
+def _name(fn) -> str:
+    mod = getattr(fn, "__module__", None)
+    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{mod}:{qual}" if mod else qual
+
+
+# -- bounds of budget mode ------------------------------------------------------------------------
+def inner_distance_bound(kappa: float, steps: int, distance: float, inner: str = "any") -> float:
+    """‖φ_K − Alg*(θ)‖ after K steps from θ (docs/mathematics.md §3): Nesterov's
+    √(κ+1)(1 − 1/√κ)^(K/2)‖θ − φ*‖, gradient descent's (1 − 1/κ)^K‖θ − φ*‖ (step 1/β), or
+    the larger of the two for ``inner='any'`` (either method is accepted)."""
+    if inner not in INNER_METHODS:
+        raise ValueError(f"inner must be one of {INNER_METHODS}, got {inner!r}")
+    nest = nesterov_distance_bound(kappa, steps, distance)
+    gd = (1 - 1 / kappa) ** steps * distance if kappa > 1 else (0.0 if steps else distance)
+    return {"nesterov": nest, "gd": gd, "any": max(nest, gd)}[inner]
+
+
+def budget_bound(constants, distance: float, inner_steps: int, cg_steps: int,
+                 inner: str = "any") -> tuple[float, float, float]:
+    """(bound, δ, δ′) for Algorithm 2 with K inner steps from θ and M CG steps from 0
+    (docs/mathematics.md §3–§5): δ from :func:`inner_distance_bound`, δ′ from CG's Chebyshev
+    bound with ‖g*(φ)‖ ≤ (λ/μ)(B + Lδ), and Lemma 3 in its sharp form B₁δ + δ′."""
+    c = constants
+    delta = inner_distance_bound(c.kappa, inner_steps, distance, inner)
+    delta_p = cg_error_bound(c.kappa, cg_steps, c.lam / c.mu * (c.B + c.L * delta))
+    return lemma3_bound_sharp(c, delta, delta_p), delta, delta_p
+
+
+def _steps_until(fn, target, cap=MAX_CONVERGED_STEPS) -> int | None:
+    """The smallest k ≤ cap with fn(k) ≤ target (fn non-increasing in k), or None."""
+    if fn(cap) > target:
+        return None
+    lo, hi = 0, cap
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fn(mid) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+# -- the search -----------------------------------------------------------------------------------
+@dataclass
+class _Outcome:
+    passed: bool
+    failures: list
+    ratio: float = 0.0
+    skipped: int = 0
+
+
+class _Search:
+    """Corner instances, then a seeded Hypothesis search that shrinks the first failure
+    (memoised; after a failure at most SHRINK_BUDGET new instances are evaluated)."""
+
+    def __init__(self, evaluate: Callable[[Instance], _Outcome]):
+        self.evaluate = evaluate
+        self.cache: dict[Instance, _Outcome] = {}
+        self.after_failure = None
+
+    def probe(self, inst: Instance) -> _Outcome:
+        if inst in self.cache:
+            return self.cache[inst]
+        if self.after_failure is not None:
+            if self.after_failure >= SHRINK_BUDGET:
+                return _Outcome(True, [])  # not evaluated: the shrink has run out of budget
+            self.after_failure += 1
+        out = self.evaluate(inst)
+        self.cache[inst] = out
+        if not out.passed and self.after_failure is None:
+            self.after_failure = 0
+        return out
+
+    def run(self, corners, strategy, seed, max_examples):
+        for inst in corners:
+            self.probe(inst)
+        corner_failed = [i for i in corners if not self.cache[i].passed]
+        self.after_failure = None
+        minimal = None
+        if max_examples > 0:
+            cfg = settings(max_examples=max_examples, database=None, deadline=None,
+                           derandomize=False, phases=(Phase.generate, Phase.shrink),
+                           suppress_health_check=list(HealthCheck))
+            try:
+                minimal = find(strategy, lambda inst: not self.probe(inst).passed, settings=cfg,
+                               random=random.Random(seed))
+            except NoSuchExample:
+                minimal = None
+        failures = []
+        if minimal is not None:
+            for f in self.cache[minimal].failures:
+                f.minimal = True
+                failures.append(f)
+        for inst in corner_failed:
+            if inst != minimal:
+                failures += self.cache[inst].failures
+        for inst, out in self.cache.items():
+            if not out.passed and inst != minimal and inst not in corner_failed:
+                failures += out.failures
+        outs = list(self.cache.values())
+        ratio = max([o.ratio for o in outs if o.passed] or [0.0])
+        return failures, len(self.cache), ratio, sum(o.skipped for o in outs)
+
+
+# -- check_meta_gradient --------------------------------------------------------------------------
+class _MetaGradientCheck:
+    def __init__(self, fn, *, budgets, inner, backend, device, dtype, families):
+        self.fn, self.budgets, self.inner = fn, budgets, inner
+        self.opts = dict(backend=backend, device=device, dtype=dtype)
+        self.families = families
+        self.history: list = []
+
+    def _prepare(self, inst):
+        task, theta = build(inst, **self.opts)
+        ref = exact_meta_gradient(task, theta)
+        al = converged_allowance(task, theta, ref, dtype=self.opts["dtype"])
+        return task, theta, ref, al
+
+    def evaluate(self, inst: Instance) -> _Outcome:
+        task, theta, ref, al = self._prepare(inst)
+        if all(inst != old for old, _ in self.history):   # answers an implementation may have cached
+            self.history = (self.history + [(inst, np.asarray(ref.g, dtype=np.float64))])[-64:]
+        if self.budgets is None:
+            return self._converged(inst, task, theta, ref, al)
+        return self._budget(inst, task, theta, ref, al)
+
+    def _fail_output(self, inst, ref, error, budgets=None):
+        return Failure("output", inst, math.inf, 0.0, float(np.linalg.norm(np.asarray(ref.g, float))),
+                       "the implementation must return a finite array of shape (d,)", budgets,
+                       error=error, diagnosis=Diagnosis(f"the implementation {error}"))
+
+    def _converged(self, inst, task, theta, ref, al) -> _Outcome:
+        g, error = _call(self.fn, task, theta)
+        if error:
+            return _Outcome(False, [self._fail_output(inst, ref, error)])
+        measured = rel(g, ref.g)
+        ok = measured <= al.total
+        ratio = measured / al.total if al.total else (0.0 if measured == 0 else math.inf)
+        if ok:
+            return _Outcome(True, [], ratio)
+        f = Failure("converged", inst, measured, al.total, _norm(ref.g),
+                    "‖g − dθL(Alg*(θ))‖ ≤ rounding allowance (docs/mathematics.md §1, §10)",
+                    details={"allowance": al.parts, "magnitudes": al.magnitudes})
+        f.details["output"] = g
+        return _Outcome(False, [f], ratio)
+
+    def _budget(self, inst, task, theta, ref, al) -> _Outcome:
+        from verify.tasks import float64_twin
+
+        K, M = self.budgets
+        t64 = float64_twin(task)
+        th = np.asarray(_f64(theta))
+        c = t64.constants(th)
+        dist = float(np.linalg.norm(th - np.asarray(ref.phi, dtype=np.float64)))
+        lam, mu = c.lam, c.mu
+        B1 = lemma3_B1(c, sharp=True)
+        failures, worst = [], 0.0
+        # a budget at which φ is at rounding level: the inner error's effect on g is below
+        # 1e-3 of the rounding allowance
+        target = 1e-3 * al.total / max(B1 + lam / mu * c.L, 1e-300)
+        k_conv = _steps_until(lambda k: inner_distance_bound(c.kappa, k, dist, self.inner), target)
+        m_conv = _steps_until(lambda m: cg_error_bound(c.kappa, m, lam / mu * (c.B + c.L * dist)),
+                              1e-3 * al.total, cap=max(50 * task.dim, 200))
+        ladder = [(K, M), (2 * K, 2 * M), (4 * K, 4 * M)]
+        if k_conv is not None and m_conv is not None:
+            ladder.append((max(k_conv, K), max(m_conv, M)))
+        for k, m in ladder:
+            g, error = _call(self.fn, task, theta, inner_steps=k, cg_steps=m)
+            if error:
+                return _Outcome(False, [self._fail_output(inst, ref, error, (k, m))])
+            bound, delta, delta_p = budget_bound(c, dist, k, m, self.inner)
+            allowed = bound + al.total
+            measured = rel(g, ref.g)
+            worst = max(worst, measured / allowed if allowed else 0.0)
+            if measured > allowed:
+                failures.append(Failure(
+                    "budget", inst, measured, allowed, _norm(ref.g),
+                    f"‖g − dθL(Alg*(θ))‖ ≤ B₁δ + δ′ + rounding with δ = {delta:.3g} "
+                    f"({self.inner} inner bound) and δ′ = {delta_p:.3g} (CG bound) "
+                    f"(docs/mathematics.md §3–§5)", (k, m),
+                    details={"delta": delta, "delta_prime": delta_p, "bound": bound,
+                             "allowance": al.total, "output": g}))
+                break   # one failing budget is enough for this instance
+        skipped = 0
+        if not failures and k_conv is not None:
+            kf, sk = self._krylov(inst, task, theta, ref, al, max(k_conv, K))
+            failures += kf
+            skipped += sk
+        return _Outcome(not failures, failures, worst, skipped)
+
+    def _krylov(self, inst, task, theta, ref, al, k_conv):
+        """At an inner budget where φ is at rounding level, Algorithm 2 with m CG steps from 0
+        is the unique m-step Krylov iterate of (I + H/λ)g = ∇L(φ*) (docs/mathematics.md §4)."""
+        lam = float(task.lam)
+        H = np.asarray(ref.H, dtype=np.float64)
+        Msys = np.eye(task.dim) + H / lam
+        v = np.asarray(ref.outer_grad, dtype=np.float64)
+        failures, skipped = [], 0
+        for m in sorted({1, 2, 3, self.budgets[1]}):
+            if m == 0 or m >= task.dim:
+                continue
+            x_m, _res, ritz = krylov_iterate(Msys, v, m, ritz=True)
+            if ritz < _ritz_floor(self.opts["dtype"]):
+                skipped += 1
+                continue
+            allowed = al.total + _cg_allowance(Msys, v, self.opts["dtype"])
+            g, error = _call(self.fn, task, theta, inner_steps=k_conv, cg_steps=m)
+            if error:
+                return [self._fail_output(inst, ref, error, (k_conv, m))], skipped
+            measured = rel(g, x_m)
+            if measured > allowed:
+                failures.append(Failure(
+                    "krylov", inst, measured, allowed, _norm(x_m),
+                    f"with φ converged, {m} CG steps from 0 must give the unique {m}-step "
+                    f"Krylov iterate of (I + H/λ)g = ∇L(φ*) (docs/mathematics.md §4)",
+                    (k_conv, m), details={"output": g, "krylov_iterate": x_m}))
+                break
+        return failures, skipped
+
+    def diagnose(self, failure: Failure) -> Diagnosis:
+        g = failure.details.get("output")
+        if g is None:
+            return failure.diagnosis
+        task, theta, ref, al = self._prepare(failure.instance)
+        al32 = converged_allowance(task, theta, ref, dtype="float32").total
+        cg_steps = failure.budgets[1] if failure.budgets else None
+        return diagnose(g, task, theta, ref, allowance=al.total, allowance32=al32,
+                        cg_steps=cg_steps, history=self.history)
+
+    def diagnostic_failure(self) -> Failure | None:
+        """The implementation on the generic diagnostic instances; the first failure there."""
+        fam = "logistic" if self.families == ("logistic",) else "planted"
+        for inst in diagnostic_instances(family=fam):
+            out = self.evaluate(inst)
+            if not out.passed:
+                return out.failures[0]
+        return None
+
+
+def _f64(x):
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _norm(x) -> float:
+    return float(np.linalg.norm(np.asarray(x, dtype=np.float64)))
+
+
+def _ritz_floor(dtype) -> float:
+    """Finite-precision CG follows exact CG while no Ritz pair of the Lanczos process has
+    converged (Paige: orthogonality is lost in proportion to eps‖M‖/(Ritz residual)); the
+    checker compares with the Krylov iterate only while every Ritz residual is at least
+    100·√eps·‖M‖."""
+    from theory.tolerances import machine_epsilon
+
+    return 100 * math.sqrt(machine_epsilon(dtype))
+
+
+def _cg_allowance(Msys, rhs, dtype) -> float:
+    """Rounding allowance of m CG steps on M x = rhs: eps·(d + 4)·κ(M)·(‖M⁻¹rhs‖ +
+    ‖rhs‖/λmin(M)), plus the same with extended precision for the reference."""
+    w = np.linalg.eigvalsh(Msys)
+    kappa = float(w[-1] / w[0])
+    x = np.linalg.solve(Msys, rhs)
+    scale = _norm(x) + _norm(rhs) / float(w[0])
+    d = Msys.shape[0] + 4
+    return (rounding_allowance(dtype, kappa=kappa, scale=scale, dim=d)
+            + rounding_allowance(EXTENDED, kappa=kappa, scale=scale, dim=d))
+
+
+def _families(backend, families):
+    if families is None:
+        return ("planted", "paper", "logistic") if backend == "torch" else ("planted", "paper")
+    families = tuple(families)
+    return families
+
+
+def _one_blas_thread(check):
+    """Run a check with one BLAS thread (its matrices are small; see verify.checker._threads)."""
+    @functools.wraps(check)
+    def wrapped(*args, **kwargs):
+        with single_blas_thread():
+            return check(*args, **kwargs)
+    return wrapped
+
+
+@_one_blas_thread
+def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "numpy",
+                        device: str = "cpu", dtype: str = "float64", seed: int = 0,
+                        max_examples: int | None = None, families=None, inner: str = "any",
+                        max_dim: int = 40, max_kappa: float | None = None,
+                        corners: bool = True) -> Report:
+    """Check an implementation of iMAML's meta-gradient on instances with exact answers.
+
+    Converged mode (no budgets): ``fn(task, theta)`` claims the exact meta-gradient
+    dθL(Alg*(θ)) = (I + H/λ)⁻¹∇L(Alg*(θ)) (docs/mathematics.md §1); it must be within the
+    rounding allowance of :func:`verify.checker.reference.converged_allowance` of the exact
+    one (computed in extended precision).
+
+    Budget mode (``inner_steps=K`` and ``cg_steps=M``): ``fn(task, theta, inner_steps=k,
+    cg_steps=m)`` claims Algorithm 2, k inner steps from θ then m CG steps from 0; at
+    (K, M), (2K, 2M), (4K, 4M) and at a budget where the bounds reach rounding level its error
+    must be within Lemma 3 (sharp form) with Lemma 2's / gradient descent's δ (``inner``:
+    'any', 'nesterov' or 'gd') and CG's δ′, plus rounding (so it must improve as budgets grow);
+    and with φ at rounding level, m ∈ {1, 2, 3, M} CG steps must give the exact m-step Krylov
+    iterate (docs/mathematics.md §3–§5).
+
+    ``task`` is a :class:`theory.QuadraticTask` (A, b, A_query, b_query, lam and the task
+    protocol) or, in ``families`` 'logistic' (default with ``backend='torch'``), a
+    :class:`theory.LogisticTask` whose losses are torch functions; NumPy arrays with
+    ``backend='numpy'``, torch tensors on ``device`` with ``backend='torch'``. ``fn`` returns an
+    array or tensor of shape (d,) (or an object with ``.gradient``).
+
+    Instances: about twenty fixed corner instances (``corners=False`` skips them, for slow
+    implementations), then ``max_examples`` drawn by Hypothesis from ``seed`` (default 100
+    converged, 25 with budgets); the first failure is shrunk. Returns a
+    :class:`Report` (``.passed``, ``.failures``, ``str()``)."""
+    if (inner_steps is None) != (cg_steps is None):
+        raise ValueError("give both inner_steps and cg_steps (budget mode) or neither (converged mode)")
+    if inner_steps is not None:
+        from validation import check_steps
+
+        budgets = (check_steps(inner_steps, "inner_steps"), check_steps(cg_steps, "cg_steps"))
+    else:
+        budgets = None
+    if backend not in ("numpy", "torch"):
+        raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
+    if backend == "numpy" and device != "cpu":
+        raise ValueError(f"device {device!r} needs backend='torch'")
+    if device != "cpu":
+        import torch
+
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA device here")
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if inner not in INNER_METHODS:
+        raise ValueError(f"inner must be one of {INNER_METHODS}, got {inner!r}")
+    fams = _families(backend, families)
+    if max_examples is None:
+        max_examples = 100 if budgets is None else 25
+    if max_kappa is None:
+        max_kappa = 1e5 if budgets is None else 300.0
+    check = _MetaGradientCheck(fn, budgets=budgets, inner=inner, backend=backend, device=device,
+                               dtype=dtype, families=fams)
+    corners = corner_instances(families=fams, max_dim=max_dim, max_kappa=max_kappa,
+                               seed=seed) if corners else []
+    strategy = instances(families=fams, max_dim=max_dim, max_kappa=max_kappa)
+    failures, n, worst, skipped = _Search(check.evaluate).run(corners, strategy, seed, max_examples)
+    for f in failures[:6]:
+        if f.diagnosis is None:
+            f.diagnosis = check.diagnose(f)
+    overall = None
+    if failures:
+        overall = _overall(check, failures)
+    settings_ = {"seed": seed, "backend": backend, "device": device, "dtype": dtype,
+                 "budgets": list(budgets) if budgets else None, "inner": inner,
+                 "max_examples": max_examples, "families": list(fams), "corners": len(corners),
+                 "max_dim": max_dim, "max_kappa": max_kappa}
+    return Report(_name(fn), "converged" if budgets is None else "budget", not failures, failures,
+                  n, worst, overall, settings_, skipped)
+
+
+def _overall(check, failures) -> Diagnosis:
+    """The diagnosis on a generic instance (where wrong answers are far apart) when the
+    implementation fails there too, else the most specific one among the failures."""
+    known = [f.diagnosis for f in failures[:6] if f.diagnosis is not None and f.diagnosis.known]
+    generic = check.diagnostic_failure()
+    if generic is not None:
+        generic.diagnosis = check.diagnose(generic)
+        if generic.diagnosis is not None and (generic.diagnosis.known or not known):
+            return generic.diagnosis
+    if known:
+        return min(known, key=lambda d: (len(d.also), d.explained))
+    return failures[0].diagnosis
+
+
+# -- check_cg -------------------------------------------------------------------------------------
+@_one_blas_thread
+def check_cg(cg_fn, steps=(1, 2, 3, 5, 8), *, backend: str = "numpy", device: str = "cpu",
+             dtype: str = "float64", seed: int = 0, max_examples: int = 60,
+             max_dim: int = 40, max_kappa: float = 1e5) -> Report:
+    """Check a conjugate-gradient routine against the exact m-step iterate.
+
+    ``cg_fn(matvec, rhs, m)`` must return m steps of CG from x₀ = 0 on M x = rhs, where
+    ``matvec(w) = M w`` (arrays of ``backend`` on ``device``). In exact arithmetic that iterate is
+    unique: the minimiser of ‖x − M⁻¹rhs‖_M over the Krylov space span{rhs, …, M^{m−1}rhs}
+    (docs/mathematics.md §4). The checker computes it independently (Lanczos with full
+    re-orthogonalisation in extended precision and a small dense solve) and holds the routine
+    to it within eps·(d + 4)·κ·(‖M⁻¹rhs‖ + ‖rhs‖/λmin(M)); M is iMAML's system I + A/λ of a
+    drawn quadratic task and rhs its ∇L(φ*). Comparisons where a Ritz pair has converged
+    (finite-precision CG then legitimately departs from exact CG) are skipped and counted.
+    This is what catches a wrong residual update or a normal-equation solve at small budgets."""
+    steps = tuple(int(s) for s in steps)
+    if not steps or min(steps) < 1:
+        raise ValueError(f"steps must be positive integers, got {steps!r}")
+    opts = dict(backend=backend, device=device, dtype=dtype)
+
+    def evaluate(inst: Instance) -> _Outcome:
+        task, theta = build(inst, **opts)
+        ref = exact_meta_gradient(task, theta)
+        lam = float(task.lam)
+        Msys = np.eye(task.dim) + np.asarray(ref.H, dtype=np.float64) / lam
+        v = np.asarray(ref.outer_grad, dtype=np.float64)
+        if not np.any(v):
+            return _Outcome(True, [])
+        Mb = _as_backend(Msys, task)
+        vb = _as_backend(v, task)
+        allowed = _cg_allowance(Msys, v, dtype)
+        worst, skipped = 0.0, 0
+        for m in steps:
+            x_m, _res, ritz = krylov_iterate(Msys, v, m, ritz=True)
+            if ritz < _ritz_floor(dtype):
+                skipped += 1
+                continue
+            x, error = _call(lambda _t, _th: cg_fn(lambda w: Mb @ w, vb, m), task, theta)
+            if error:
+                return _Outcome(False, [Failure("output", inst, math.inf, 0.0, _norm(x_m),
+                                                f"cg_fn(matvec, rhs, {m}) must return an array "
+                                                f"of shape (d,)", (0, m), error=error,
+                                                diagnosis=Diagnosis(f"cg_fn {error}"))])
+            measured = rel(x, x_m)
+            worst = max(worst, measured / allowed)
+            if measured > allowed:
+                f = Failure("cg", inst, measured, allowed, _norm(x_m),
+                            f"{m} CG steps from 0 must give the exact {m}-step Krylov iterate "
+                            f"(docs/mathematics.md §4)", (0, m))
+                f.diagnosis = _diagnose_cg(x, Msys, v, m, measured)
+                return _Outcome(False, [f], worst, skipped)
+        return _Outcome(True, [], worst, skipped)
+
+    corners = corner_instances(families=("planted",), max_dim=max_dim, max_kappa=max_kappa, seed=seed)
+    strategy = instances(families=("planted",), max_dim=max_dim, max_kappa=max_kappa)
+    failures, n, worst, skipped = _Search(evaluate).run(corners, strategy, seed, max_examples)
+    overall = failures[0].diagnosis if failures else None
+    for f in failures:
+        if f.diagnosis is not None and f.diagnosis.known and not f.minimal:
+            overall = f.diagnosis if overall is None or not overall.known else overall
+    settings_ = {"seed": seed, "backend": backend, "device": device, "dtype": dtype,
+                 "steps": list(steps), "max_examples": max_examples, "corners": len(corners)}
+    return Report(_name(cg_fn), "cg", not failures, failures, n, worst, overall, settings_, skipped)
+
+
+def _as_backend(x, task):
+    A = task.A
+    if hasattr(A, "detach"):
+        import torch
+
+        return torch.as_tensor(x, dtype=A.dtype, device=A.device)
+    return np.asarray(x, dtype=A.dtype)
+
+
+def _diagnose_cg(x, Msys, v, m, err) -> Diagnosis:
+    from verify.checker.diagnosis import MATCH, cg_iterates
+
+    cands = []
+    its = list(cg_iterates(lambda w: Msys @ (Msys @ w), Msys @ v, m))
+    if len(its) == m:
+        cands.append((f"CG on the normal equations M²x = M·rhs ({m} steps)", its[-1]))
+    for k in (m - 1, m + 1):
+        if k >= 1:
+            cands.append((f"an off-by-one step count: {k} steps instead of {m}",
+                          krylov_iterate(Msys, v, k)[0]))
+    x_sd = np.zeros_like(v)
+    for _ in range(m):
+        r = v - Msys @ x_sd
+        x_sd = x_sd + (r @ r) / (r @ Msys @ r) * r
+    cands.append((f"steepest descent ({m} steps), not CG", x_sd))
+    cands.append(("the exact solution M⁻¹rhs, not the m-step iterate", np.linalg.solve(Msys, v)))
+    scored = sorted(((n, float(np.linalg.norm(x - c)) / err) for n, c in cands), key=lambda t: t[1])
+    if scored[0][1] <= MATCH:
+        return Diagnosis(scored[0][0], scored[0][1], [], scored[:5])
+    return Diagnosis("no known defect (a wrong residual or direction update?)", None, [], scored[:5])
