@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow report report-quick bench gpu-verify gpu-check install clean docs pep-cache
+.PHONY: test test-slow report report-quick bench gpu-verify gpu-check install clean docs pep-cache bench-peers
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,20 @@ report: $(STAMP) $(PEP_STAMP)
 report-quick: $(STAMP)
 	$(PY) -m verify run --quick --out reports/quick
 
+.PHONY: check-peers
+PEERS_STAMP := $(VENV)/.peers-installed
+$(PEERS_STAMP): $(STAMP)
+	@echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
+	@$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[test,peers]" && touch $(PEERS_STAMP) || \
+	  echo "note: the peers extra could not be installed; torchopt/jaxopt will be listed as skipped"
+
+# every library on one thread: same-run ratios on a shared machine
+ONE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+	XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(ONE_THREAD) $(PY) -m pytest -q benchmarks/test_peers.py --benchmark-only -p no:cacheprovider
+
 bench: $(STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-only -p no:cacheprovider -m "not slow or slow"
 
@@ -63,12 +77,5 @@ clean:
 # the checker on real libraries (docs/checker.md): the optional peers extra (torchopt, jax, jaxopt)
 # is installed with torch pinned to TORCH_SPEC, so that it never pulls another torch build;
 # without it those libraries are listed as skipped. Writes reports/peers/peers.{json,md}.
-.PHONY: check-peers
-PEERS_STAMP := $(VENV)/.peers-installed
-$(PEERS_STAMP): $(STAMP)
-	@echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
-	@$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[test,peers]" && touch $(PEERS_STAMP) || \
-	  echo "note: the peers extra could not be installed; torchopt/jaxopt will be listed as skipped"
-
 check-peers: $(STAMP) $(PEERS_STAMP)
 	$(PY) -m verify.checker.peers --out reports/peers
