@@ -288,6 +288,89 @@ def _prepare_parent(tests):
         pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *tests])
 
 
+class _LineRecorder:
+    """A pytest plugin: for each test, the (file, line) pairs of the target files it executes."""
+
+    def __init__(self, files):
+        self.files = {str(ROOT / f) for f in files}
+        self.map: dict = {}
+        self._hits = set()
+
+    def _trace(self, frame, event, arg):
+        if frame.f_code.co_filename not in self.files:
+            return None
+        self._hits.add((frame.f_code.co_filename, frame.f_lineno))
+        return self._local
+
+    def _local(self, frame, event, arg):
+        if event == "line":
+            self._hits.add((frame.f_code.co_filename, frame.f_lineno))
+        return self._local
+
+    def pytest_runtest_call(self, item):
+        import threading
+
+        self._hits = set()
+        sys.settrace(self._trace)
+        threading.settrace(self._trace)
+
+    def pytest_runtest_teardown(self, item):
+        import threading
+
+        sys.settrace(None)
+        threading.settrace(None)
+        for f, line in self._hits:
+            key = f"{Path(f).relative_to(ROOT)}:{line}"
+            self.map.setdefault(key, []).append(item.nodeid)
+
+
+def line_map(tests, files, path):
+    """Run the tests once under a line tracer (in a child) and write {file:line: [test ids]}."""
+    if path.exists():
+        return json.loads(path.read_text())
+    pid = os.fork()
+    if pid == 0:
+        import pytest
+
+        rec = _LineRecorder(files)
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        pytest.main(["-q", "-p", "no:cacheprovider", "-m", "not slow", *tests], plugins=[rec])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec.map))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return json.loads(path.read_text())
+
+
+def tests_for(mutant, lines, scopes, tests):
+    """The test ids that execute any line of the function (or class) enclosing the mutant; all
+    tests for module-level code."""
+    lo, hi = scopes.get((mutant.file, mutant.line), (None, None))
+    if lo is None:
+        return list(tests)
+    ids = []
+    for ln in range(lo, hi + 1):
+        ids += lines.get(f"{mutant.file}:{ln}", [])
+    return sorted(set(ids), key=ids.index)
+
+
+def enclosing_scopes(files):
+    """{(file, line): (first, last)} line range of the innermost def enclosing each line."""
+    out = {}
+    for path in files:
+        rel = str(Path(path).resolve().relative_to(ROOT))
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for ln in range(node.lineno, node.end_lineno + 1):
+                    cur = out.get((rel, ln))
+                    if cur is None or cur[1] - cur[0] > node.end_lineno - node.lineno:
+                        out[(rel, ln)] = (node.lineno, node.end_lineno)
+    return out
+
+
 def _run_forked(mutant, tests, timeout):
     start = time.perf_counter()
     pid = os.fork()
@@ -365,6 +448,16 @@ def main(argv=None) -> int:
     base = _baseline(tests)
     timeout = 3 * base + 10
     print(f"unmutated run {base:.1f} s; timeout per mutant {timeout:.0f} s", flush=True)
+    import hashlib
+
+    digest = hashlib.sha1("\0".join([*tests, *(Path(f).read_text(encoding="utf-8") for f in files),
+                                      *(Path(t.split("::")[0]).read_text(encoding="utf-8")
+                                        for t in tests if Path(t.split("::")[0]).is_file())]
+                                     ).encode()).hexdigest()[:16]
+    cache = ROOT / ".mutation" / f"lines-{digest}.json"
+    lines = line_map(tests, [Path(f).resolve().relative_to(ROOT) for f in files], cache)
+    scopes = enclosing_scopes(files)
+    print(f"line map: {len(lines)} lines covered", flush=True)
     running, queue, finished = {}, list(mutants), []
     # up to --jobs children at a time
     while queue or running:
@@ -374,7 +467,12 @@ def main(argv=None) -> int:
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                res = _run_forked(m, tests, timeout)
+                selected = tests_for(m, lines, scopes, tests)
+                if not selected:
+                    m.status = "survived (no test runs this code)"
+                    res = m
+                else:
+                    res = _run_forked(m, selected, timeout)
                 os.write(w, json.dumps(asdict(res)).encode())
                 os._exit(0)
             os.close(w)
@@ -388,6 +486,9 @@ def main(argv=None) -> int:
         res = Mutant(**json.loads(data))
         finished.append(res)
         mark = "." if res.status.startswith("killed") else "S"
+        if res.status == "survived (no test runs this code)":
+            print(f"\nUNCOVERED {res.file}:{res.line} [{res.kind}] {res.change}", flush=True)
+            continue
         print(mark if mark == "." else f"\nSURVIVED {res.file}:{res.line} [{res.kind}] {res.change}",
               end="" if mark == "." else "\n", flush=True)
     killed = sum(m.status.startswith("killed") for m in finished)
