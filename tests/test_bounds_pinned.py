@@ -198,3 +198,70 @@ def test_magnitudes_pinned():
     assert m.outer_grad == pytest.approx((abs_matrix_norm(np.eye(2)) * 2.0, 5.0))
     assert m.residual == pytest.approx(m.outer_grad + (5.0, a * 5.0 / 2.0))
     assert (m.length, m.dim) == (2, 2)
+
+
+C2 = Constants(beta=12.0, mu=2.5, kappa=4.8, L=3.0, B=7.0, rho=0.3, D=4.0, lam=1.5)
+
+
+def test_pinned_where_every_term_matters():
+    """Constants where μ² ≠ 2μ, μ/(2ρ) ≠ 2μρ, and an ε at which ρ/μ is not negligible."""
+    B1 = 2 * 1.5 * 0.3 * 7.0 / 2.5 ** 2 + 1.5 * 3.0 / 2.5
+    assert b.lemma3_B1(C2) == pytest.approx(B1)
+    assert b.lemma3_B1(C2, sharp=True) == pytest.approx(B1 - 1.5 * 0.3 * 7.0 / 2.5 ** 2)
+    eps = 20.0
+    root = 2 * math.sqrt(4.8)
+    assert b.theorem2_steps(C2, eps)[0] == math.ceil(root * math.log(8 * 4.8 * 4.0 * (B1 / eps + 0.3 / 2.5)))
+    assert b.theorem2_inner_steps_sharp(C2, eps) == math.ceil(
+        root * math.log(4 * 4.8 * 4.0 * (B1 / eps + 0.3 / 2.5)))
+    assert b.theorem2_delta(C2, 1e6) == pytest.approx(2.5 / 0.6)
+    cert = b.aposteriori_bound(C2, stationarity=0.5, cg_residual=0.0, outer_grad_norm=2.0)
+    d = 0.5 / 2.5
+    assert cert.bound == pytest.approx((1.5 * 0.3 * (2.0 + 3.0 * d) / 2.5 ** 2 + 1.5 * 3.0 / 2.5) * d)
+    assert b.gd_steps_estimate(10.0, 1.5, 1.0) == math.ceil(math.log(1.5) / -math.log(0.9)) == 4
+
+
+def test_certificate_constructor_defaults():
+    """Certificate(bound, δ, δ′, B) (the older four-field form) is an exact-arithmetic one."""
+    cert = b.Certificate(1.0, 0.1, 0.2, 3.0)
+    assert cert.rounding == 0.0 and cert.rounding_safe is False
+
+
+def test_gamma_where_its_denominator_shows():
+    u = 2.0 ** -11                                   # float16
+    nu = 100 * u
+    assert gamma("float16", 100) == pytest.approx(nu / (1 - nu), rel=1e-12)
+    with pytest.raises(ValueError, match="gamma"):
+        gamma("float32", 2 ** 24)                    # n·u = 1 exactly
+    with pytest.raises(ValueError, match="gamma"):
+        gamma("float64", -1)
+
+
+def test_certificate_is_rounding_safe_only_with_every_rounding():
+    for missing in range(3):
+        roundings = [0.1, 0.05, 0.5]
+        roundings[missing] = 0.0
+        cert = b.aposteriori_bound(C2, stationarity=0.4, cg_residual=0.2, outer_grad_norm=1.0,
+                                   stationarity_rounding=roundings[0],
+                                   residual_rounding=roundings[1],
+                                   outer_grad_rounding=roundings[2])
+        assert not cert.rounding_safe
+
+
+def test_certify_refuses_half_the_magnitude_arguments():
+    from solvers import imaml_meta_gradient
+    from verify.tasks import planted_spectrum_task
+
+    task, _ = planted_spectrum_task(4, 10.0, 1.0, seed=0)
+    res = imaml_meta_gradient(task, np.ones(4), inner_steps=3, cg_steps=2)
+    with pytest.raises(TypeError, match="both task= and theta="):
+        b.certify(res, task.constants(np.ones(4)), task=task)
+    with pytest.raises(TypeError, match="both task= and theta="):
+        b.certify(res, task.constants(np.ones(4)), theta=np.ones(4))
+
+
+def test_tolerance_defaults_pinned():
+    eps = machine_epsilon("float64")
+    assert relative_tolerance("float64") == eps
+    assert allowance("float64", terms=(2.0,)) == 2 * eps
+    assert rounding_allowance("float64") == eps
+    assert sum_rounding("float64", (1.0,), length=1) == gamma("float64", 5)

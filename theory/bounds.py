@@ -257,7 +257,9 @@ def certify(result, constants, *, task=None, theta=None, magnitudes=None) -> Cer
     exact: ``rounding_safe=False``, a bound in exact arithmetic only, which fails at rounding
     level on large ‖θ‖ with a small meta-gradient (docs/mathematics.md §5a). Pass task= and
     theta=."""
-    if magnitudes is None and (task is None or theta is None):
+    if (task is None) != (theta is None):
+        raise TypeError("certify needs both task= and theta= (or magnitudes=)")
+    if magnitudes is None and task is None:
         return aposteriori_bound(constants, stationarity=result.stationarity,
                                  cg_residual=result.cg_residual,
                                  outer_grad_norm=result.outer_grad_norm)
