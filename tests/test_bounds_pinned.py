@@ -265,3 +265,55 @@ def test_tolerance_defaults_pinned():
     assert allowance("float64", terms=(2.0,)) == 2 * eps
     assert rounding_allowance("float64") == eps
     assert sum_rounding("float64", (1.0,), length=1) == gamma("float64", 5)
+
+
+def test_rigorous_forms_where_their_terms_show():
+    """float16 (u = 2⁻¹¹) so that γ's denominators and the norm's dim + 2 are visible."""
+    g = lambda n: n * 2.0 ** -11 / (1 - n * 2.0 ** -11)  # noqa: E731
+    assert sum_rounding("float16", (1.0, 2.0), length=10, extra_ops=1) == pytest.approx(3 * g(11), rel=1e-12)
+    assert norm_upper_bound("float16", 2.0, terms=(3.0,), length=10, dim=20) == pytest.approx(
+        2.0 / (1 - g(22)) + 3.0 * g(14), rel=1e-12)
+    M = np.array([[1.0, -2.0], [3.0, 0.0]])
+    assert abs_matrix_norm(M) == min(math.sqrt(14.0), math.sqrt(12.0)) * (1 + 1e-12)
+    assert abs_matrix_norm(np.array([[1.0, 1.0], [1.0, 1.0]])) == 2.0 * (1 + 1e-12)
+
+
+def test_logistic_magnitudes_pinned():
+    from theory.logistic import LogisticTask
+
+    X = np.array([[3.0, 4.0], [0.0, 1.0]])            # row norms 5, 1
+    Xq = np.array([[0.0, 2.0]])                       # row norm 2
+    task = LogisticTask(X, np.array([1.0, -1.0]), Xq, np.array([1.0]), 0.5)
+    theta, phi, g = np.array([0.0, 2.0]), np.array([3.0, 4.0]), np.array([0.0, 1.0])
+    m = computation_magnitudes(task, theta, phi, g)
+    m1, m2, m3 = 3.0, 13.0, 63.0                      # means of 5ᵏ and 1
+    assert m.outer_grad == pytest.approx((4.0, 4.0 * 5.0 / 4))
+    assert m.stationarity == pytest.approx((2 * m1, m2 * 5.0 / 4, 0.5 * 5.0, 0.5 * 2.0))
+    hvp = (1.5 * m2 * 1.0, m3 * 5.0 * 1.0 / (6 * math.sqrt(3)))
+    assert m.residual == pytest.approx(m.outer_grad + (1.0, hvp[0] / 0.5, hvp[1] / 0.5))
+    assert (m.length, m.dim) == (2 + 2 + 10, 2)
+
+
+def test_constants_validation_pinned():
+    good = dict(beta=2.0, mu=1.0, kappa=2.0, L=1.0, B=1.0, rho=0.0, D=1.0, lam=1.0)
+    assert Constants(**good).as_dict() == dict(good, scope="instance", radius=None)
+    for name, bad in (("mu", 0.0), ("lam", 0.0), ("L", -1.0), ("B", math.inf), ("rho", math.nan),
+                      ("D", -0.5), ("beta", math.nan)):
+        with pytest.raises(ValueError, match=name if name not in ("mu", "lam") else "mu and lam"):
+            Constants(**dict(good, **{name: bad}))
+    with pytest.raises(ValueError, match="mu and lam"):
+        Constants(**dict(good, lam=0.0))
+    with pytest.raises(ValueError, match="scope"):
+        Constants(**good, scope="global")
+
+
+def test_maml_contraction_uses_both_ends_of_the_spectrum():
+    from theory.quadratic import QuadraticTask
+
+    task = QuadraticTask(np.diag([1.0, 2.0, 3.0]), np.zeros(3), np.eye(3), np.zeros(3), 1.0)
+    assert tm.maml_contraction(task, 0.45) == pytest.approx(0.8)     # |1 − 0.45·4|
+    assert tm.maml_contraction(task, 0.1) == pytest.approx(0.8)      # |1 − 0.1·2|
+    c = Constants(beta=10.0, mu=1.0, kappa=10.0, L=1.0, B=1.0, rho=0.0, D=1.0, lam=1.0)
+    with pytest.raises(ValueError, match="step_size"):
+        tm.maml_jacobian_error_bound(c, step_size=0.1 * (1 + 1.5e-12), inner_steps=1,
+                                     initial_distance=1.0)

@@ -68,6 +68,7 @@ class Mutant:
     kind: str
     change: str
     index: int          # the n-th mutation point of this file (stable for a given source)
+    text: str = ""      # the source line (to find the mutant again after edits elsewhere)
     status: str = "pending"
     seconds: float = 0.0
 
@@ -207,10 +208,12 @@ def enumerate_mutants(paths):
     for path in paths:
         rel = str(Path(path).resolve().relative_to(ROOT))
         source = Path(path).read_text(encoding="utf-8")
+        lines = source.splitlines()
         _, points = mutation_points(source)
         for i, (node, kind, change, _) in enumerate(points):
-            out.append(Mutant(rel, getattr(node, "lineno", 0), getattr(node, "col_offset", 0), kind,
-                              change, i))
+            line = getattr(node, "lineno", 0)
+            out.append(Mutant(rel, line, getattr(node, "col_offset", 0), kind, change, i,
+                              lines[line - 1].strip() if line else ""))
     return out
 
 
@@ -429,6 +432,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, default=None,
                     help="a seeded random sample of this many mutants (an estimate of the score)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rerun", default=None,
+                    help="only the mutants that survived in this earlier --out JSON (matched by "
+                         "file, source line and change, so edits elsewhere do not matter)")
     args = ap.parse_args(argv)
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
@@ -439,6 +445,14 @@ def main(argv=None) -> int:
     mutants = enumerate_mutants(files)
     if args.only:
         mutants = [m for m in mutants if args.only in f"{m.file}:{m.line}"]
+    if args.rerun:
+        old = json.loads(Path(args.rerun).read_text())
+        alive = [m for m in old if not m["status"].startswith("killed")]
+        keys = {(m["file"], m["text"], m["kind"], m["change"]) for m in alive if m.get("text")}
+        near = [(m["file"], m["line"], m["kind"], m["change"]) for m in alive if not m.get("text")]
+        mutants = [m for m in mutants if (m.file, m.text, m.kind, m.change) in keys
+                   or any(f == m.file and abs(ln - m.line) <= 3 and k == m.kind and c == m.change
+                          for f, ln, k, c in near)]
     if args.sample is not None and args.sample < len(mutants):
         import random
 
