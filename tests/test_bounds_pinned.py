@@ -281,17 +281,18 @@ def test_rigorous_forms_where_their_terms_show():
 def test_logistic_magnitudes_pinned():
     from theory.logistic import LogisticTask
 
-    X = np.array([[3.0, 4.0], [0.0, 1.0]])            # row norms 5, 1
-    Xq = np.array([[0.0, 2.0]])                       # row norm 2
-    task = LogisticTask(X, np.array([1.0, -1.0]), Xq, np.array([1.0]), 0.5)
-    theta, phi, g = np.array([0.0, 2.0]), np.array([3.0, 4.0]), np.array([0.0, 1.0])
+    X = np.array([[3.0, 4.0], [0.0, 1.0], [0.0, 2.0]])   # row norms 5, 1, 2 (n = 3)
+    Xq = np.array([[0.0, 3.0], [1.0, 0.0]])              # row norms 3, 1
+    task = LogisticTask(X, np.array([1.0, -1.0, 1.0]), Xq, np.array([1.0, -1.0]), 0.5)
+    theta, phi, g = np.array([0.0, 2.0]), np.array([3.0, 4.0]), np.array([0.0, 2.0])
     m = computation_magnitudes(task, theta, phi, g)
-    m1, m2, m3 = 3.0, 13.0, 63.0                      # means of 5ᵏ and 1
-    assert m.outer_grad == pytest.approx((4.0, 4.0 * 5.0 / 4))
+    m1, m2, m3 = 8.0 / 3, 30.0 / 3, 134.0 / 3            # means of 5ᵏ, 1ᵏ, 2ᵏ
+    q1, q2 = 2.0, 5.0
+    assert m.outer_grad == pytest.approx((2 * q1, q2 * 5.0 / 4))
     assert m.stationarity == pytest.approx((2 * m1, m2 * 5.0 / 4, 0.5 * 5.0, 0.5 * 2.0))
-    hvp = (1.5 * m2 * 1.0, m3 * 5.0 * 1.0 / (6 * math.sqrt(3)))
-    assert m.residual == pytest.approx(m.outer_grad + (1.0, hvp[0] / 0.5, hvp[1] / 0.5))
-    assert (m.length, m.dim) == (2 + 2 + 10, 2)
+    hvp = (1.5 * m2 * 2.0, m3 * 5.0 * 2.0 / (6 * math.sqrt(3)))
+    assert m.residual == pytest.approx(m.outer_grad + (2.0, hvp[0] / 0.5, hvp[1] / 0.5))
+    assert (m.length, m.dim) == (3 + 2 + 10, 2)
 
 
 def test_constants_validation_pinned():
