@@ -249,6 +249,10 @@ def _instances(ctx):
         seed = ctx.rng_seed(7, i)
         task, inst = logistic_task(n, d, lam, seed=seed, scale=scale)
         yield task, _theta(task, seed + 1), inst
+    if not ctx.quick:       # far from the grid: ‖θ‖ ≈ 60 (saturated sigmoids, large ‖φ‖)
+        seed = ctx.rng_seed(7, 99)
+        task, inst = logistic_task(30, 4, 0.1, seed=seed, scale=2.0)
+        yield task, _theta(task, seed + 1, scale=30.0), dict(inst, theta_scale=30.0)
 
 
 @claim("lemma1-logistic", title="Lemma 1 on logistic regression (ρ > 0): FD and autograd",

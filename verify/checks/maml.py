@@ -11,7 +11,7 @@ from solvers import imaml_meta_gradient, inner_solve, maml_meta_gradient, trunca
 from theory import to_numpy64
 from theory.bounds import certify
 from theory.quadratic import QuadraticTask
-from verify.checks._common import exact_reference, meta_gradient_allowance
+from verify.checks._common import exact_reference, far_instances, meta_gradient_allowance
 from verify.tasks import (
     NonConvexQuadraticTask,
     float64_twin,
@@ -216,6 +216,10 @@ def _instances(ctx):
         theta = to_array(np.random.default_rng(seed + 1).standard_normal(d), array=ctx.array,
                          dtype=ctx.dtype, device=ctx.device)
         yield task, theta, dict(spec.as_dict(), array=ctx.array, dtype=ctx.dtype), Ks
+    if not ctx.quick:       # far from the grid: large ‖θ‖ with cancellation, non-convex L̂, κ = 1e6
+        for task, theta, inst in far_instances(ctx):
+            if inst.get("kappa", 0) < 1e5:    # MAML's K steps of GD make no progress at κ = 1e6
+                yield task, theta, inst, Ks
 
 
 @claim("maml-closed-form", title="MAML by autograd = its closed form (approx-solve error 0)",
