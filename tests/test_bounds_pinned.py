@@ -318,3 +318,47 @@ def test_maml_contraction_uses_both_ends_of_the_spectrum():
     with pytest.raises(ValueError, match="step_size"):
         tm.maml_jacobian_error_bound(c, step_size=0.1 * (1 + 1.5e-12), inner_steps=1,
                                      initial_distance=1.0)
+
+
+def test_logistic_derivative_constants_are_the_maxima():
+    """S_MAX, S_PRIME_MAX, S_SECOND_MAX are max s, max |s′|, max |s″| of s = σ(1 − σ) (the
+    certified ρ and the finite-difference truncation rest on them)."""
+    from theory.logistic import S_MAX, S_PRIME_MAX, S_SECOND_MAX
+
+    t = np.linspace(-8, 8, 400_001)
+    sig = 1 / (1 + np.exp(-t))
+    s = sig * (1 - sig)
+    s1 = s * (1 - 2 * sig)
+    s2 = s * (1 - 6 * s)
+    assert S_MAX == 0.25 == pytest.approx(s.max(), abs=1e-12)
+    assert S_PRIME_MAX == pytest.approx(np.abs(s1).max(), rel=1e-9)
+    assert S_SECOND_MAX == pytest.approx(np.abs(s2).max(), rel=1e-9)
+
+
+def test_exact_reference_edge_cases():
+    from theory.exact import QuadraticReference
+    from theory.quadratic import QuadraticTask
+
+    task = QuadraticTask(np.eye(2), np.array([1.0, -2.0]), np.eye(2), np.zeros(2), 1.0)
+    ref = QuadraticReference(task)
+    zero = ref.inner_solution(np.array([1.0, -2.0]))            # λθ − b = 0
+    assert zero is not None and list(ref.as_float(zero)) == [0.0, 0.0]
+    one = ref.inner_solution(np.array([2.0, -2.0]))             # λθ − b = (1, 0): max exactly 1
+    assert list(ref.as_float(one)) == [0.5, 0.0]
+    assert ref.error(np.array([0.5, 0.0]), one) == 0.0
+
+
+def test_logistic_task_shapes_at_their_limits():
+    from theory.logistic import LogisticTask
+
+    one = LogisticTask(np.array([[1.0, 2.0]]), np.array([1.0]), np.array([[0.5, 0.0]]),
+                       np.array([-1.0]), 1.0)                 # n = m = 1 is a task
+    assert (one.n, one.m, one.dim) == (1, 1, 2)
+    with pytest.raises(ValueError, match="X"):
+        LogisticTask(np.zeros((0, 2)), np.zeros(0), np.ones((1, 2)), np.ones(1), 1.0)
+    with pytest.raises(ValueError, match="X"):
+        LogisticTask(np.zeros((2, 0)), np.ones(2), np.ones((1, 0)), np.ones(1), 1.0)
+    with pytest.raises(ValueError, match="X_query"):
+        LogisticTask(np.ones((2, 2)), np.ones(2), np.ones((0, 2)), np.ones(0), 1.0)
+    with pytest.raises(ValueError, match="X_query"):
+        LogisticTask(np.ones((2, 2)), np.ones(2), np.ones((1, 3)), np.ones(1), 1.0)
