@@ -362,3 +362,38 @@ def test_logistic_task_shapes_at_their_limits():
         LogisticTask(np.ones((2, 2)), np.ones(2), np.ones((0, 2)), np.ones(0), 1.0)
     with pytest.raises(ValueError, match="X_query"):
         LogisticTask(np.ones((2, 2)), np.ones(2), np.ones((1, 3)), np.ones(1), 1.0)
+
+
+def test_logistic_constants_and_error_bars_pinned():
+    """The certified constants and error bars, formula by formula (docs/mathematics.md §9)."""
+    from theory.logistic import S_MAX, S_PRIME_MAX, S_SECOND_MAX
+    from verify.tasks import logistic_task
+
+    task, _ = logistic_task(12, 3, 0.3, seed=4, scale=1.5)
+    theta = np.array([0.5, -1.0, 2.0])
+    sol = task.certified_solution(theta)
+    X, Xq = task._X64, task._Xq64
+    norms, qnorms = np.linalg.norm(X, axis=1), np.linalg.norm(Xq, axis=1)
+    c = task.constants(theta, delta=0.25)
+    e = sol.error_bound
+    L = S_MAX * float(np.linalg.eigvalsh(Xq.T @ Xq)[-1]) / task.m
+    assert c.L == pytest.approx(L, rel=1e-14)
+    assert c.beta == pytest.approx(0.3 + S_MAX * float(np.linalg.eigvalsh(X.T @ X)[-1]) / 12, rel=1e-14)
+    assert c.mu == 0.3 and c.rho == pytest.approx(S_PRIME_MAX * float(np.mean(norms ** 3)), rel=1e-14)
+    grad_q = float(np.linalg.norm(task._grad64(Xq, task._yq64, sol.phi)))
+    assert c.B == pytest.approx(grad_q + L * (e + 0.25), rel=1e-14)
+    assert c.D == pytest.approx(float(np.linalg.norm(sol.phi)) + e, rel=1e-14)
+    u = task.constants(theta, radius=2.0)
+    assert u.B == pytest.approx(float(np.mean(qnorms)), rel=1e-14)
+    assert u.D == pytest.approx(2.0 + float(np.sum(norms)) / (12 * 0.3), rel=1e-14)
+    assert task.rho_second() == pytest.approx(S_SECOND_MAX * float(np.mean(norms ** 4)), rel=1e-14)
+    # the reference's error bars: e ≥ (‖∇G‖ + its rounding)/μ; the meta-gradient's from Lemma 3
+    assert e > sol.gradient_norm / 0.3
+    e0, eg = task.reference_error(theta)
+    c0 = task.constants(theta)
+    lemma3 = (c0.lam * c0.rho * c0.B / c0.mu ** 2 + c0.lam * c0.L / c0.mu) * e0
+    assert e0 == e and lemma3 < eg < lemma3 + 1e-12
+    # the error bar must cover a real perturbation: the reference moved by 1e-9 is not certified
+    moved = sol.phi + 1e-9
+    gm = task._grad64(X, task._y64, moved) + 0.3 * (moved - theta)
+    assert np.linalg.norm(gm) / 0.3 > 1e-11 > e
