@@ -397,3 +397,36 @@ def test_logistic_constants_and_error_bars_pinned():
     moved = sol.phi + 1e-9
     gm = task._grad64(X, task._y64, moved) + 0.3 * (moved - theta)
     assert np.linalg.norm(gm) / 0.3 > 1e-11 > e
+
+
+def test_logistic_losses_and_repr_pinned():
+    from theory.logistic import LogisticTask
+
+    X, Xq = np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 1.0]])
+    task = LogisticTask(X, np.array([1.0, -1.0]), Xq, np.array([-1.0]), 0.5)
+    phi = np.array([0.3, -0.2])
+    z = np.array([0.3, 0.4])                        # yⱼxⱼᵀφ
+    assert task.inner_loss(phi) == pytest.approx(np.mean(np.log1p(np.exp(-z))), rel=1e-14)
+    assert task.outer_loss(phi) == pytest.approx(np.log1p(np.exp(0.1)), rel=1e-14)
+    assert repr(task) == "LogisticTask(n=2, m=1, d=2, lam=0.5)"
+
+
+def test_logistic_error_bar_formulas_exact():
+    """The same formulas to the last bit (the error bars are ~1e-16: a relative pin cannot see
+    a changed term)."""
+    from verify.tasks import logistic_task
+
+    task, _ = logistic_task(12, 3, 0.3, seed=4, scale=1.5)
+    theta = np.array([0.5, -1.0, 2.0])
+    sol = task.certified_solution(theta)
+    c = task.constants(theta)
+    L = c.L
+    grad_q = float(np.linalg.norm(task._grad64(task._Xq64, task._yq64, sol.phi)))
+    assert c.B == grad_q + L * (sol.error_bound + 0.0)
+    assert c.D == float(np.linalg.norm(sol.phi)) + sol.error_bound
+    g = task._meta_gradient64(sol.phi)
+    m = computation_magnitudes(task, theta, sol.phi, g)
+    solve = allowance("float64", terms=[c.lam / c.mu * t for t in m.residual], kappa=c.kappa,
+                      dim=task.dim)
+    assert task.reference_error(theta)[1] == (c.lam * c.rho * c.B / c.mu ** 2 + c.lam * c.L / c.mu) \
+        * sol.error_bound + solve
