@@ -78,3 +78,36 @@ def test_bad_input():
         from theory.quadratic import QuadraticTask
 
         meta_objective([QuadraticTask(np.eye(2), np.zeros(2), np.zeros((2, 2)), np.ones(2), 1.0)])
+
+
+# -- a non-convex F -------------------------------------------------------------------------------
+
+def test_corollary1_on_a_nonconvex_meta_objective():
+    from verify.checks.corollary1 import cauchy_tasks, check_nonconvex
+
+    tasks, F = cauchy_tasks(2, 4, 10.0, 1.0, seed=3)
+    assert all(r.passed for r in check_nonconvex(tasks, F))
+    theta = np.random.default_rng(0).standard_normal(4)
+    # ∇F is the mean of the exact meta-gradients (chain rule through Alg* = Jθ + s)
+    h = 1e-6
+    fd = np.array([(F.value(theta + h * e) - F.value(theta - h * e)) / (2 * h) for e in np.eye(4)])
+    assert np.linalg.norm(fd - F.gradient(theta)) < 1e-7
+    results = check_corollary1(tasks, 1e-2, objective=F)
+    assert all(r.passed for r in results), results
+
+
+def test_nonconvex_corollary1_negative_controls():
+    from verify.checks.corollary1 import cauchy_tasks, check_nonconvex, imaml_routine
+
+    tasks, F = cauchy_tasks(2, 4, 10.0, 1.0, seed=3)
+
+    def biased(task, theta, eps_half):
+        res = imaml_routine(task, theta, eps_half)
+        res.gradient = res.gradient + 0.05                # an error of 0.1 > ε/2 = 0.005
+        return res
+
+    results = check_corollary1(tasks, 1e-2, routine=biased, objective=F, max_calls=60)
+    assert not results[0].passed and not results[1].passed
+    # a convex instance is not passed off as non-convex
+    convex, Fc = cauchy_tasks(2, 4, 10.0, 1.0, seed=3, target_scale=0.0)
+    assert not check_nonconvex(convex, Fc)[0].passed

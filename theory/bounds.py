@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from validation import check_kappa, check_positive, check_steps
+from theory.tolerances import computation_magnitudes, norm_upper_bound
+from validation import check_kappa, check_positive, check_steps, dtype_name
 
 __all__ = [
     "lemma2_steps",
@@ -26,6 +27,9 @@ __all__ = [
     "theorem2_steps",
     "theorem2_constants",
     "theorem2_inner_steps_proof_typo",
+    "theorem2_delta",
+    "theorem2_inner_steps_sharp",
+    "theorem2_cg_steps_proof_slip",
     "corollary1_calls",
     "Certificate",
     "aposteriori_bound",
@@ -150,14 +154,39 @@ def theorem2_constants(task, theta, eps):
 def theorem2_inner_steps_proof_typo(constants, eps) -> int:
     """The inner count of the proof of Theorem 2 as written, ⌈2 log(2κD/δ)⌉ with
     δ = min{ε/(2B₁), μ/(2ρ)} (no √κ: docs/mathematics.md §6's typo)."""
+    delta = theorem2_delta(constants, eps)
+    if not math.isfinite(delta):
+        return 0
+    return lemma2_steps_proof_typo(constants.kappa, constants.D, delta)
+
+
+def theorem2_delta(constants, eps) -> float:
+    """The proof's δ = min{ε/(2B₁), μ/(2ρ)} (docs/mathematics.md §6): the inner accuracy that,
+    with δ′ = ε/2, makes Lemma 3 give ε (inf when B₁ = ρ = 0)."""
     c = constants
     e = check_positive(eps, "eps")
     delta = e / (2 * lemma3_B1(c)) if lemma3_B1(c) > 0 else math.inf
     if c.rho > 0:
         delta = min(delta, c.mu / (2 * c.rho))
-    if not math.isfinite(delta):
-        return 0
-    return lemma2_steps_proof_typo(c.kappa, c.D, delta)
+    return delta
+
+
+def theorem2_inner_steps_sharp(constants, eps) -> int:
+    """⌈2√κ log(4κD(B₁/ε + ρ/μ))⌉: what the proof of Theorem 2 needs (upper bound). Lemma 2
+    asks 2√κ log(2κD/δ) with 1/δ = max(2B₁/ε, 2ρ/μ) ≤ 2(B₁/ε + ρ/μ): 4κD, where the theorem
+    states 8κD — a slack of 2√κ·log 2 steps."""
+    c = constants
+    e = check_positive(eps, "eps")
+    return _ceil_log_count(2 * math.sqrt(check_kappa(c.kappa)),
+                           4 * c.kappa * c.D * (lemma3_B1(c) / e + c.rho / c.mu))
+
+
+def theorem2_cg_steps_proof_slip(constants, eps) -> int:
+    """The CG count of the proof of Theorem 2 as written, ⌈2 log(4κ(λ/μ)B/ε)⌉: the line
+    "2 log(2κ‖x*‖/δ′) ≤ 2 log(4κ(λ/μ)B/ε)" drops the √κ of Lemma 2 (docs/mathematics.md §6)."""
+    c = constants
+    e = check_positive(eps, "eps")
+    return _ceil_log_count(2.0, 4 * c.kappa * (c.lam / c.mu) * c.B / e)
 
 
 def corollary1_calls(n_tasks, L_F, gap, eps) -> float:
@@ -175,32 +204,82 @@ class Certificate:
     """An a-posteriori bound on the exact-solve error of one computed meta-gradient (docs/mathematics.md §5a).
 
     bound: certified ‖g − dθL(Alg*(θ))‖ ≤ bound. delta, delta_prime, B: the certified δ, δ′ and
-    B at Alg*(θ) that went into Lemma 3's sharper form."""
+    B at Alg*(θ) that went into Lemma 3's sharper form. rounding: how much of ``bound`` comes
+    from the rounding of the computed residuals. rounding_safe: whether that rounding was
+    bounded (False: the bound holds in exact arithmetic only, and can fail at rounding level)."""
 
     bound: float
     delta: float
     delta_prime: float
     B: float
+    rounding: float = 0.0
+    rounding_safe: bool = False
 
 
-def aposteriori_bound(constants, *, stationarity, cg_residual, outer_grad_norm) -> Certificate:
-    """Lemma 3 made computable (docs/mathematics.md §5a; upper bound, exact arithmetic):
+def _lemma3_sharp_terms(c, delta, delta_prime, outer_grad_norm):
+    B = outer_grad_norm + c.L * delta
+    return (c.lam * c.rho * B / c.mu ** 2 + c.lam * c.L / c.mu) * delta + delta_prime, B
+
+
+def aposteriori_bound(constants, *, stationarity, cg_residual, outer_grad_norm,
+                      stationarity_rounding=0.0, residual_rounding=0.0,
+                      outer_grad_rounding=0.0) -> Certificate:
+    """Lemma 3 made computable (docs/mathematics.md §5a; upper bound):
     δ ≤ ‖∇_φG(φ, θ)‖/μ, δ′ ≤ (λ/μ)‖r‖ with r = ∇L(φ) − (I + H(φ)/λ)g, B ≤ ‖∇L(φ)‖ + Lδ, then
-    the sharper Lemma 3 bound (λρB/μ² + λL/μ)δ + δ′. Needs μ, L, ρ, λ of ``constants`` only."""
+    the sharper Lemma 3 bound (λρB/μ² + λL/μ)δ + δ′. Needs μ, L, ρ, λ of ``constants`` only.
+
+    The three norms are the computed ones; each ``*_rounding`` bounds |exact − computed| for
+    the matching norm (:func:`certify` derives them from the magnitudes that enter each
+    residual, theory.tolerances). With the defaults 0 the bound holds in exact arithmetic only:
+    at rounding level a computed residual can be far below the exact one."""
     c = constants
-    delta = check_positive(stationarity, "stationarity", allow_zero=True) / c.mu
-    delta_prime = c.lam / c.mu * check_positive(cg_residual, "cg_residual", allow_zero=True)
-    B = check_positive(outer_grad_norm, "outer_grad_norm", allow_zero=True) + c.L * delta
-    bound = (c.lam * c.rho * B / c.mu ** 2 + c.lam * c.L / c.mu) * delta + delta_prime
-    return Certificate(bound, delta, delta_prime, B)
+    s = check_positive(stationarity, "stationarity", allow_zero=True)
+    r = check_positive(cg_residual, "cg_residual", allow_zero=True)
+    v = check_positive(outer_grad_norm, "outer_grad_norm", allow_zero=True)
+    es = check_positive(stationarity_rounding, "stationarity_rounding", allow_zero=True)
+    er = check_positive(residual_rounding, "residual_rounding", allow_zero=True)
+    ev = check_positive(outer_grad_rounding, "outer_grad_rounding", allow_zero=True)
+    delta, delta_prime = (s + es) / c.mu, c.lam / c.mu * (r + er)
+    bound, B = _lemma3_sharp_terms(c, delta, delta_prime, v + ev)
+    exact_arithmetic, _ = _lemma3_sharp_terms(c, s / c.mu, c.lam / c.mu * r, v)
+    return Certificate(bound, delta, delta_prime, B, bound - exact_arithmetic,
+                       rounding_safe=es > 0 and er > 0 and ev > 0)
 
 
-def certify(result, constants) -> Certificate:
-    """:func:`aposteriori_bound` for a meta-gradient result (anything with ``stationarity``,
-    ``cg_residual`` and ``outer_grad_norm``, e.g. ``solvers.MetaGradientResult``)."""
+def certify(result, constants, *, task=None, theta=None, magnitudes=None) -> Certificate:
+    """:func:`aposteriori_bound` for a meta-gradient result (``solvers.MetaGradientResult``:
+    ``stationarity``, ``cg_residual``, ``outer_grad_norm``, ``phi``, ``gradient``), made safe
+    in floating point: each computed norm is raised to a certified upper bound of the exact one
+    (theory.tolerances.norm_upper_bound) from the magnitudes that enter it — from the task's data
+    and θ (``task=``, ``theta=``: quadratic and logistic tasks) or given as ``magnitudes=`` (a
+    theory.tolerances.Magnitudes) — and the dtype's unit roundoff (the dtype of
+    ``result.gradient``); the result has ``rounding_safe=True``.
+
+    Without them (the older call ``certify(result, constants)``) the computed norms are taken as
+    exact: ``rounding_safe=False``, a bound in exact arithmetic only, which fails at rounding
+    level on large ‖θ‖ with a small meta-gradient (docs/mathematics.md §5a). Pass task= and
+    theta=."""
+    if (task is None) != (theta is None):
+        raise TypeError("certify needs both task= and theta= (or magnitudes=)")
+    if magnitudes is None and task is None:
+        return aposteriori_bound(constants, stationarity=result.stationarity,
+                                 cg_residual=result.cg_residual,
+                                 outer_grad_norm=result.outer_grad_norm)
+    if magnitudes is None:
+        magnitudes = computation_magnitudes(task, theta, result.phi, result.gradient)
+    m, dt = magnitudes, dtype_name(result.gradient)
+
+    def up(value, terms):
+        # strictly above the computed value even when the terms vanish (the norm's own rounding)
+        return max(norm_upper_bound(dt, value, terms=terms, length=m.length, dim=m.dim)
+                   - float(value), 5e-324)
+
     return aposteriori_bound(constants, stationarity=result.stationarity,
                              cg_residual=result.cg_residual,
-                             outer_grad_norm=result.outer_grad_norm)
+                             outer_grad_norm=result.outer_grad_norm,
+                             stationarity_rounding=up(result.stationarity, m.stationarity),
+                             residual_rounding=up(result.cg_residual, m.residual),
+                             outer_grad_rounding=up(result.outer_grad_norm, m.outer_grad))
 
 
 def cg_steps_for_error(kappa, rel_error, *, norm: str = "2") -> int:

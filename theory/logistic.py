@@ -20,7 +20,7 @@ from array_api_compat import array_namespace
 
 from theory._arrays import to_numpy64
 from theory.constants import Constants
-from theory.tolerances import rounding_allowance
+from theory.tolerances import allowance, computation_magnitudes, norm_upper_bound
 from validation import check_array, check_lam, check_positive
 
 __all__ = ["LogisticTask", "CertifiedSolution", "S_MAX", "S_PRIME_MAX", "S_SECOND_MAX"]
@@ -178,14 +178,16 @@ class LogisticTask:
             else:  # no progress: the gradient is at its rounding level
                 stale += 1
         gnorm, phi = best
-        err = (gnorm + self._grad_rounding(t, phi)) / lam
+        err = (gnorm + self._grad_rounding(t, phi, gnorm)) / lam
         return CertifiedSolution(phi, err, gnorm, steps)
 
-    def _grad_rounding(self, theta, phi) -> float:
-        """Rounding allowance of ∇G(φ, θ) computed in float64: scale (1/n)Σ‖xⱼ‖ + λ(‖φ‖ + ‖θ‖)."""
-        scale = float(np.mean(np.linalg.norm(self._X64, axis=1))) + self.lam * (
-            float(np.linalg.norm(phi)) + float(np.linalg.norm(theta)))
-        return rounding_allowance("float64", scale=scale, dim=max(self.dim, self.n))
+    def _grad_rounding(self, theta, phi, gnorm) -> float:
+        """A certified bound on |exact ‖∇G(φ, θ)‖ − computed| in float64, from the magnitudes
+        that enter ∇G (theory.tolerances.computation_magnitudes: (1/n)Σ‖xⱼ‖, ‖x‖²‖φ‖, λ‖φ‖,
+        λ‖θ‖) — the rule of theory.tolerances, rigorous form."""
+        m = computation_magnitudes(self, theta, phi, np.zeros(self.dim))
+        return norm_upper_bound("float64", gnorm, terms=m.stationarity, length=m.length,
+                                dim=m.dim) - gnorm
 
     def inner_solution(self, theta):
         """Alg*(θ) (the certified Newton solution), in the input's array type."""
@@ -221,8 +223,10 @@ class LogisticTask:
         sol = self.certified_solution(theta)
         c = self.constants(theta)
         g = self._meta_gradient64(sol.phi)
-        solve_rounding = rounding_allowance("float64", kappa=c.kappa,
-                                            scale=float(np.linalg.norm(g)), dim=self.dim)
+        # the dense solve at φ*: the terms of ∇L(φ*) and of the system's residual, times λ/μ
+        m = computation_magnitudes(self, theta, sol.phi, g)
+        solve_rounding = allowance("float64", terms=[c.lam / c.mu * t for t in m.residual],
+                                   kappa=c.kappa, dim=self.dim)
         return sol.error_bound, ((c.lam * c.rho * c.B / c.mu ** 2 + c.lam * c.L / c.mu)
                                  * sol.error_bound + solve_rounding)
 

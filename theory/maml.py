@@ -24,11 +24,13 @@ from validation import check_positive
 
 __all__ = [
     "maml_iterate",
+    "nesterov_iterate",
     "maml_jacobian",
     "maml_meta_gradient",
     "maml_contraction",
     "maml_exact_solve_error_bound",
     "maml_jacobian_error_bound",
+    "initial_jacobian_gap",
     "truncated_jacobian",
     "truncated_meta_gradient",
 ]
@@ -68,6 +70,29 @@ def maml_iterate(task, theta, step_size, inner_steps) -> np.ndarray:
     theta = to_numpy64(theta)
     phi_star = np.linalg.solve(C, lam * theta - to_numpy64(task.b))
     return phi_star + np.linalg.matrix_power(P, K) @ (theta - phi_star)
+
+
+def nesterov_iterate(task, theta, step_size, momentum, inner_steps, *, start=None) -> np.ndarray:
+    """x_K of Nesterov's method (docs/mathematics.md §3 variant: x₀ = y₀, x_{k+1} = y_k − α∇G(y_k),
+    y_{k+1} = x_{k+1} + q(x_{k+1} − x_k)) on G(·, θ) of a quadratic task, in closed form: with
+    eₖ = xₖ − φ*, e_{k+1} = P((1 + q)eₖ − q e_{k−1}), e_{−1} = e₀, P = I − αC, so in the
+    eigenbasis of C = A + λI each coordinate follows a 2×2 linear recursion whose K-th power
+    is taken directly (a second route to the solver's loop). ``start`` is x₀ (default θ)."""
+    K = _count("inner_steps", inner_steps)
+    q = float(momentum)
+    if not 0.0 <= q < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    A, lam, C, _ = _quadratic(task, step_size)
+    theta = to_numpy64(theta)
+    x0 = theta if start is None else to_numpy64(start)
+    c, V = np.linalg.eigh(C)
+    phi_star = V @ ((V.T @ (lam * theta - to_numpy64(task.b))) / c)
+    p = 1.0 - float(step_size) * c
+    T = np.zeros((c.shape[0], 2, 2))
+    T[:, 0, 0], T[:, 0, 1], T[:, 1, 0] = (1 + q) * p, -q * p, 1.0
+    TK = np.linalg.matrix_power(T, K)
+    e0 = V.T @ (x0 - phi_star)
+    return phi_star + V @ ((TK[:, 0, 0] + TK[:, 0, 1]) * e0)
 
 
 def maml_jacobian(task, step_size, inner_steps) -> np.ndarray:
@@ -117,6 +142,15 @@ def _check_alpha_r(constants, step_size, initial_distance):
     return a, r
 
 
+def initial_jacobian_gap(constants) -> float:
+    """max((β − λ)/β, (λ − μ)/μ): an upper bound on ‖I − J*‖ = ‖H(H + λI)⁻¹‖ when
+    μI ⪯ H + λI ⪯ βI (the eigenvalues h/(h + λ) with h + λ ∈ [μ, β] are largest in modulus at
+    the ends). For convex L̂ (μ ≥ λ) it is 1 − λ/β; the appendix's 1 − λ/β alone is false for
+    a non-convex L̂ (A = diag(−0.9, 1), λ = 1: ‖I − J*‖ = 9, 1 − λ/β = 0.5)."""
+    c = constants
+    return max((c.beta - c.lam) / c.beta, (c.lam - c.mu) / c.mu)
+
+
 def maml_jacobian_error_bound(constants, *, step_size, inner_steps, initial_distance) -> float:
     """Upper bound on ‖J_K − J*‖, J_K = dφ_K/dθ of K gradient steps on G(·, θ) from φ₀ = θ and
     J* = dAlg*/dθ = λ(H(φ*) + λI)⁻¹ (Lemma 1), for any task of Assumption 2 and 0 < α ≤ 1/β.
@@ -124,14 +158,18 @@ def maml_jacobian_error_bound(constants, *, step_size, inner_steps, initial_dist
     With q = 1 − αμ (every step's ‖I − α(Hₖ + λI)‖ ≤ q and ‖φₖ − φ*‖ ≤ qᵏ‖θ − φ*‖) and
     Eₖ = Jₖ − J*: Eₖ₊₁ = (I − α(Hₖ + λI))Eₖ + α(H(φ*) − Hₖ)J*, E₀ = I − J* = H(H + λI)⁻¹, so
 
-        ‖E_K‖ ≤ q^K (1 − λ/β) + K α ρ (λ/μ) q^(K−1) ‖θ − φ*‖.
+        ‖E_K‖ ≤ q^K e₀ + K α ρ (λ/μ) q^(K−1) ‖θ − φ*‖,
+
+    e₀ = :func:`initial_jacobian_gap` = max((β − λ)/β, (λ − μ)/μ) ≥ ‖H(H + λI)⁻¹‖: 1 − λ/β for a
+    convex inner loss (μ ≥ λ), larger when L̂ is non-convex (μ < λ, H has eigenvalues down to
+    μ − λ < 0), which Assumption 2 allows.
 
     ``initial_distance`` = ‖θ − Alg*(θ)‖. Raises ValueError if α > 1/β."""
     c = constants
     a, r = _check_alpha_r(c, step_size, initial_distance)
     K = _count("inner_steps", inner_steps)
     q = 1.0 - a * c.mu
-    return q ** K * (1 - c.lam / c.beta) + (K * a * c.rho * (c.lam / c.mu) * q ** (K - 1) * r
+    return q ** K * initial_jacobian_gap(c) + (K * a * c.rho * (c.lam / c.mu) * q ** (K - 1) * r
                                             if K else 0.0)
 
 
@@ -141,6 +179,8 @@ def maml_exact_solve_error_bound(constants, *, step_size, inner_steps, initial_d
     any task of Assumption 2 (ρ ≥ 0) and 0 < α ≤ 1/β:
 
         error ≤ ‖J_K − J*‖ ‖∇L(φ_K)‖ + (λ/μ) L q^K ‖θ − φ*‖,   q = 1 − αμ,
+
+    (non-convex L̂ included: ‖J_K − J*‖ uses :func:`initial_jacobian_gap`),
 
     with ‖J_K − J*‖ from :func:`maml_jacobian_error_bound`, ``outer_grad_norm`` = ‖∇L(φ_K)‖,
     ``initial_distance`` = ‖θ − Alg*(θ)‖ (since g_K − g* = (J_K − J*)ᵀ∇L(φ_K) +

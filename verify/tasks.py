@@ -9,9 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory.logistic import LogisticTask
+from array_api_compat import array_namespace, device
+
 from theory.quadratic import QuadraticTask
 
-__all__ = ["TaskSpec", "planted_spectrum_task", "paper_synthetic_task", "to_array", "planted_spectrum",
+__all__ = ["TaskSpec", "planted_spectrum_task", "NonConvexQuadraticTask", "nonconvex_task", "paper_synthetic_task", "to_array", "planted_spectrum",
            "float64_twin", "torch64", "bottom_eigenvector", "logistic_task", "multitask_quadratic"]
 
 QUERY_KINDS = ("shared", "reversed", "independent", "same")
@@ -145,6 +147,64 @@ def paper_synthetic_task(*, seed: int, fourier: bool = False, n_train: int = 200
     return QuadraticTask(*arrays, lam), spec
 
 
+class NonConvexQuadraticTask(QuadraticTask):
+    """A quadratic task whose inner loss may be non-convex within Assumption 2: A symmetric with
+    A + λI ≻ 0, A itself possibly indefinite (docs/mathematics.md §0, §7). Everything else is
+    QuadraticTask's: the closed forms (A + λI)⁻¹(λθ − b), λ(A + λI)⁻¹∇L hold unchanged.
+
+    Built by validating A + cI (c ≥ 0 the smallest shift that makes it semidefinite) as a
+    QuadraticTask would validate A, then keeping A; (β, μ) are λmax(A) + λ, λmin(A) + λ.
+    Raises ValueError when A + λI is not positive definite."""
+
+    def __init__(self, A, b, A_query, b_query, lam, *, psd_rtol=None):
+        from theory import to_numpy64
+
+        A64 = to_numpy64(A)
+        eig = np.linalg.eigvalsh((A64 + A64.T) / 2)
+        if not eig[0] + float(lam) > 0:
+            raise ValueError(f"A + lam*I must be positive definite (Assumption 2), its smallest "
+                             f"eigenvalue is {eig[0] + float(lam):.3g}")
+        shift = max(-float(eig[0]), 0.0)
+        xp = array_namespace(A)
+        eye = xp.eye(A.shape[0], dtype=A.dtype, device=device(A))
+        super().__init__(A + shift * eye, b, A_query, b_query, lam, psd_rtol=psd_rtol)
+        self.A = A
+        self._nonconvex_bounds = (float(eig[-1] + self.lam), float(eig[0] + self.lam))
+
+    def curvature_bounds(self) -> tuple[float, float]:
+        return self._nonconvex_bounds
+
+
+def nonconvex_task(dim: int, kappa: float, lam: float, *, seed: int, mu_over_lam: float = 0.1,
+                   query: str = "independent", array: str = "numpy", dtype: str = "float64",
+                   device: str = "cpu"):
+    """A planted non-convex quadratic task: A = Q diag(s) Qᵀ with λmin(A) = (mu_over_lam − 1)λ < 0
+    (so μ = mu_over_lam·λ) and (λmax(A) + λ)/μ = κ exactly. ``query`` as for
+    :func:`planted_spectrum_task` ('same' excluded: the query loss stays convex).
+    Returns (task, spec)."""
+    if query not in ("shared", "reversed", "independent"):
+        raise ValueError(f"query must be shared, reversed or independent, got {query!r}")
+    if not 0 < mu_over_lam < 1:
+        raise ValueError(f"mu_over_lam must be in (0, 1), got {mu_over_lam!r}")
+    rng = np.random.default_rng(seed)
+    s = planted_spectrum(dim, kappa, lam, floor=(mu_over_lam - 1) * lam)
+    Q = _orthogonal(rng, dim)
+    A = (Q * s) @ Q.T
+    b = rng.standard_normal(dim)
+    t = np.sort(rng.uniform(0.1, 1.0, dim))
+    t[-1] = 1.0
+    if query == "independent":
+        Q2 = _orthogonal(rng, dim)
+        Aq = (Q2 * t) @ Q2.T
+    else:
+        Aq = (Q * (t if query == "shared" else t[::-1])) @ Q.T
+    bq = rng.standard_normal(dim)
+    sym = lambda M: (M + M.T) / 2  # noqa: E731
+    arrays = [to_array(x, array=array, dtype=dtype, device=device) for x in (sym(A), b, sym(Aq), bq)]
+    return (NonConvexQuadraticTask(*arrays, lam),
+            TaskSpec(dim, float(kappa), float(lam), int(seed), query, "nonconvex"))
+
+
 def float64_twin(task):
     """The same task (the same stored numbers) as float64 NumPy arrays: the exact reference for
     float32 or torch runs, for a quadratic or a logistic task. Quadratic data rounded to float32
@@ -156,9 +216,9 @@ def float64_twin(task):
         return LogisticTask(*(to_numpy64(a) for a in (task.X, task.y, task.X_query,
                                                       task.y_query)), task.lam)
     if isinstance(task, QuadraticTask):
-        return QuadraticTask(*(to_numpy64(x) for x in (task.A, task.b, task.A_query,
-                                                       task.b_query)),
-                             task.lam, psd_rtol=task.psd_rtol)
+        return type(task)(*(to_numpy64(x) for x in (task.A, task.b, task.A_query,
+                                                     task.b_query)),
+                          task.lam, psd_rtol=task.psd_rtol)
     raise TypeError(f"task must be a QuadraticTask or LogisticTask, got {type(task).__name__}")
 
 

@@ -15,7 +15,9 @@ class CheckResult:
     measured, bound: the two numbers compared; relation: "<=" (a bound that must hold) or ">"
     (a negative control that must exceed the bound); allowance: the rounding allowance added to
     the bound (theory.tolerances); passed; instance: parameters and seed that reproduce it;
-    details: anything else worth reporting."""
+    details: anything else worth reporting; kind: what the check is — "claim" (a statement the
+    suite verifies), "control" (a planted defect that must be caught: the check can fail) or
+    "finding" (a statement of the appendix as written, shown wrong or loose)."""
 
     claim: str
     section: str
@@ -27,6 +29,7 @@ class CheckResult:
     allowance: float = 0.0
     instance: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
+    kind: str = "claim"
 
     @property
     def ratio(self) -> float:
@@ -47,9 +50,18 @@ class CheckResult:
                 f"allowance {self.allowance:.2g}) on {self.instance}")
 
 
+KINDS = ("claim", "control", "finding")
+
+
 def compare(claim, section, statement, measured, bound, *, allowance=0.0, relation="<=",
-            instance=None, details=None) -> CheckResult:
-    """Judge ``measured <= bound + allowance`` (or, for a negative control, ``measured > bound``)."""
+            instance=None, details=None, kind=None) -> CheckResult:
+    """Judge ``measured <= bound + allowance`` (or, for relation '>', ``measured > bound``);
+    ``kind`` is "claim", "control" (planted defect) or "finding" (about the appendix); by
+    default "control" for relation '>' and "claim" for '<='."""
+    if kind is None:
+        kind = "control" if relation == ">" else "claim"
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     measured, bound = float(measured), float(bound)
     if relation == "<=":
         passed = math.isfinite(measured) and measured <= bound + allowance
@@ -58,4 +70,4 @@ def compare(claim, section, statement, measured, bound, *, allowance=0.0, relati
     else:
         raise ValueError(f"relation must be '<=' or '>', got {relation!r}")
     return CheckResult(claim, section, statement, measured, bound, passed, relation, allowance,
-                       dict(instance or {}), dict(details or {}))
+                       dict(instance or {}), dict(details or {}), kind)

@@ -14,12 +14,15 @@ import numpy as np
 
 from solvers import imaml_meta_gradient
 from theory.bounds import corollary1_calls, theorem2_steps
-from verify.tasks import multitask_quadratic
+from theory.constants import Constants
+from theory.quadratic import QuadraticTask
+from verify.tasks import multitask_quadratic, planted_spectrum_task
 from verify.checks._result import compare
 from verify.registry import claim
 
 __all__ = ["MetaObjective", "meta_objective", "imaml_routine", "run_corollary1",
-           "check_corollary1"]
+           "check_corollary1", "CauchyQueryTask", "CauchyMetaObjective", "cauchy_tasks",
+           "check_nonconvex"]
 
 SECTION = "§8"
 
@@ -69,11 +72,13 @@ def imaml_routine(task, theta, eps_half):
     return imaml_meta_gradient(task, theta, inner_steps=t_inner, cg_steps=t_cg, warm_start="zero")
 
 
-def run_corollary1(tasks, eps, *, routine=imaml_routine, max_calls=None):
+def run_corollary1(tasks, eps, *, routine=imaml_routine, max_calls=None, objective=None):
     """Gradient descent on F with step 1/L_F from θ = 0, meta-gradient = average of
     ``routine(task, θ, ε/2)`` over the M tasks (M calls per step). Stops when the exact
-    ‖∇F(θ)‖ ≤ ε. Returns a dict with calls used, the bound, the worst meta-gradient error."""
-    F = meta_objective(tasks)
+    ‖∇F(θ)‖ ≤ ε. Returns a dict with calls used, the bound, the worst meta-gradient error.
+    ``objective`` (default: the exact quadratic meta-objective) has ``value``, ``gradient``,
+    ``L_F`` (a Lipschitz constant of ∇F) and ``minimum`` (a lower bound on min F)."""
+    F = meta_objective(tasks) if objective is None else objective
     M, d = len(tasks), tasks[0].dim
     bound = corollary1_calls(M, F.L_F, F.value(np.zeros(d)) - F.minimum, eps)
     cap = int(math.floor(bound)) if max_calls is None else int(max_calls)
@@ -90,11 +95,12 @@ def run_corollary1(tasks, eps, *, routine=imaml_routine, max_calls=None):
             "gap": F.value(np.zeros(d)) - F.minimum, "n_tasks": M}
 
 
-def check_corollary1(tasks, eps, *, routine=imaml_routine, instance=None, max_calls=None):
+def check_corollary1(tasks, eps, *, routine=imaml_routine, instance=None, max_calls=None,
+                     objective=None):
     """Two CheckResults: the calls used to reach ‖∇F‖ ≤ ε are within the corollary's count
     (measured = calls if reached, else ∞), and every meta-gradient was ε/2-accurate.
     ``max_calls`` stops earlier than the count (negative controls only)."""
-    out = run_corollary1(tasks, eps, routine=routine, max_calls=max_calls)
+    out = run_corollary1(tasks, eps, routine=routine, max_calls=max_calls, objective=objective)
     inst = dict(instance or {}, eps=eps)
     details = {k: v for k, v in out.items()}
     return [compare("corollary1", SECTION, "GD on F (step 1/L_F, ε/2-accurate meta-gradients) "
@@ -107,7 +113,8 @@ def check_corollary1(tasks, eps, *, routine=imaml_routine, instance=None, max_ca
 
 @claim("corollary1", title="Corollary 1: calls to reach an ε-stationary point of F", section=SECTION,
        statement="gradient descent on F with step 1/L_F and ε/2-accurate meta-gradients reaches "
-       "‖∇F(θ)‖ ≤ ε within 4·M·L_F·(F(0) − min F)/ε² calls (multi-task quadratics, exact L_F)",
+       "‖∇F(θ)‖ ≤ ε within 4·M·L_F·(F(0) − min F)/ε² calls (multi-task quadratics, exact L_F; "
+       "and a non-convex F: Cauchy query losses, L_F a certified bound, min F ≥ 0)",
        loose="the count is a worst case over smooth F; on these strongly convex F gradient "
        "descent converges linearly and uses far fewer calls (see ratios)")
 def run(ctx):
@@ -120,4 +127,118 @@ def run(ctx):
         tasks = multitask_quadratic(M, d, kappa, lam, seed=seed)
         out += check_corollary1(tasks, eps, instance=dict(n_tasks=M, dim=d, kappa=kappa,
                                                           lam=lam, seed=seed))
+    # a non-convex F (Cauchy query losses on quadratic inner losses; min F ≥ 0 as the gap)
+    for i, (M, d, kappa, lam, eps) in enumerate([(2, 4, 10.0, 1.0, 1e-2)] if ctx.quick else
+                                                [(2, 4, 10.0, 1.0, 1e-2), (3, 6, 50.0, 2.0, 1e-3)]):
+        seed = ctx.rng_seed(19, i)
+        tasks, F = cauchy_tasks(M, d, kappa, lam, seed=seed)
+        inst = dict(family="non-convex F (Cauchy query loss)", n_tasks=M, dim=d, kappa=kappa,
+                    lam=lam, seed=seed)
+        out += check_nonconvex(tasks, F, instance=inst)
+        out += check_corollary1(tasks, eps, objective=F, instance=inst)
     return out
+
+
+# -- a non-convex F: quadratic inner losses, a Cauchy query loss ------------------------------------
+
+class CauchyQueryTask:
+    """A task whose meta-objective is non-convex but smooth and bounded below (docs/mathematics.md §8):
+    the inner loss of a quadratic task (A ⪰ 0, b, λ), so Alg*(θ) = Jθ + s with J = λ(A + λI)⁻¹,
+    and the query loss L(φ) = (1/m) Σᵢ ℓ(aᵢᵀφ − yᵢ), ℓ(r) = log(1 + r²) — non-convex (ℓ″ < 0 for
+    |r| > 1), ≥ 0, |ℓ′| ≤ 1, −1/4 ≤ ℓ″ ≤ 2. Task protocol plus exact references."""
+
+    def __init__(self, inner: QuadraticTask, R, y):
+        self.inner, self.R, self.y = inner, np.asarray(R, float), np.asarray(y, float)
+        self.lam, self.dim, self.m = inner.lam, inner.dim, self.R.shape[0]
+        self.A, self.b = inner.A, inner.b
+
+    # protocol
+    def inner_loss(self, phi):
+        return self.inner.inner_loss(phi)
+
+    def inner_grad(self, phi):
+        return self.inner.inner_grad(phi)
+
+    def inner_hvp(self, phi, v):
+        return self.inner.inner_hvp(phi, v)
+
+    def curvature_bounds(self):
+        return self.inner.curvature_bounds()
+
+    def outer_loss(self, phi):
+        r = self.R @ phi - self.y
+        return float(np.mean(np.log1p(r * r)))
+
+    def outer_grad(self, phi):
+        r = self.R @ phi - self.y
+        return self.R.T @ (2 * r / (1 + r * r)) / self.m
+
+    def outer_hessian(self, phi):
+        r = self.R @ phi - self.y
+        w = 2 * (1 - r * r) / (1 + r * r) ** 2
+        return (self.R.T * w) @ self.R / self.m
+
+    # references
+    def inner_solution(self, theta):
+        return self.inner.inner_solution(theta)
+
+    def jacobian(self, theta=None):
+        return self.inner.jacobian(np.zeros(self.dim) if theta is None else theta)
+
+    def meta_gradient(self, theta):
+        return self.jacobian(theta) @ self.outer_grad(self.inner_solution(theta))
+
+    def constants(self, theta, radius=None, delta=0.0):
+        """Instance β, μ, D; L = 2λmax(RᵀR)/m (ℓ″ ≤ 2); B = (1/m)Σ‖aᵢ‖ (|ℓ′| ≤ 1, everywhere); ρ = 0."""
+        beta, mu = self.curvature_bounds()
+        L = 2 * float(np.linalg.eigvalsh(self.R.T @ self.R)[-1]) / self.m
+        B = float(np.mean(np.linalg.norm(self.R, axis=1)))
+        D = float(np.linalg.norm(self.inner_solution(theta)))
+        return Constants(beta, mu, beta / mu, L, B, 0.0, D, self.lam)
+
+
+@dataclass(frozen=True)
+class CauchyMetaObjective:
+    """F(θ) = (1/M) Σ Lᵢ(Jᵢθ + sᵢ) for Cauchy query tasks: exact value and gradient; L_F =
+    2λmax((1/M)Σ JᵢRᵢᵀRᵢJᵢ/mᵢ) bounds ‖∇²F‖ (−1/4 ≤ ℓ″ ≤ 2); ``minimum`` = 0 ≤ min F (a lower
+    bound: the corollary's count with it is larger, still a valid upper bound to check)."""
+
+    tasks: tuple
+    L_F: float
+    minimum: float = 0.0
+
+    def value(self, theta) -> float:
+        return float(np.mean([t.outer_loss(t.inner_solution(theta)) for t in self.tasks]))
+
+    def gradient(self, theta) -> np.ndarray:
+        return np.mean([t.meta_gradient(theta) for t in self.tasks], axis=0)
+
+    def hessian(self, theta) -> np.ndarray:
+        return np.mean([t.jacobian(theta) @ t.outer_hessian(t.inner_solution(theta))
+                        @ t.jacobian(theta) for t in self.tasks], axis=0)
+
+
+def cauchy_tasks(n_tasks, dim, kappa, lam, *, seed, m=None, target_scale=4.0):
+    """M Cauchy query tasks (float64) on planted quadratic inner losses, targets of size
+    ``target_scale`` so that residuals exceed 1 near θ = 0 (F has negative curvature there).
+    Returns (tasks, objective)."""
+    seq = np.random.SeedSequence(seed).generate_state(n_tasks)
+    tasks = []
+    for s in seq:
+        inner, _ = planted_spectrum_task(dim, kappa, lam, seed=int(s), query="independent")
+        rng = np.random.default_rng(int(s) + 1)
+        k = m or 2 * dim
+        R = rng.standard_normal((k, dim)) / np.sqrt(dim)
+        tasks.append(CauchyQueryTask(inner, R, target_scale * rng.standard_normal(k)))
+    H = np.mean([t.jacobian() @ t.R.T @ t.R @ t.jacobian() / t.m for t in tasks], axis=0)
+    return tasks, CauchyMetaObjective(tuple(tasks), 2 * float(np.linalg.eigvalsh((H + H.T) / 2)[-1]))
+
+
+def check_nonconvex(tasks, objective, *, instance=None):
+    """The instance is what it claims: F has negative curvature at θ = 0 (λmin(∇²F(0)) < 0,
+    measured −λmin > 0) and ∇²F stays within L_F there."""
+    eig = np.linalg.eigvalsh(objective.hessian(np.zeros(tasks[0].dim)))
+    return [compare("corollary1", SECTION, "F is non-convex: −λmin(∇²F(0)) > 0", -float(eig[0]), 0.0,
+                    relation=">", kind="claim", instance=instance),
+            compare("corollary1", SECTION, "‖∇²F(0)‖ ≤ L_F", float(np.max(np.abs(eig))),
+                    objective.L_F, instance=instance)]

@@ -8,7 +8,7 @@ from solvers import inner_solve
 from theory.bounds import gd_steps_estimate, lemma2_steps
 from theory.quadratic import QuadraticTask
 from theory import to_numpy64
-from verify.checks._common import allowance
+from verify.checks._common import far_instances, inner_allowance
 from verify.checks._result import compare
 from verify.measure import steps_to_reach
 from verify.registry import claim
@@ -50,7 +50,7 @@ def check_lemma2(task, theta, delta, *, inner="nesterov", instance=None, relatio
     kappa, dim = beta / mu, theta64.shape[0]
     dist0 = float(np.linalg.norm(theta64 - x_star))
     budget = lemma2_steps(kappa, dist0, delta)
-    floor = allowance(dtype_name(theta), kappa, dist0 + np.linalg.norm(x_star), dim)
+    floor = inner_allowance(dtype_name(theta), twin, theta64, x_star)
     inst = dict(instance or {}, delta=delta, distance=dist0, kappa=kappa)
     if relation == "<=":
         res = inner_solve(task, theta, inner_steps=budget, inner=inner, history=True)
@@ -95,6 +95,9 @@ def run(ctx):
                                      dtype=ctx.dtype, device=ctx.device)
                     results.append(check_lemma2(task, theta, delta,
                                                 instance=dict(inst, start="random")))
+    for task, theta, inst in far_instances(ctx, quick_count=1):
+        for delta in deltas[:1]:
+            results.append(check_lemma2(task, theta, delta, instance=inst))
     return results
 
 

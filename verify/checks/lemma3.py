@@ -7,7 +7,8 @@ import numpy as np
 from solvers import imaml_meta_gradient
 from theory.bounds import lemma3_bound, lemma3_bound_sharp
 from theory import to_numpy64
-from verify.checks._common import allowance, grid, make_instance, unit
+from verify.checks._common import far_instances, grid, make_instance, meta_gradient_allowance, unit
+from verify.tasks import float64_twin
 from verify.checks._result import compare
 from verify.registry import claim
 
@@ -29,8 +30,9 @@ def judge(twin, theta64, phi64, g64, *, instance=None, details=None, bound=lemma
     err = float(np.linalg.norm(g64 - g_exact))
     c = twin.constants(theta64)
     value = bound(c, delta, delta_prime)
-    floor = allowance("float64", c.kappa, float(np.linalg.norm(g_exact)) + c.lam * c.L / c.mu * delta,
-                      phi64.shape[0])
+    # rounding of the references and of the planted (φ, g): the magnitudes entering a
+    # meta-gradient at φ (theory.tolerances rule), not the size of g*
+    floor = meta_gradient_allowance("float64", twin, theta64, phi64, g64, L=c.L)
     return compare("lemma3", SECTION, STATEMENT, err, value, allowance=floor, instance=instance,
                    details=dict(details or {}, delta=delta, delta_prime=delta_prime,
                                 bound_sharp=lemma3_bound_sharp(c, delta, delta_prime)))
@@ -58,6 +60,17 @@ def random_point(twin, theta64, delta, delta_prime, rng):
     return phi, g
 
 
+def planted_points(twin, theta64, pairs, rng, inst):
+    """Lemma 3 judged at planted (φ, g) for each (δ, δ′): the adversarial and a random point."""
+    out = []
+    for delta, delta_prime in pairs:
+        phi, g = adversarial_point(twin, theta64, delta, delta_prime)
+        out.append(judge(twin, theta64, phi, g, instance=dict(inst, kind="adversarial")))
+        phi, g = random_point(twin, theta64, delta, delta_prime, rng)
+        out.append(judge(twin, theta64, phi, g, instance=dict(inst, kind="random")))
+    return out
+
+
 @claim("lemma3", title="Lemma 3: approximate implicit gradient", section=SECTION, statement=STATEMENT,
        loose=LOOSE)
 def run(ctx):
@@ -66,15 +79,14 @@ def run(ctx):
         ((1e-1, 0.0), (1e-2, 1e-2), (1e-4, 1e-6), (1e-6, 1e-4), (0.0, 1e-3))
     for i, (d, kappa, lam, query) in enumerate(grid(ctx)):
         task, twin, theta, theta64, inst = make_instance(ctx, d, kappa, lam, query, i)
-        rng = np.random.default_rng(ctx.rng_seed(i, 3))
-        for delta, delta_prime in pairs:
-            phi, g = adversarial_point(twin, theta64, delta, delta_prime)
-            results.append(judge(twin, theta64, phi, g, instance=dict(inst, kind="adversarial")))
-            phi, g = random_point(twin, theta64, delta, delta_prime, rng)
-            results.append(judge(twin, theta64, phi, g, instance=dict(inst, kind="random")))
+        results += planted_points(twin, theta64, pairs, np.random.default_rng(ctx.rng_seed(i, 3)),
+                                  inst)
         for inner_steps, cg_steps in ((2, 2), (10, 5)):
             res = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=cg_steps)
             results.append(judge(twin, theta64, to_numpy64(res.phi), to_numpy64(res.gradient),
                                  instance=dict(inst, kind="solver", inner_steps=inner_steps,
                                                cg_steps=cg_steps)))
+    for j, (task, theta, inst) in enumerate(far_instances(ctx, quick_count=2)):
+        results += planted_points(float64_twin(task), to_numpy64(theta), pairs,
+                                  np.random.default_rng(ctx.rng_seed(j, 4)), inst)
     return results

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from solvers import imaml_meta_gradient, inner_solve
-from theory.bounds import lemma3_bound, lemma3_bound_sharp, theorem2_steps
+from theory.bounds import lemma3_B1, lemma3_bound, lemma3_bound_sharp, theorem2_steps
 from theory.logistic import LogisticTask
 from theory.maml import maml_jacobian_error_bound
 from theory.tolerances import rounding_allowance
@@ -249,6 +249,10 @@ def _instances(ctx):
         seed = ctx.rng_seed(7, i)
         task, inst = logistic_task(n, d, lam, seed=seed, scale=scale)
         yield task, _theta(task, seed + 1), inst
+    if not ctx.quick:       # far from the grid: ‖θ‖ ≈ 60 (saturated sigmoids, large ‖φ‖)
+        seed = ctx.rng_seed(7, 99)
+        task, inst = logistic_task(30, 4, 0.1, seed=seed, scale=2.0)
+        yield task, _theta(task, seed + 1, scale=30.0), dict(inst, theta_scale=30.0)
 
 
 @claim("lemma1-logistic", title="Lemma 1 on logistic regression (ρ > 0): FD and autograd",
@@ -298,4 +302,71 @@ def run_theorem2(ctx):
     for task, theta, inst in _instances(ctx):
         for eps in ((1e-2, 1e-6) if ctx.quick else (1e-2, 1e-4, 1e-6, 1e-8)):
             out.append(check_theorem2(task, theta, eps, instance=inst))
+    return out
+
+
+RHO_BRANCH_STATEMENT = ("Theorem 2 where δ = μ/(2ρ) < ε/(2B₁) (ε > 2λB/μ + λL/ρ): T_inner Nesterov "
+                        "steps from 0 bring ‖φ − Alg*(θ)‖ ≤ μ/(2ρ) and, with T_cg CG steps, "
+                        "‖g − dθL(Alg*(θ))‖ ≤ ε; there ‖dθL(Alg*(θ))‖ ≤ (λ/μ)B < ε/2")
+
+
+def rho_branch_eps(c) -> float:
+    """The smallest ε for which the proof's δ is μ/(2ρ): ε* = B₁μ/ρ = 2λB/μ + λL/ρ."""
+    from theory.bounds import lemma3_B1
+
+    return lemma3_B1(c) * c.mu / c.rho
+
+
+def check_theorem2_rho_branch(task, theta, *, eps_factor=1.25, inner_steps=None, instance=None):
+    """Theorem 2 in its δ = μ/(2ρ) branch (ε = eps_factor·ε*, constants as in
+    :func:`check_theorem2`: certified instance β, μ, L, ρ, D and the global B). Three results:
+    the proof's inner step ‖φ − Alg*(θ)‖ ≤ μ/(2ρ) (certified: measured + the reference's error
+    bar), ε-accuracy, and ‖g*‖ ≤ ε/2 (in this branch the zero vector is already ε/2-accurate).
+    ``inner_steps`` overrides T_inner (negative control)."""
+    from theory.bounds import theorem2_delta
+
+    theta = np.asarray(theta, dtype=np.float64)
+    c_inst = task.constants(theta)
+    c = dataclasses.replace(c_inst, B=task.constants(theta, radius=float(np.linalg.norm(theta))).B)
+    eps = eps_factor * rho_branch_eps(c)
+    delta = theorem2_delta(c, eps)
+    t_inner, t_cg = theorem2_steps(c, eps)
+    n_in = t_inner if inner_steps is None else inner_steps
+    res = imaml_meta_gradient(task, theta, inner_steps=n_in, cg_steps=t_cg, warm_start="zero")
+    sol = task.certified_solution(theta)
+    dist = float(np.linalg.norm(np.asarray(res.phi) - sol.phi))
+    g_star = np.asarray(task.meta_gradient(theta))
+    err = float(np.linalg.norm(np.asarray(res.gradient) - g_star))
+    _, ref_err = task.reference_error(theta)
+    inst = dict(instance or {}, eps=eps, eps_factor=eps_factor)
+    details = {"T_inner": t_inner, "T_cg": t_cg, "inner_steps_used": n_in, "delta": delta,
+               "mu_over_2rho": c.mu / (2 * c.rho), "eps_over_2B1": eps / (2 * lemma3_B1(c)),
+               "eps_star": rho_branch_eps(c), "rho": c.rho, "B": c.B}
+    return [compare("theorem2-logistic-rho-branch", SECTION6,
+                    "‖φ_T − Alg*(θ)‖ ≤ δ = μ/(2ρ) after T_inner steps (the proof's inner step)",
+                    dist, delta, allowance=sol.error_bound, instance=inst, details=details),
+            compare("theorem2-logistic-rho-branch", SECTION6,
+                    "‖g − dθL(Alg*(θ))‖ ≤ ε in the δ = μ/(2ρ) branch", err, eps,
+                    allowance=ref_err, instance=inst, details=details),
+            compare("theorem2-logistic-rho-branch", SECTION6,
+                    "‖dθL(Alg*(θ))‖ ≤ ε/2 in the δ = μ/(2ρ) branch (g = 0 is already ε/2-accurate)",
+                    float(np.linalg.norm(g_star)), eps / 2, allowance=ref_err, instance=inst,
+                    details=details)]
+
+
+@claim("theorem2-logistic-rho-branch", title="Theorem 2's δ = μ/(2ρ) branch (ρ > 0)",
+       section=SECTION6, statement=RHO_BRANCH_STATEMENT,
+       loose="the branch δ = μ/(2ρ) of the proof is active only for ε > 2λB/μ + λL/ρ, where "
+       "‖dθL(Alg*(θ))‖ ≤ (λ/μ)B < ε/2: there the theorem asks for an accuracy the zero vector "
+       "already has (the T_inner it prescribes still brings φ within μ/(2ρ), as checked)")
+def run_theorem2_rho_branch(ctx):
+    out = []
+    grid = [(30, 4, 0.01, 2.0), (30, 4, 0.001, 1.0)] if ctx.quick else [
+        (n, d, lam, s) for (n, d) in ((30, 4), (60, 8)) for lam in (0.01, 0.001) for s in (1.0, 3.0)]
+    for i, (n, d, lam, scale) in enumerate(grid):
+        seed = ctx.rng_seed(17, i)
+        task, inst = logistic_task(n, d, lam, seed=seed, scale=scale)
+        for factor in ((1.25,) if ctx.quick else (1.01, 1.25, 4.0)):
+            out += check_theorem2_rho_branch(task, _theta(task, seed + 1), eps_factor=factor,
+                                             instance=inst)
     return out

@@ -33,7 +33,7 @@ def check_linear_growth(bytes_by_K: dict, *, instance=None):
     return [compare("memory", SECTION, "MAML's saved bytes are affine in K (deviation in bytes)",
                     dev, 0.0, instance=instance, details=details),
             compare("memory", SECTION, "MAML's saved bytes grow with K (bytes per inner step > 0)",
-                    slope, 0.0, relation=">", instance=instance, details=details)]
+                    slope, 0.0, relation=">", kind="claim", instance=instance, details=details)]
 
 
 def check_constant(bytes_by_K: dict, *, instance=None):

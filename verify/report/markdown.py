@@ -31,16 +31,21 @@ def _verdict(status: str) -> str:
     return {"PASS": "PASS", "FAIL": "**FAIL**", "ERROR": "**ERROR**"}[status]
 
 
+def _gt(x) -> str:
+    return "—" if x is None else f"{fmt(x)} (> 1 needed)"
+
+
 def summary_table(doc) -> str:
-    """The summary table: one row per claim."""
+    """The summary table: one row per claim. Planted-defect controls and findings about the
+    appendix ('>' checks) have separate columns."""
     lines = ["| claim | § | instances | worst ratio | w/ allowance | at rounding | "
-             "weakest control | result |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             "weakest control | finding margin | result |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for c in doc["claims"]:
-        control = "—" if c["weakest_control_ratio"] is None else f"{fmt(c['weakest_control_ratio'])} (> 1 needed)"
         lines.append(f"| `{c['name']}` | {_section(c['section'])} | {c['instances']} | {fmt(c['worst_ratio'])} | "
                      f"{fmt(c['worst_ratio_with_allowance'])} | {c['rounding_level_checks']} | "
-                     f"{control} | {_verdict(c['status'])} |")
+                     f"{_gt(c['weakest_control_ratio'])} | {_gt(c.get('weakest_finding_ratio'))} | "
+                     f"{_verdict(c['status'])} |")
     return "\n".join(lines)
 
 
@@ -77,8 +82,10 @@ def _claim_section(c) -> str:
            f"closest to failing, measured/(bound + allowance): "
            f"{fmt(c['worst_ratio_with_allowance'], 4)}; {c['rounding_level_checks']} checks at "
            f"rounding level"
-           + (f"; weakest negative control {fmt(c['weakest_control_ratio'], 4)} (must exceed 1)"
-              if c["weakest_control_ratio"] is not None else "") + "."]
+           + (f"; weakest planted-defect control {fmt(c['weakest_control_ratio'], 4)} (must exceed 1)"
+              if c["weakest_control_ratio"] is not None else "")
+           + (f"; finding about the appendix at {fmt(c['weakest_finding_ratio'], 4)} (must exceed 1)"
+              if c.get("weakest_finding_ratio") is not None else "") + "."]
     w = c["worst"]
     if w is not None:
         out.append(f"- **{'Worst failing' if not w['passed'] else 'Worst'} instance:** {_check_line(w)}."
@@ -119,7 +126,9 @@ def _found(c) -> str:
     if c["worst_ratio"] is not None:
         parts.append(f"worst ratio {fmt(c['worst_ratio'])}")
     if c["weakest_control_ratio"] is not None:
-        parts.append(f"negative control at {fmt(c['weakest_control_ratio'])}× its bound")
+        parts.append(f"planted-defect control at {fmt(c['weakest_control_ratio'])}× its bound")
+    if c.get("weakest_finding_ratio") is not None:
+        parts.append(f"finding at {fmt(c['weakest_finding_ratio'])}× the appendix's count")
     return f"`{c['name']}` " + ", ".join(parts)
 
 
@@ -149,7 +158,9 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
         "*w/ allowance*). *Worst ratio* is the largest measured/bound over the checks whose bound "
         "is above its allowance (the others — equalities to rounding, bounds that have decayed "
         "below 1e-15 — are counted in *at rounding* and decided by the allowance alone). A "
-        "negative control passes when measured > bound (it shows the check can fail).", "",
+        "planted-defect control (*weakest control*) passes when measured > bound: it shows the "
+        "check can fail. A *finding* is a statement of the appendix as written that the run shows "
+        "wrong (measured > the appendix's count, > 1 needed).", "",
         summary_table(doc), "",
     ]
     if doc["figures"]:

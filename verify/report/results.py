@@ -82,6 +82,8 @@ def claim_record(claim, results, *, elapsed_s: float, error: str | None = None) 
     results = list(results or [])
     bound_checks = [r for r in results if r.relation == "<="]
     controls = [r for r in results if r.relation == ">"]
+    planted = [r for r in controls if getattr(r, "kind", "claim") == "control"]
+    findings = [r for r in controls if getattr(r, "kind", "claim") == "finding"]
     failed = [r for r in results if not r.passed]
     if error is not None:
         status = "ERROR"
@@ -103,7 +105,10 @@ def claim_record(claim, results, *, elapsed_s: float, error: str | None = None) 
         "worst_ratio": max((r.ratio for r in bound_checks if above_rounding(r)), default=None),
         "rounding_level_checks": sum(not above_rounding(r) for r in bound_checks),
         "worst_ratio_with_allowance": max((_with_allowance(r) for r in bound_checks), default=None),
-        "weakest_control_ratio": min((r.ratio for r in controls), default=None),
+        "weakest_control_ratio": min((r.ratio for r in planted), default=None),
+        "weakest_finding_ratio": min((r.ratio for r in findings), default=None),
+        "strict_claim_ratio": min((r.ratio for r in controls if r not in planted + findings),
+                                  default=None),
         "worst": worst.as_dict() if worst is not None else None,
         "checks": [r.as_dict() for r in results],
         "elapsed_s": float(elapsed_s),
