@@ -49,3 +49,16 @@ def test_every_citation_of_the_mathematics_resolves():
     for c in all_claims().values():
         cited.update(re.findall(r"§\s*(\d+[a-z]?)", c.section))
     assert cited and cited <= anchors, sorted(cited - anchors)
+
+
+def test_mathematics_names_every_claim_and_only_claims_that_exist():
+    """Each section's 'Checked by' line names registered claims, and every claim is named."""
+    from verify.registry import all_claims
+
+    page = (ROOT / "docs" / "mathematics.md").read_text(encoding="utf-8")
+    claims = set(all_claims())
+    checked_by = re.findall(r"\*\*Checked by:?\*\*:?(.*?)(?:\n\n|\*\*In the code)", page, re.S)
+    named = {n for block in checked_by for n in re.findall(r"`([a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*)`", block)}
+    assert claims <= named, sorted(claims - named)
+    unknown = {n for n in named - claims if "-" in n or n in ("lemma1", "lemma2", "lemma3")}
+    assert unknown == set(), sorted(unknown)
