@@ -64,3 +64,28 @@ class SolverResult:
     @property
     def converged(self) -> bool:
         return self.status is Status.CONVERGED
+
+    def row(self, i: int) -> "SolverResult":
+        """Task i of a batched result (x of shape (n, d)) as a one-task result: its x, steps,
+        residual norm (a float), status and history; evaluations are those of the whole batch
+        (one call served every task)."""
+        if getattr(self.x, "ndim", 1) < 2:
+            raise ValueError("row() needs a batched result (x of shape (n, d))")
+        history = None
+        if self.history is not None:
+            history = History([x[i] for x in self.history.iterates],
+                              [_item(r, i) for r in self.history.residual_norms])
+        return SolverResult(
+            x=self.x[i],
+            steps=int(self.row_steps[i]) if self.row_steps is not None else self.steps,
+            residual_norm=_item(self.residual_norm, i),
+            status=self.row_status[i] if self.row_status is not None else self.status,
+            evaluations=dict(self.evaluations), history=history)
+
+
+def _item(value, i):
+    """Entry i of a per-task array as a float (a scalar stays as it is)."""
+    if getattr(value, "ndim", 0) == 0:
+        return value
+    entry = value[i]
+    return float(entry.item() if hasattr(entry, "item") else entry)

@@ -46,6 +46,29 @@ class MetaGradientResult:
     evaluations: dict = field(default_factory=dict)
     method: str = "imaml"
 
+    @property
+    def n_tasks(self) -> int | None:
+        """The number of tasks of a batched result (None for one task)."""
+        return self.gradient.shape[0] if getattr(self.gradient, "ndim", 1) > 1 else None
+
+    def row(self, i: int) -> "MetaGradientResult":
+        """Task i of a batched result as a one-task result (floats for the three norms; the
+        inner and CG results as one-task results). For a stack of quadratic tasks on NumPy it is
+        bitwise the result of the same call on task i alone."""
+        if self.n_tasks is None:
+            raise ValueError("row() needs a batched result (θ of shape (n, d))")
+        return MetaGradientResult(
+            gradient=self.gradient[i], phi=self.phi[i],
+            inner=None if self.inner is None else self.inner.row(i),
+            cg=None if self.cg is None else self.cg.row(i),
+            stationarity=_float(self.stationarity[i]), cg_residual=_float(self.cg_residual[i]),
+            outer_grad_norm=_float(self.outer_grad_norm[i]), evaluations=dict(self.evaluations),
+            method=self.method)
+
+
+def _float(x) -> float:
+    return float(x.item() if hasattr(x, "item") else x)
+
 
 def default_step_sizes(task, inner, step_size, momentum):
     """(step size, momentum) of an inner solver: the given values, or 1/β and (√κ−1)/(√κ+1)

@@ -290,3 +290,17 @@ def test_a_dask_cluster_gives_the_same_document(serial_doc):
 def test_bad_parallel_options_are_usage_errors(kwargs, words):
     with pytest.raises(verify.UsageError, match=words):
         verify.run([], **kwargs)
+
+
+def test_scale_widens_the_grids_and_is_recorded():
+    from verify.checks._common import SCALE_REPEATS, grid
+    from verify.registry import RunContext
+
+    base, wide = grid(RunContext()), grid(RunContext(scale=True))
+    assert len(wide) > SCALE_REPEATS * len(base) / 2
+    assert max(d for d, *_ in wide) == 2000 and max(k for _, k, *_ in wide) == 1e6
+    assert set(base) <= set(wide)
+    doc = verify.run([], scale=True)
+    assert doc["settings"]["scale"] is True
+    with pytest.raises(verify.UsageError, match="--scale"):
+        verify.run([], quick=True, scale=True)

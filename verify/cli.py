@@ -2,7 +2,7 @@
 
     imaml-verify [run] [--quick] [--seed N] [--out DIR] [--json] [--device cpu|cuda]
                        [--dtype float64|float32] [--claim NAME ...] [--figure ID ...]
-                       [--no-figures] [--full-results] [--jobs N | --dask ADDRESS]
+                       [--no-figures] [--full-results] [--scale] [--jobs N | --dask ADDRESS]
     imaml-verify claim NAME [NAME ...]     run only these claims (no figures)
     imaml-verify figure ID [ID ...]        compute and draw only these figures (fig1 / 1 / cg-error)
     imaml-verify list                      list the claims and figures
@@ -28,6 +28,8 @@ COMMANDS = ("run", "claim", "figure", "list", "fewshot", "gpu", "check")
 
 def _add_run_options(p):
     p.add_argument("--quick", action="store_true", help="small sweeps: seconds in all")
+    p.add_argument("--scale", action="store_true",
+                   help="wide grids (d up to 2000, κ up to 1e6, more seeds): for --jobs/--dask")
     p.add_argument("--seed", type=int, default=0, help="root seed of every instance (default 0)")
     p.add_argument("--out", default=None,
                    help="output folder (default reports/, or reports/partial/ for a selection)")
@@ -118,7 +120,7 @@ def request_from_args(args) -> dict:
         if claims is not None and figures is None:
             figures = list(FIGURES)
     partial = args.command != "run" or bool(args.claim or args.figure or args.no_figures)
-    return dict(claims=claims, figures=figures, quick=args.quick, seed=args.seed,
+    return dict(claims=claims, figures=figures, quick=args.quick, scale=args.scale, seed=args.seed,
                 dtype=args.dtype, device=args.device, array=args.array,
                 iteration_counts=not partial,
                 out=args.out or ("reports/partial" if partial else "reports"),

@@ -13,11 +13,14 @@ __all__ = ["RunContext", "Claim", "CLAIMS", "claim", "all_claims"]
 
 @dataclass
 class RunContext:
-    """How a claim should run: ``quick`` selects a small grid (about a minute for everything);
-    ``array`` is 'numpy' or 'torch'; ``dtype`` 'float64' or 'float32'; ``device`` 'cpu'/'cuda'."""
+    """How a claim should run: ``quick`` selects a small grid (seconds for everything);
+    ``scale`` a wide one for a cluster (the planted grid with d up to 2000, κ up to 1e6 and
+    ``SCALE_REPEATS`` seeds per grid point); ``array`` is 'numpy' or 'torch'; ``dtype`` 'float64'
+    or 'float32'; ``device`` 'cpu'/'cuda'."""
 
     seed: int = 0
     quick: bool = False
+    scale: bool = False
     dtype: str = "float64"
     device: str = "cpu"
     array: str = "numpy"

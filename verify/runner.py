@@ -39,6 +39,7 @@ class RunRequest:
     figures: list | None = None
     iteration_counts: bool | None = None
     quick: bool = False
+    scale: bool = False
     seed: int = 0
     dtype: str = "float64"
     device: str = "cpu"
@@ -125,8 +126,11 @@ def validate_request(req: RunRequest):
                              "pip install 'imaml-verify[dask]'") from None
     if req.out is not None:
         _check_out(req.out)
+    if req.scale and req.quick:
+        raise UsageError("give --quick or --scale, not both")
     with_counts = req.complete if req.iteration_counts is None else bool(req.iteration_counts)
-    ctx = RunContext(seed=req.seed, quick=req.quick, dtype=req.dtype, device=device, array=array)
+    ctx = RunContext(seed=req.seed, quick=req.quick, scale=bool(req.scale), dtype=req.dtype,
+                     device=device, array=array)
     return [known[n] for n in dict.fromkeys(names)], fig_ids, with_counts, ctx
 
 
@@ -324,7 +328,8 @@ def _call(fn, args):
     return fn(*args)
 
 
-def run(claims=None, figures=None, *, quick: bool = False, seed: int = 0, dtype: str = "float64",
+def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, seed: int = 0,
+        dtype: str = "float64",
         device: str = "cpu", array: str | None = None, iteration_counts: bool | None = None,
         out=None, full_results: bool = False, jobs: int = 1, dask=None, progress: bool = False,
         command=None) -> dict:
@@ -334,7 +339,8 @@ def run(claims=None, figures=None, *, quick: bool = False, seed: int = 0, dtype:
     figures: figure ids, numbers or names (None: every figure when ``claims`` is None too, else
     none). A figure drawn from the claims' results (``needs='claims'``, figure 6) shows the
     claims that ran. iteration_counts: the iteration-count table (default: only for a complete run).
-    quick: small grids (seconds). seed: root seed of every instance (>= 0). dtype: 'float64' or
+    quick: small grids (seconds). scale: wide grids for a cluster (d up to 2000, κ up to 1e6,
+    more seeds; pair it with ``jobs`` or ``dask``). seed: root seed of every instance (>= 0). dtype: 'float64' or
     'float32'. device: 'cpu', 'cuda' or 'cuda:N' (CUDA implies torch arrays). array: 'numpy' or
     'torch' (default numpy on the CPU). out: write the report there as one set (None: write
     nothing). full_results: keep every check of every claim in the document (default: the worst
@@ -349,7 +355,8 @@ def run(claims=None, figures=None, *, quick: bool = False, seed: int = 0, dtype:
         figures = []
     req = RunRequest(claims=None if claims is None else list(claims),
                      figures=None if figures is None else list(figures),
-                     iteration_counts=iteration_counts, quick=quick, seed=seed, dtype=dtype,
+                     iteration_counts=iteration_counts, quick=quick, scale=scale, seed=seed,
+                     dtype=dtype,
                      device=device, array=array, out=out, full_results=full_results,
                      jobs=jobs, dask=None if dask is None else str(dask), command=list(command) if command is not None else ["verify.run"])
     claim_list, fig_ids, with_counts, ctx = validate_request(req)
@@ -375,7 +382,7 @@ def run(claims=None, figures=None, *, quick: bool = False, seed: int = 0, dtype:
         "tool": {"name": "imaml-verify", "version": tool_version()},
         "created": now_utc(),
         "command": req.command,
-        "settings": {"seed": ctx.seed, "quick": ctx.quick, "dtype": ctx.dtype,
+        "settings": {"seed": ctx.seed, "quick": ctx.quick, "scale": ctx.scale, "dtype": ctx.dtype,
                      "device": ctx.device, "array": ctx.array,
                      "claims": [c.name for c in claim_list], "figures": fig_ids,
                      "full_results": bool(full_results)},

@@ -23,13 +23,23 @@ __all__ = ["grid", "make_instance", "allowance", "unit", "inner_allowance", "cg_
            "meta_gradient_allowance", "crafted_task", "far_instances", "exact_reference"]
 
 
+#: with ctx.scale, each grid point is tried with this many seeds (the callers salt the instance
+#: seed with the point's index in the list, so repeated points are different instances)
+SCALE_REPEATS = 3
+
+
 def grid(ctx: RunContext, *, queries=("shared", "reversed", "independent")):
-    """The planted-spectrum grid of d, κ, λ (and query kinds) a sweep runs over."""
+    """The planted-spectrum grid of d, κ, λ (and query kinds) a sweep runs over: small in quick
+    mode, wide with ``ctx.scale`` (d up to 2000, κ up to 1e6, SCALE_REPEATS seeds a point)."""
     if ctx.quick:
         dims, kappas, lams = (5, 20), (10.0, 1e3), (0.5, 5.0)
+    elif getattr(ctx, "scale", False):
+        dims, kappas, lams = (5, 20, 50, 200, 2000), (2.0, 10.0, 100.0, 1e3, 1e4, 1e6), \
+            (0.1, 1.0, 10.0)
     else:
         dims, kappas, lams = (5, 20, 50), (2.0, 10.0, 100.0, 1e3, 1e4), (0.1, 1.0, 10.0)
-    return [(d, k, lam, q) for d in dims for k in kappas for lam in lams for q in queries]
+    points = [(d, k, lam, q) for d in dims for k in kappas for lam in lams for q in queries]
+    return points * SCALE_REPEATS if getattr(ctx, "scale", False) and not ctx.quick else points
 
 
 def make_instance(ctx: RunContext, dim, kappa, lam, query, *salt, spectrum="uniform"):
