@@ -7,9 +7,8 @@
   (docs/mathematics.md §9).
 - :func:`converged_allowance`: how far a correct implementation computing in ``dtype`` may be
   from the exact meta-gradient through rounding alone (docs/mathematics.md §10), from the
-  magnitudes that cancel in the computation. It is the one rule of this package; it is built
-  on :func:`theory.tolerances.rounding_allowance` so that it can be replaced by the suite's
-  shared rule without touching its callers.
+  magnitudes that cancel in the computation, each step's rounding given by the suite's one
+  allowance rule, :func:`theory.tolerances.allowance` (eps·dim·κ·Σ terms).
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ import scipy.linalg
 
 from theory.logistic import LogisticTask
 from theory.quadratic import QuadraticTask
-from theory.tolerances import rounding_allowance
+from theory.tolerances import allowance
 
 __all__ = ["Reference", "exact_meta_gradient", "converged_allowance", "Allowance", "EXTENDED",
            "krylov_iterate", "extended_solve"]
@@ -126,15 +125,15 @@ def _logistic_reference(task, t64) -> Reference:
     beta, mu = twin.curvature_bounds()
     x_scale = float(np.mean(np.linalg.norm(twin._X64, axis=1)))
     n_dim = max(d, twin.n, twin.m)
-    e_phi = (float(np.sqrt(gG @ gG)) + rounding_allowance(
-        X, scale=x_scale + lam * (float(np.sqrt(phi @ phi)) + _norm(t64)), dim=n_dim)) / mu
+    e_phi = (float(np.sqrt(gG @ gG)) + allowance(
+        X, terms=(x_scale, lam * float(np.sqrt(phi @ phi)), lam * _norm(t64)), dim=n_dim)) / mu
     v = grad(Xq, yq, phi)
     Cx = hess(phi) + X.type(lam) * np.eye(d, dtype=X)
     g = X.type(lam) * extended_solve(Cx.astype(np.float64), Cx, v)
     c = twin.constants(t64)
     sens = lam * c.rho * c.B / mu ** 2 + lam * c.L / mu
-    err = sens * e_phi + rounding_allowance(X, kappa=beta / mu, scale=float(np.sqrt(g @ g))
-                                            + lam / mu * float(np.sqrt(v @ v)), dim=n_dim)
+    err = sens * e_phi + allowance(X, terms=(float(np.sqrt(g @ g)), lam / mu * float(np.sqrt(v @ v))),
+                                   kappa=beta / mu, dim=n_dim)
     return Reference(g, phi, v.astype(np.float64), hess(phi).astype(np.float64), err)
 
 
@@ -159,13 +158,13 @@ def _parts(dtype, kappa, lam, mu, d, phi, theta, b, Aq, bq, v, g) -> dict:
     # φ*: the solve's backward error gives κ‖φ‖, the rounding of λθ − b (or an explicit
     # inverse, or the gradient floor of an iterative solver: ‖∇G‖ is rounded at the size of
     # β‖φ‖ + λ‖θ‖ + ‖b‖, and ‖φ − φ*‖ ≤ ‖∇G‖/μ) gives κ(λ‖θ‖ + ‖b‖)/μ
-    e_phi = rounding_allowance(dtype, kappa=kappa, scale=phi + (lam * theta + b) / mu, dim=d + 4)
+    e_phi = allowance(dtype, terms=(phi, lam * theta / mu, b / mu), kappa=kappa, dim=d + 4)
     # v = Aₜφ + bₜ: the error of φ times ‖Aₜ‖, plus the rounding of a sum of size ‖Aₜ‖‖φ‖ + ‖bₜ‖;
     # both reach g through ‖λ(A + λI)⁻¹‖ = λ/μ
-    e_v = rounding_allowance(dtype, scale=Aq * phi + bq, dim=d + 4)
+    e_v = allowance(dtype, terms=(Aq * phi, bq), dim=d + 4)
     # g = λ(A + λI)⁻¹v: the solve's own backward error (κ‖g‖; κ·(λ/μ)‖v‖ for an explicit
     # inverse applied to v, which is ≥ κ‖g‖)
-    e_g = rounding_allowance(dtype, kappa=kappa, scale=g + lam / mu * v, dim=d + 4)
+    e_g = allowance(dtype, terms=(g, lam / mu * v), kappa=kappa, dim=d + 4)
     return {"inner solution": lam / mu * Aq * e_phi, "outer gradient": lam / mu * e_v,
             "linear solve": e_g}
 
@@ -175,7 +174,7 @@ def converged_allowance(task, theta, ref: Reference, dtype="float64") -> Allowan
     may land through rounding alone (docs/mathematics.md §10): the first-order propagation of
     a backward-stable solve (or an iterative solve run to its rounding floor) through
     φ* = (A + λI)⁻¹(λθ − b), ∇L(φ*) = Aₜφ* + bₜ and g = λ(A + λI)⁻¹∇L(φ*), each step's
-    rounding being :func:`theory.tolerances.rounding_allowance` (eps·d·κ·scale) of the
+    rounding being :func:`theory.tolerances.allowance` (the one rule: eps·d·κ·Σ terms) of the
     magnitudes that cancel in it (‖A‖‖φ‖ against λ‖θ‖ and ‖b‖; ‖Aₜ‖‖φ‖ against ‖bₜ‖; the
     solve against ‖g‖), plus the reference's own error bar. For a logistic task the inner
     gradient's magnitudes are (1/n)Σ‖xⱼ‖ + λ(‖φ‖ + ‖θ‖), the sensitivity of g to φ is Lemma 3's
@@ -192,13 +191,13 @@ def converged_allowance(task, theta, ref: Reference, dtype="float64") -> Allowan
         n_dim = max(task.dim, task.n, task.m)
         x_scale = float(np.mean(np.linalg.norm(twin._X64, axis=1)))
         xq_scale = float(np.mean(np.linalg.norm(twin._Xq64, axis=1)))
-        e_phi = rounding_allowance(dtype, kappa=kappa, scale=(x_scale + lam * (phi + _norm(t64))) / mu,
-                                   dim=n_dim)
+        e_phi = allowance(dtype, terms=(x_scale / mu, lam * phi / mu, lam * _norm(t64) / mu),
+                          kappa=kappa, dim=n_dim)
         sens = lam * c.rho * c.B / mu ** 2 + lam * c.L / mu
         parts = {"inner solution": sens * e_phi,
-                 "outer gradient": lam / mu * rounding_allowance(dtype, scale=xq_scale, dim=n_dim),
-                 "linear solve": rounding_allowance(dtype, kappa=kappa, scale=g + lam / mu * v,
-                                                    dim=n_dim)}
+                 "outer gradient": lam / mu * allowance(dtype, terms=(xq_scale,), dim=n_dim),
+                 "linear solve": allowance(dtype, terms=(g, lam / mu * v), kappa=kappa,
+                                           dim=n_dim)}
         mags = {"x_scale": x_scale, "x_query_scale": xq_scale}
     else:
         b, bq = _norm(_f64(task.b)), _norm(_f64(task.b_query))
