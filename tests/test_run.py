@@ -304,3 +304,19 @@ def test_scale_widens_the_grids_and_is_recorded():
     assert doc["settings"]["scale"] is True
     with pytest.raises(verify.UsageError, match="--scale"):
         verify.run([], quick=True, scale=True)
+
+
+def test_third_party_results_join_the_report(planted, tmp_path):
+    """When `make check-peers` has left peers/peers.json, REPORT.md has its section."""
+    planted("planted-fine", lambda ctx: [_check(0.5)])
+    (tmp_path / "peers").mkdir()
+    row = {"implementation": "torchopt solve_normal_cg", "mode": "converged", "verdict": "FAIL",
+           "measured": 0.6, "allowed": 1e-12, "relative_error": 0.65,
+           "issue_instance_relative_error": 0.654, "diagnosis": "CG on the normal equations"}
+    (tmp_path / "peers" / "peers.json").write_text(json.dumps({"rows": [row]}))
+    assert main(["claim", "planted-fine", "--out", str(tmp_path), "--no-progress"]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Third-party implementations" in report and "normal equations" in report
+    doc = json.loads((tmp_path / "results.json").read_text())
+    validate(doc)
+    assert doc["third_party"]["rows"][0]["verdict"] == "FAIL"

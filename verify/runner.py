@@ -254,6 +254,20 @@ def _single_thread_worker():
     torch.set_num_threads(1)
 
 
+def _third_party(out_dir):
+    """(markdown section, document) of `make check-peers` when it has left
+    ``peers/peers.json`` in the output folder (the report's "Third-party implementations")."""
+    import json
+
+    from verify.checker.peers import render_markdown
+
+    path = None if out_dir is None else Path(out_dir) / "peers" / "peers.json"
+    if path is None or not path.is_file():
+        return None, None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return render_markdown(doc), doc
+
+
 def _fewshot(out_dir):
     """(markdown section, document) of the few-shot experiment when it has left its results in
     the output folder (``gpu/`` from a GPU run, preferred, or ``fewshot/`` from a CPU run)."""
@@ -377,6 +391,7 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
         executor.close()
     t_figures = time.perf_counter() - start - t_claims
     fewshot_md, fewshot_doc = _fewshot(out)
+    peers_md, peers_doc = _third_party(out)
     doc = jsonable({
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "imaml-verify", "version": tool_version()},
@@ -394,9 +409,11 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
         "figures": figure_entries,
         "iteration_counts": counts,
         "fewshot": fewshot_doc,
+        "third_party": peers_doc,
     })
     if out is not None:
         from verify.report import render_report_set, write_report_set
 
-        write_report_set(out, render_report_set(doc, files, fewshot_markdown=fewshot_md))
+        write_report_set(out, render_report_set(doc, files, fewshot_markdown=fewshot_md,
+                                                third_party_markdown=peers_md))
     return doc

@@ -132,7 +132,8 @@ def _found(c) -> str:
     return f"`{c['name']}` " + ", ".join(parts)
 
 
-def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
+def render_report(doc: dict, *, fewshot_markdown: str | None = None,
+                  third_party_markdown: str | None = None) -> str:
     s = doc["summary"]
     st = doc["settings"]
     verdict = (f"**All {s['claims']} claims hold** ({s['checks']} checks)." if s["passed"] else
@@ -198,6 +199,8 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None) -> str:
                 + f" (docs/mathematics.md {_section(cs[0]['section'])}): {text.rstrip('.')}. *Found:* "
                 + "; ".join(_found(c) for c in cs) + "." for text, cs in groups.items()]
         out.append("")
+    if third_party_markdown:
+        out += [third_party_markdown.rstrip(), ""]
     if fewshot_markdown:
         out += [fewshot_markdown.rstrip(), ""]
     out += ["## Reproduce", "", "```sh", f"imaml-verify run --seed {st['seed']}"
