@@ -168,3 +168,21 @@ def test_negative_control_error_exceeds_a_wrong_certificate():
     err = gap(res.gradient, task.meta_gradient(theta))
     assert err <= bounds.certify(res, c).bound
     assert err > bounds.certify(res, wrong).bound
+
+
+def test_certificates_are_rounding_safe_for_quadratic_stacks():
+    """The accuracy-driven call certifies in floating point (the rounding of the computed
+    residuals included), one certificate per task of a stack."""
+    from theory import QuadraticTask
+    from verify.accurate import accurate_meta_gradient
+    from verify.tasks import planted_spectrum_task
+
+    tasks = [planted_spectrum_task(6, 100.0, 1.0, seed=s, query="independent")[0] for s in range(3)]
+    theta = np.random.default_rng(0).standard_normal((3, 6)) * 1e3
+    out = accurate_meta_gradient(QuadraticTask.stack(tasks), theta, 1e-6)
+    assert len(out.certificate) == 3
+    for task, th, cert, g in zip(tasks, theta, out.certificate, out.gradient):
+        assert cert.rounding_safe and cert.bound <= 1e-6
+        assert np.linalg.norm(g - task.meta_gradient(th)) <= cert.bound
+    single = accurate_meta_gradient(tasks[0], theta[0], 1e-6)
+    assert single.certificate.rounding_safe

@@ -9,7 +9,8 @@ the result is. This module joins the three::
 
     out = accurate_meta_gradient(task, theta, 1e-8)
     out.gradient                 # the meta-gradient
-    out.certificate.bound        # ≤ 1e-8: ‖gradient − dθL(Alg*(θ))‖ ≤ this (exact arithmetic)
+    out.certificate.bound        # ≤ 1e-8: ‖gradient − dθL(Alg*(θ))‖ ≤ this, in floating point
+                                 # (the rounding of the computed residuals included)
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from solvers import MetaGradientResult, Status, imaml_meta_gradient
 from theory import to_numpy64
-from theory.bounds import aposteriori_bound, meta_gradient_tolerances
+from theory.bounds import aposteriori_bound, certify, meta_gradient_tolerances
 from validation import check_positive, check_steps
 
 __all__ = ["accurate_meta_gradient", "AccurateMetaGradient", "AccuracyNotReached",
@@ -73,13 +74,22 @@ class AccurateMetaGradient:
         return max(c.bound for c in certs)
 
 
-def _certificates(result, constants):
-    rows = [np.atleast_1d(to_numpy64(getattr(result, name)))
-            for name in ("stationarity", "cg_residual", "outer_grad_norm")]
-    certs = tuple(aposteriori_bound(c, stationarity=float(s), cg_residual=float(r),
-                                    outer_grad_norm=float(b))
-                  for c, s, r, b in zip(constants, *rows))
-    return certs
+def _certificates(result, constants, task, theta):
+    """One certificate per task, safe in floating point (theory.bounds.certify with the task's
+    rounding magnitudes) for quadratic and logistic tasks; for a task whose magnitudes are not
+    known (a custom task) the exact-arithmetic one, marked ``rounding_safe=False``."""
+    stack = result.n_tasks is not None
+    out = []
+    for i, c in enumerate(constants):
+        res_i = result.row(i) if stack else result
+        try:
+            task_i = task[i] if stack else task
+            out.append(certify(res_i, c, task=task_i, theta=theta[i] if stack else theta))
+        except TypeError:   # no magnitudes known for this task type, or not indexable
+            out.append(aposteriori_bound(c, stationarity=float(res_i.stationarity),
+                                         cg_residual=float(res_i.cg_residual),
+                                         outer_grad_norm=float(res_i.outer_grad_norm)))
+    return tuple(out)
 
 
 def _sharper_B(task, theta, constants):
@@ -135,7 +145,7 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
         result = imaml_meta_gradient(
             task, theta, inner=inner, inner_steps=inner_steps if driven else 0,
             inner_tol=inner_tol if driven else None, cg_steps=cg_steps, cg_tol=cg_tol, **options)
-        certs = _certificates(result, per_task)
+        certs = _certificates(result, per_task, task, theta)
         out = AccurateMetaGradient(result, certs if stack else certs[0], eps, inner_tol, cg_tol,
                                    rounds)
         if out.bound <= eps:
