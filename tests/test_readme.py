@@ -1,5 +1,5 @@
-"""The README's Python examples run exactly as written (each ```python block, in order, in one
-namespace per section, so later examples may use names from earlier ones)."""
+"""The README's and docs' Python examples run exactly as written (each ```python block, in
+order, in one namespace per `##` section, so later examples may use names from earlier ones)."""
 from __future__ import annotations
 
 import re
@@ -7,20 +7,30 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "checker.md"]
 
 
 def _sections():
-    text = README.read_text(encoding="utf-8")
-    for match in re.finditer(r"<!-- section: (.*?) -->(.*?)<!-- end section", text, re.S):
-        blocks = re.findall(r"```python\n(.*?)```", match.group(2), re.S)
-        if blocks:
-            yield pytest.param(blocks, id=match.group(1))
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for title, body in re.findall(r"^## (.*?)\n(.*?)(?=^## |\Z)", "\n" + text, re.S | re.M):
+            blocks = re.findall(r"```python\n(.*?)```", body, re.S)
+            if blocks:
+                yield pytest.param(page, blocks, id=f"{page.name}:{title.strip()}")
 
 
-@pytest.mark.parametrize("blocks", list(_sections()))
-def test_readme_examples_run(blocks):
+SECTIONS = list(_sections())
+
+
+def test_there_are_examples():
+    assert len(SECTIONS) >= 2
+
+
+@pytest.mark.parametrize("page, blocks", SECTIONS)
+def test_examples_run(page, blocks, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)          # examples that write files write them here
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102
     assert namespace, "the section defined nothing"
