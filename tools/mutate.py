@@ -203,11 +203,15 @@ def mutated_tree(source: str, index: int):
     return ast.fix_missing_locations(copy_tree)
 
 
+_SOURCES: dict = {}      # the sources as enumerated (forked children mutate these, not the disk)
+
+
 def enumerate_mutants(paths):
     out = []
     for path in paths:
         rel = str(Path(path).resolve().relative_to(ROOT))
         source = Path(path).read_text(encoding="utf-8")
+        _SOURCES[rel] = source
         lines = source.splitlines()
         _, points = mutation_points(source)
         for i, (node, kind, change, _) in enumerate(points):
@@ -260,7 +264,7 @@ def _child(mutant: Mutant, tests, quiet=True):
 
     import pytest
 
-    source = (ROOT / mutant.file).read_text(encoding="utf-8")
+    source = _SOURCES.get(mutant.file) or (ROOT / mutant.file).read_text(encoding="utf-8")
     code = compile(mutated_tree(source, mutant.index), str(ROOT / mutant.file), "exec")
     name = _module_name(mutant.file)
     module = importlib.import_module(name)
