@@ -430,3 +430,23 @@ def test_logistic_error_bar_formulas_exact():
                       dim=task.dim)
     assert task.reference_error(theta)[1] == (c.lam * c.rho * c.B / c.mu ** 2 + c.lam * c.L / c.mu) \
         * sol.error_bound + solve
+
+
+def test_logistic_magnitudes_length_uses_the_longer_data_set():
+    from theory.logistic import LogisticTask
+
+    task = LogisticTask(np.ones((1, 2)), np.ones(1), np.ones((3, 2)), np.ones(3), 1.0)
+    m = computation_magnitudes(task, np.zeros(2), np.zeros(2), np.zeros(2))
+    assert m.length == max(1, 3) + 2 + 10
+
+
+def test_logistic_error_bar_is_the_rigorous_bound():
+    from verify.tasks import logistic_task
+
+    task, _ = logistic_task(12, 3, 0.3, seed=4, scale=1.5)
+    theta = np.array([0.5, -1.0, 2.0])
+    sol = task.certified_solution(theta)
+    m = computation_magnitudes(task, theta, sol.phi, np.zeros(3))
+    up = norm_upper_bound("float64", sol.gradient_norm, terms=m.stationarity, length=m.length,
+                          dim=m.dim)
+    assert sol.error_bound == (sol.gradient_norm + (up - sol.gradient_norm)) / 0.3

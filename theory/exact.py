@@ -5,8 +5,8 @@ inner solution rounded to float64 is off by ~1e-12, and ∇L(φ*) = Aₜφ* + b�
 cancels down to a meta-gradient of 1e-3 with an error of the same 1e-12. Here the task's stored
 numbers (float64, exactly representable) are taken as exact and every reference is computed with
 mpmath at ``dps`` decimal digits: linear solves by iterative refinement (a float64 LU for the
-corrections, residuals in mpmath: each pass gains about 16 − log10 κ digits), products exactly
-rounded to ``dps`` digits. The error of a float vector against such a reference is then exact to
+corrections, residuals in mpmath: each pass gains about 16 − log10 κ digits, down to
+10^-dps·κ relative), products rounded to ``dps`` digits. The error of a float vector against such a reference is then exact to
 many more digits than a float64 can hold.
 """
 from __future__ import annotations
@@ -53,6 +53,9 @@ class QuadraticReference:
         self.dim = self.A.shape[0]
         A64 = to_numpy64(task.A)
         self._C64 = A64 + float(task.lam) * np.eye(self.dim)
+        # the residual is exact to about 10^-dps of the terms |A||x|: corrections stall at
+        # 10^-dps·κ relative, so that is where refinement stops (κ = 1e12 still leaves 35 digits)
+        self._kappa = float(np.linalg.cond(self._C64)) if self.dim else 1.0
         self._cache: dict = {}
 
     def _solve(self, rhs: np.ndarray) -> np.ndarray:
@@ -61,7 +64,7 @@ class QuadraticReference:
         scale = max(abs(v) for v in rhs) if self.dim else 0
         if scale == 0:
             return x
-        target = mpmath.mpf(10) ** (-self.dps + 3)
+        target = mpmath.mpf(10) ** (-self.dps + 3) * max(self._kappa, 1.0)
         for _ in range(60):
             r = rhs - (self.A.dot(x) + self.lam * x)
             rf = _to_float(r)

@@ -203,11 +203,15 @@ def mutated_tree(source: str, index: int):
     return ast.fix_missing_locations(copy_tree)
 
 
+_SOURCES: dict = {}      # the sources as enumerated (forked children mutate these, not the disk)
+
+
 def enumerate_mutants(paths):
     out = []
     for path in paths:
         rel = str(Path(path).resolve().relative_to(ROOT))
         source = Path(path).read_text(encoding="utf-8")
+        _SOURCES[rel] = source
         lines = source.splitlines()
         _, points = mutation_points(source)
         for i, (node, kind, change, _) in enumerate(points):
@@ -260,7 +264,7 @@ def _child(mutant: Mutant, tests, quiet=True):
 
     import pytest
 
-    source = (ROOT / mutant.file).read_text(encoding="utf-8")
+    source = _SOURCES.get(mutant.file) or (ROOT / mutant.file).read_text(encoding="utf-8")
     code = compile(mutated_tree(source, mutant.index), str(ROOT / mutant.file), "exec")
     name = _module_name(mutant.file)
     module = importlib.import_module(name)
@@ -382,7 +386,7 @@ def _run_forked(mutant, tests, timeout):
         try:
             code = _child(mutant, tests)
         except BaseException:                       # a mutant that cannot even load is killed
-            code = 4
+            code = 6
         finally:
             os._exit(code)
     deadline = start + timeout
@@ -391,9 +395,11 @@ def _run_forked(mutant, tests, timeout):
         if done:
             rc = os.waitstatus_to_exitcode(status)
             mutant.seconds = time.perf_counter() - start
-            mutant.status = "survived" if rc == 0 else ("killed" if rc in (1, 3, 4) else f"killed (exit {rc})")
-            if rc == 5:
-                mutant.status = "no tests"
+            # pytest: 1 tests failed, 2 interrupted, 3 internal error; 6 the mutant did not load;
+            # 4 (usage error, e.g. a test id not found) and 5 (no tests) are errors of the tool
+            mutant.status = {0: "survived", 1: "killed", 3: "killed (internal error)",
+                             6: "killed (does not load)", 4: "error (pytest usage)",
+                             5: "error (no tests)"}.get(rc, f"killed (exit {rc})")
             return mutant
         if time.perf_counter() > deadline:
             os.kill(pid, signal.SIGKILL)
@@ -513,6 +519,9 @@ def main(argv=None) -> int:
             continue
         print(mark if mark == "." else f"\nSURVIVED {res.file}:{res.line} [{res.kind}] {res.change}",
               end="" if mark == "." else "\n", flush=True)
+    errors = [m for m in finished if m.status.startswith("error")]
+    for m in errors:
+        print(f"ERROR {m.file}:{m.line} [{m.kind}] {m.change}: {m.status}")
     killed = sum(m.status.startswith("killed") for m in finished)
     print(f"\n{killed}/{len(finished)} killed ({100 * killed / max(len(finished), 1):.1f} %)")
     by_file: dict = {}

@@ -82,8 +82,9 @@ def check_finite_termination(task, theta, distinct, *, instance=None):
     beta, mu = twin.curvature_bounds()
     res = cg(system_matvec(task, phi), task.outer_grad(phi), max_steps=distinct, rtol=0.0, atol=0.0)
     err = float(np.linalg.norm(to_numpy64(res.x) - g_star))
-    floor = allowance(dtype_name(phi), beta / mu,
-                      float(np.linalg.norm(g_star)), g_star.shape[0])
+    # the rounding of a CG solve at φ: the magnitudes of the system's residual (the rule)
+    floor = cg_allowance(dtype_name(phi), twin, to_numpy64(theta), to_numpy64(phi), g_star,
+                         dim_factor=max(distinct, 1))
     return compare("cg-finite-termination", SECTION, FT_STATEMENT, err, floor,
                    instance=dict(instance or {}, distinct_eigenvalues=distinct),
                    details={"steps": res.steps, "status": res.status.value})

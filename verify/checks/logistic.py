@@ -18,6 +18,7 @@ from theory.logistic import LogisticTask
 from theory.maml import maml_jacobian_error_bound
 from theory.tolerances import rounding_allowance
 from verify.tasks import float64_twin, logistic_task, torch64
+from verify.checks._common import cg_allowance, meta_gradient_allowance
 from verify.checks._result import compare
 from verify.registry import claim
 
@@ -137,8 +138,9 @@ def _lemma3_numbers(task, theta, c, sol, phi, g, g_ref):
     delta = float(np.linalg.norm(phi - sol.phi)) + sol.error_bound
     # δ′ of the computed g against the dense solve at φ, plus that solve's rounding
     target = task.implicit_gradient_at(phi)
-    delta_prime = float(np.linalg.norm(g - target)) + rounding_allowance(
-        "float64", kappa=c.kappa, scale=float(np.linalg.norm(target)), dim=task.dim)
+    # (the rule of theory.tolerances: the magnitudes of the system's residual, times λ/μ)
+    delta_prime = float(np.linalg.norm(g - target)) + cg_allowance("float64", task, theta, phi,
+                                                                   target)
     _, ref_err = task.reference_error(theta)
     sharp = lemma3_bound_sharp(c, delta, delta_prime)
     stated = lemma3_bound(c, delta, delta_prime) if (c.rho == 0 or delta < c.mu / (2 * c.rho)) \
@@ -148,15 +150,15 @@ def _lemma3_numbers(task, theta, c, sol, phi, g, g_ref):
             "delta_prime": delta_prime, "reference_error": ref_err, "sharp": sharp,
             "stated": stated, "rho_term_share_sharp": rho_term / sharp if sharp > 0 else 0.0,
             "rho_term_share_stated": 2 * rho_term / stated if stated == stated and stated > 0
-            else math.nan, "rho": c.rho, "B": c.B, "L": c.L, "mu": c.mu, "lam": c.lam}
+            else math.nan, "rho": c.rho, "B": c.B, "L": c.L, "mu": c.mu, "lam": c.lam,
+            "rounding": meta_gradient_allowance("float64", task, theta, phi, g, L=c.L)}
 
 
 def check_lemma3(task, theta, numbers, *, instance=None):
     """Two CheckResults: measured ≤ the sharper bound, and (when δ < μ/(2ρ)) ≤ the stated one;
-    allowance = the reference's certified error + rounding."""
-    allow = numbers["reference_error"] + rounding_allowance(
-        "float64", kappa=task.curvature_bounds()[0] / task.curvature_bounds()[1],
-        scale=numbers["sharp"] + 1e-300, dim=task.dim)
+    allowance = the reference's certified error + the rounding of a meta-gradient at (φ, g)
+    (theory.tolerances rule: the magnitudes that enter it)."""
+    allow = numbers["reference_error"] + numbers["rounding"]
     details = {k: v for k, v in numbers.items() if k not in ("measured",)}
     out = [compare("lemma3-logistic", SECTION3,
                    "‖g − dθL(Alg*(θ))‖ ≤ (λρB/μ² + λL/μ)δ + δ′ (sharper form), ρ > 0",
