@@ -129,7 +129,7 @@ def run(ctx):
                                                           lam=lam, seed=seed))
     # a non-convex F (Cauchy query losses on quadratic inner losses; min F ≥ 0 as the gap)
     for i, (M, d, kappa, lam, eps) in enumerate([(2, 4, 10.0, 1.0, 1e-2)] if ctx.quick else
-                                                [(2, 4, 10.0, 1.0, 1e-2), (3, 6, 50.0, 2.0, 1e-3)]):
+                                                [(2, 4, 10.0, 1.0, 1e-2), (3, 6, 50.0, 2.0, 1e-2)]):
         seed = ctx.rng_seed(19, i)
         tasks, F = cauchy_tasks(M, d, kappa, lam, seed=seed)
         inst = dict(family="non-convex F (Cauchy query loss)", n_tasks=M, dim=d, kappa=kappa,

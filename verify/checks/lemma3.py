@@ -38,14 +38,25 @@ def judge(twin, theta64, phi64, g64, *, instance=None, details=None, bound=lemma
                                 bound_sharp=lemma3_bound_sharp(c, delta, delta_prime)))
 
 
+def _worst_direction(twin):
+    """The top right singular vector of λ(A + λI)⁻¹Aₜ, once per task (it depends on the task
+    only; kept on the twin)."""
+    u = getattr(twin, "_lemma3_worst_direction", None)
+    if u is None:
+        d = twin.dim
+        A, Aq = to_numpy64(twin.A), to_numpy64(twin.A_query)
+        K = twin.lam * np.linalg.solve(A + twin.lam * np.eye(d), Aq)
+        u = np.linalg.svd(K)[2][0]
+        twin._lemma3_worst_direction = u
+    return u
+
+
 def adversarial_point(twin, theta64, delta, delta_prime):
     """φ = φ* + δu with u the top right singular vector of λ(A + λI)⁻¹Aₜ (the direction the
     φ-error is amplified most), g = (I + H/λ)⁻¹∇L(φ) + δ′·(unit error direction). For a 'reversed'
     query (Aₜ's top eigenvalue on A's bottom eigenvector) this attains the bound."""
     d = theta64.shape[0]
-    A, Aq = to_numpy64(twin.A), to_numpy64(twin.A_query)
-    K = twin.lam * np.linalg.solve(A + twin.lam * np.eye(d), Aq)
-    u = np.linalg.svd(K)[2][0]
+    u = _worst_direction(twin)
     phi = twin.inner_solution(theta64) + delta * u
     g_lin = twin.implicit_gradient(phi)
     direction = unit(g_lin - twin.meta_gradient(theta64))

@@ -4,8 +4,9 @@ Lemma 2's implied bound and the worst quadratic (docs/mathematics.md §3). Needs
 
 The worst case depends only on (k, κ), and building PEPit's problem dominates its cost (about
 16 s for k = 1…24 on a 2-core machine), so the values are kept in ``pep_cache.json`` beside this
-module. Every run recomputes the smallest and the largest k and compares them with the cache
-(relative 1e-5); a mismatch (another PEPit or solver version) recomputes every k. Refresh the
+module. Every full run recomputes the smallest and the largest k (a quick run the smallest only)
+and compares them with the cache (relative 1e-5); a mismatch (another PEPit or solver version)
+recomputes every k. Refresh the
 cache with ``make pep-cache`` (``verify.figures.pep.refresh()``)."""
 from __future__ import annotations
 
@@ -67,11 +68,12 @@ def _cache() -> dict:
             zip(doc["steps"], doc["pep"], doc["pep_accurate"])}
 
 
-def worst_cases(steps, kappa=KAPPA) -> tuple[list, list, dict]:
+def worst_cases(steps, kappa=KAPPA, *, spot=None) -> tuple[list, list, dict]:
     """(values, accurate flags, provenance) for ``steps``: the cache, checked by recomputing the
-    smallest and largest k, or everything recomputed when the cache is missing or disagrees."""
+    ``spot`` steps (default: the smallest and the largest k), or everything recomputed when the
+    cache is missing or disagrees."""
     cached = _cache() if kappa == KAPPA else {}
-    spot = sorted({min(steps), max(steps)})
+    spot = sorted({min(steps), max(steps)} if spot is None else set(spot))
     fresh = {k: _pep_worst_case(k, kappa) for k in spot}
     agree = all(k in cached and abs(cached[k][0] - fresh[k][0]) <= CACHE_RTOL * abs(fresh[k][0])
                 for k in spot)
@@ -99,7 +101,8 @@ def compute(ctx, records=()) -> dict:
     except ImportError as exc:
         return {"missing": f"the optional 'pep' extra is not installed ({exc.name}); "
                            f"pip install 'imaml-verify[pep]'", "kappa": kappa}
-    pep, accurate, provenance = worst_cases(steps, kappa)
+    # quick runs spot-check the cache at the smallest k only (a fraction of a second)
+    pep, accurate, provenance = worst_cases(steps, kappa, spot=[min(steps)] if ctx.quick else None)
     # quadratics: every eigen-direction evolves on its own, so one run on a diagonal quadratic
     # with a dense spectrum in [mu, beta] and x0 = (1, ..., 1) gives each eigenvalue's contraction
     mu, beta = 1.0 / kappa, 1.0
