@@ -78,7 +78,6 @@ def claims_markdown() -> str:
     out.append("")
     for name, c in claims.items():
         module = sys.modules[c.run.__module__]
-        line = inspect.getsourcelines(c.run)[1]
         check = f"{_rel(module.__file__)}"
         bounds = _bounds_used(module)
         tests = _tests_of(name, module.__name__)
@@ -86,7 +85,7 @@ def claims_markdown() -> str:
                 f"**Statement.** {c.statement}", "",
                 f"- **Mathematics:** {_section_links(c.section)} of "
                 f"[docs/mathematics.md](mathematics.md)",
-                f"- **Check:** [`{check}`](../{check}#L{line}) (`{c.run.__name__}`); run alone with "
+                f"- **Check:** [`{check}`](../{check}), function `{c.run.__name__}`; run alone with "
                 f"`imaml-verify claim {name}`",
                 "- **Bounds used:** " + (", ".join(f"`{b}`" for b in bounds) if bounds
                                         else "none from theory (an equality or a control)"),
