@@ -11,7 +11,7 @@ import torch
 from solvers import SolverBreakdown, Status, cg, inner_solve
 from theory.tolerances import relative_tolerance
 from verify.fewshot import EpisodeSampler, TrainConfig, glyph_dataset, meta_train
-from verify.fewshot._threads import single_thread
+from verify._threads import single_thread
 from verify.fewshot.cg_modes import (
     CG_MODES,
     implicit_gradient,

@@ -13,7 +13,7 @@ import torch
 
 from solvers import SolverBreakdown, cg, inner_solve
 from theory.tolerances import rounding_allowance
-from verify.fewshot._threads import single_thread
+from verify._threads import single_thread
 from verify.fewshot import EpisodeSampler, TrainConfig, glyph_splits
 from verify.fewshot.gpu_check import main as gpu_check_main
 from verify.fewshot.integration import (

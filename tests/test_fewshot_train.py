@@ -10,7 +10,7 @@ import torch
 
 from solvers import Status
 from theory.tolerances import rounding_allowance
-from verify.fewshot._threads import single_thread
+from verify._threads import single_thread
 from verify.fewshot import (
     EpisodeSampler,
     SinusoidSampler,

@@ -382,8 +382,11 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
     executor = (_Dask(dask) if dask is not None else _Processes(jobs) if jobs > 1 else _Serial())
     try:
         if isinstance(executor, _Serial):
-            records, figure_entries, files, counts, t_claims = _run_here(
-                claim_list, fig_ids, with_counts, ctx, formats, progress, start)
+            from verify._threads import single_thread
+
+            with single_thread():   # small matrices: one thread, as in the parallel workers
+                records, figure_entries, files, counts, t_claims = _run_here(
+                    claim_list, fig_ids, with_counts, ctx, formats, progress, start)
         else:
             records, figure_entries, files, counts, t_claims = _run_on(
                 executor, claim_list, fig_ids, with_counts, ctx, formats, start)

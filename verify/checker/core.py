@@ -20,7 +20,7 @@ from hypothesis.errors import NoSuchExample
 
 from theory.bounds import cg_error_bound, lemma3_B1, lemma3_bound_sharp, nesterov_distance_bound
 from theory.tolerances import rounding_allowance
-from verify.checker._threads import single_blas_thread
+from verify._threads import single_thread
 from verify.checker.diagnosis import Diagnosis, diagnose
 from verify.checker.instances import (Instance, build, corner_instances, diagnostic_instances,
                                       instances)
@@ -483,10 +483,10 @@ def _families(backend, families):
 
 
 def _one_blas_thread(check):
-    """Run a check with one BLAS thread (its matrices are small; see verify.checker._threads)."""
+    """Run a check with one BLAS thread (its matrices are small; see verify._threads)."""
     @functools.wraps(check)
     def wrapped(*args, **kwargs):
-        with single_blas_thread():
+        with single_thread():
             return check(*args, **kwargs)
     return wrapped
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from verify.fewshot._threads import single_thread
+from verify._threads import single_thread
 from verify.fewshot.episodes import EpisodeSampler
 from verify.fewshot.glyphs import glyph_splits
 from verify.fewshot.integration import (

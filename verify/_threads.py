@@ -1,9 +1,10 @@
-"""One BLAS thread while the checker works on small matrices.
+"""One BLAS thread and one torch thread for the suite's small matrices.
 
-The checker's matrices are at most 50 × 50 (200 × 200 once, for the paper's task): BLAS threads
-cost more than they save there, and on a loaded machine OpenBLAS's spinning threads make a
-40 × 40 QR 100× slower (measured: a converged check in 7.4 s instead of 0.6 s on 2 shared
-cores). NumPy and SciPy load OpenBLAS as a shared library that exports
+The suite's matrices are small (d ≤ 200 in a report, tiny networks in the few-shot tests): BLAS
+threads cost more than they save there, and on a loaded machine OpenBLAS's spinning threads make a
+40 × 40 QR 100× slower (measured: a converged check of the checker in 7.4 s instead of 0.6 s, a
+200 × 200 QR in a report 0.4 s instead of 1.3 ms, on 2 shared cores). A run, the checker and the
+few-shot code work inside :func:`single_thread`. NumPy and SciPy load OpenBLAS as a shared library that exports
 ``openblas_set_num_threads`` (under a suffixed name in the scipy-openblas wheels); this sets it
 to 1 inside the block and restores it after, as threadpoolctl does, without the dependency.
 Elsewhere (no /proc/self/maps, another BLAS) it does nothing."""
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 
-__all__ = ["single_blas_thread"]
+__all__ = ["single_thread"]
 
 _PREFIXES = ("openblas", "scipy_openblas", "scipy_openblas64_")
 _SUFFIXES = ("", "64_")
@@ -44,7 +45,7 @@ def _libraries():
 
 
 @contextlib.contextmanager
-def single_blas_thread():
+def single_thread():
     """Run the block with one OpenBLAS thread in every loaded OpenBLAS (and one torch CPU
     thread when torch is loaded), then restore."""
     import sys
