@@ -320,3 +320,33 @@ def test_third_party_results_join_the_report(planted, tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())
     validate(doc)
     assert doc["third_party"]["rows"][0]["verdict"] == "FAIL"
+
+
+def test_an_interrupt_swallowed_by_a_finalizer_still_stops_the_run(planted, tmp_path):
+    """Ctrl-C that lands in a finalizer is printed as 'ignored' by Python and the run would go
+    on; the command records it and stops at the next claim, writing nothing."""
+    import gc
+    import signal
+
+    from verify import _interrupt
+
+    class Swallows:
+        def __del__(self):
+            _interrupt._on_sigint(signal.SIGINT, None)     # raises inside a finalizer
+
+    def claim_that_swallows(ctx):
+        Swallows()
+        gc.collect()
+        return [_check(0.5)]
+
+    planted("planted-swallow", claim_that_swallows)
+    planted("planted-after", lambda ctx: pytest.fail("the run went on after the interrupt"))
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        _interrupt.install()
+        with pytest.raises(KeyboardInterrupt):
+            verify.run(["planted-swallow", "planted-after"], out=tmp_path / "out")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupt._pending.clear()
+    assert not (tmp_path / "out").exists()

@@ -149,8 +149,11 @@ def _run(args, argv) -> int:
     from verify.report.results import dumps
     from verify.runner import UsageError, run
 
+    from verify import _interrupt
+
     request = request_from_args(args)
     out = request["out"]
+    _interrupt.install()
     try:
         doc = run(**request, command=["imaml-verify", *argv])
     except UsageError as exc:

@@ -20,6 +20,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from verify._interrupt import check as check_interrupt
+
 __all__ = ["run", "RunRequest", "UsageError", "validate_request", "run_claim", "run_figure",
            "DTYPES", "ARRAYS"]
 
@@ -297,12 +299,14 @@ def _run_here(claim_list, fig_ids, with_counts, ctx, formats, progress, start):
     for claim in claim_list:
         bar.set_postfix_str(claim.name)
         records.append(run_claim(claim, ctx))
+        check_interrupt()
         bar.update()
     t_claims = time.perf_counter() - start
     figure_entries, files = {}, {}
     for fig_id in fig_ids:
         bar.set_postfix_str(fig_id)
         entry, fig_files = run_figure(fig_id, ctx, records, formats=formats)
+        check_interrupt()
         figure_entries[fig_id] = entry
         files.update(fig_files)
         bar.update()
@@ -310,6 +314,7 @@ def _run_here(claim_list, fig_ids, with_counts, ctx, formats, progress, start):
     if with_counts:
         bar.set_postfix_str("iteration counts")
         counts = iteration_counts_data(ctx)
+        check_interrupt()
         bar.update()
     bar.close()
     return records, figure_entries, files, counts, t_claims
@@ -393,6 +398,7 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
     finally:
         executor.close()
     t_figures = time.perf_counter() - start - t_claims
+    check_interrupt()
     fewshot_md, fewshot_doc = _fewshot(out)
     peers_md, peers_doc = _third_party(out)
     doc = jsonable({
