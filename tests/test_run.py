@@ -342,11 +342,8 @@ def test_an_interrupt_swallowed_by_a_finalizer_still_stops_the_run(planted, tmp_
     planted("planted-swallow", claim_that_swallows)
     planted("planted-after", lambda ctx: pytest.fail("the run went on after the interrupt"))
     previous = signal.getsignal(signal.SIGINT)
-    try:
-        _interrupt.install()
-        with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupt.recorded():
             verify.run(["planted-swallow", "planted-after"], out=tmp_path / "out")
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        _interrupt._pending.clear()
     assert not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGINT) is previous and not _interrupt.pending()

@@ -5,10 +5,11 @@ run goes on. The command line installs :func:`install`: SIGINT is recorded as we
 its units of work, which raises the recorded interrupt there."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
-__all__ = ["install", "check", "pending"]
+__all__ = ["install", "recorded", "check", "pending"]
 
 _pending: list = []
 
@@ -38,6 +39,19 @@ def install() -> None:
         hook = _unraisable(sys.unraisablehook)
         hook._imaml_verify = True
         sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def recorded():
+    """:func:`install` for the duration of the block; the previous SIGINT handler is restored
+    and nothing stays pending after it."""
+    previous = signal.getsignal(signal.SIGINT)
+    install()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _pending.clear()
 
 
 def check() -> None:

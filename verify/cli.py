@@ -146,16 +146,15 @@ def _print_table(doc, out=None):
 
 
 def _run(args, argv) -> int:
+    from verify import _interrupt
     from verify.report.results import dumps
     from verify.runner import UsageError, run
 
-    from verify import _interrupt
-
     request = request_from_args(args)
     out = request["out"]
-    _interrupt.install()
     try:
-        doc = run(**request, command=["imaml-verify", *argv])
+        with _interrupt.recorded():
+            doc = run(**request, command=["imaml-verify", *argv])
     except UsageError as exc:
         print(f"imaml-verify: error: {exc}", file=sys.stderr)
         return 2
