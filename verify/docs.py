@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+from verify.report.markdown import section_links
+
 __all__ = ["claims_markdown", "ROOT", "CLAIMS_PAGE"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,11 +26,8 @@ BOUND_MODULES = ("theory.bounds", "theory.maml", "theory.tolerances")
 
 
 def _section_links(section: str) -> str:
-    """'§5, §9' -> links to the anchors of docs/mathematics.md (ids s5, s9)."""
-    parts = re.findall(r"§\s*(\d+[a-z]?)", section)
-    rest = re.sub(r"§\s*\d+[a-z]?[,\s]*", "", section).strip(" ,()")
-    links = ", ".join(f"[§{p}](mathematics.md#s{p})" for p in parts)
-    return links + (f" ({rest})" if rest else "")
+    """'§5, §9' -> links to the anchors of docs/mathematics.md (ids s5, s9), from docs/."""
+    return section_links(section, ".")
 
 
 def _rel(path) -> str:

@@ -423,6 +423,9 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
     if out is not None:
         from verify.report import render_report_set, write_report_set
 
+        docs = Path(__file__).resolve().parents[1] / "docs"
+        docs_base = Path(os.path.relpath(docs, Path(out).resolve())).as_posix()
         write_report_set(out, render_report_set(doc, files, fewshot_markdown=fewshot_md,
-                                                third_party_markdown=peers_md))
+                                                third_party_markdown=peers_md,
+                                                docs_base=docs_base))
     return doc

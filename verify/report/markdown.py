@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
 
-__all__ = ["render_report", "summary_table", "fmt"]
+__all__ = ["render_report", "summary_table", "fmt", "section_links"]
 
 
 def fmt(x, digits=3) -> str:
@@ -22,9 +23,21 @@ def fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}"
 
 
+#: where docs/mathematics.md is, relative to the REPORT.md being rendered (set per render)
+_DOCS = {"base": "../docs"}
+
+
+def section_links(section: str, base: str = "../docs") -> str:
+    """'§5, §9' as links to the anchors of docs/mathematics.md (ids s5, s9) from a page whose path
+    to the docs folder is ``base``; any other words are kept after them."""
+    parts = re.findall(r"§\s*(\d+[a-z]?)", section)
+    rest = re.sub(r"§\s*\d+[a-z]?[,\s]*", "", section).strip(" ,()")
+    links = ", ".join(f"[§{p}]({base}/mathematics.md#s{p})" for p in parts)
+    return (links or section) + (f" ({rest})" if rest and parts else "")
+
+
 def _section(section: str) -> str:
-    """The section as written ('§4', '§1, §9')."""
-    return section
+    return section_links(section, _DOCS["base"])
 
 
 def _verdict(status: str) -> str:
@@ -74,7 +87,7 @@ def _check_line(c) -> str:
 
 def _claim_section(c) -> str:
     out = [f"### `{c['name']}` — {c['title']}", "",
-           f"*docs/mathematics.md {_section(c['section'])}.* {c['statement']}", "",
+           f"*{_section(c['section'])}.* {c['statement']}", "",
            f"- **Result:** {_verdict(c['status'])} — {c['instances']} instances "
            f"({c['bound_checks']} bound checks, {c['controls']} negative controls), "
            f"{c['failed']} failed.",
@@ -133,7 +146,10 @@ def _found(c) -> str:
 
 
 def render_report(doc: dict, *, fewshot_markdown: str | None = None,
-                  third_party_markdown: str | None = None) -> str:
+                  third_party_markdown: str | None = None, docs_base: str = "../docs") -> str:
+    """REPORT.md from the results document alone. ``docs_base``: the path from the report's
+    folder to the project's docs/ folder (links to the mathematics of each claim)."""
+    _DOCS["base"] = docs_base
     s = doc["summary"]
     st = doc["settings"]
     verdict = (f"**All {s['claims']} claims hold** ({s['checks']} checks)." if s["passed"] else
@@ -144,7 +160,8 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None,
     out = [
         "# imaml-verify report", "",
         "Numerical verification of the appendix of *Meta-Learning with Implicit Gradients* "
-        "(Rajeswaran, Finn, Kakade, Levine, NeurIPS 2019) against the statements in docs/mathematics.md.", "",
+        "(Rajeswaran, Finn, Kakade, Levine, NeurIPS 2019) against the statements of "
+        f"[docs/mathematics.md]({docs_base}/mathematics.md); each claim links to its section.", "",
         verdict, "",
         f"- run: `{' '.join(doc['command'])}` — {'quick' if st['quick'] else 'full'} mode, seed "
         f"{st['seed']}, {st['dtype']} on {st['array']}/{st['device']} (date and timings: "
@@ -196,7 +213,7 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None,
             groups.setdefault(c["loose"], []).append(c)
         out += [", ".join(f"- `{c['name']}`" if i == 0 else f"`{c['name']}`"
                           for i, c in enumerate(cs))
-                + f" (docs/mathematics.md {_section(cs[0]['section'])}): {text.rstrip('.')}. *Found:* "
+                + f" ({_section(cs[0]['section'])}): {text.rstrip('.')}. *Found:* "
                 + "; ".join(_found(c) for c in cs) + "." for text, cs in groups.items()]
         out.append("")
     if third_party_markdown:

@@ -34,7 +34,8 @@ JOURNAL = ".imaml-verify-swap.json"
 
 def render_report_set(doc: dict, figure_files: dict[str, bytes], *,
                       fewshot_markdown: str | None = None,
-                      third_party_markdown: str | None = None) -> dict[str, bytes]:
+                      third_party_markdown: str | None = None,
+                      docs_base: str = "../docs") -> dict[str, bytes]:
     """{relative path: bytes} of the whole report: the figures, results.json, its schema, run.json
     (dates and timings) and REPORT.md (rendered from results.json's content alone)."""
     stable, timing = split_timing(doc)
@@ -43,7 +44,8 @@ def render_report_set(doc: dict, figure_files: dict[str, bytes], *,
     files["run.json"] = dumps(timing).encode("utf-8")
     files["results.schema.json"] = SCHEMA_PATH.read_bytes()
     files["REPORT.md"] = render_report(stable, fewshot_markdown=fewshot_markdown,
-                                       third_party_markdown=third_party_markdown).encode("utf-8")
+                                       third_party_markdown=third_party_markdown,
+                                       docs_base=docs_base).encode("utf-8")
     unknown = sorted({rel.split("/", 1)[0] for rel in files} - set(REPORT_SET))
     if unknown:
         raise ValueError(f"files outside the report set: {unknown}")
