@@ -33,6 +33,10 @@ def test_documented_variants_are_flagged_with_their_diagnosis(fn, expected):
 
 def test_betty_style_cg_is_flagged_and_ours_pass():
     assert not check_meta_gradient(P.betty_cg_reimpl, max_examples=10).passed
+    # named on the issue's instance (the search's failing outputs can be NaN)
+    P._issue_instance_error(P.Peer("betty", P.betty_cg_reimpl, "converged"))
+    assert "previous residual" in P._issue_instance_diagnosis(
+        P.Peer("betty", P.betty_cg_reimpl, "converged"))
     assert check_meta_gradient(P.ours_converged, max_examples=5).passed
     report = check_meta_gradient(P.ours_fomaml, max_examples=5)
     assert not report.passed and "first-order MAML" in report.diagnosis.name

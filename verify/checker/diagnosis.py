@@ -87,6 +87,25 @@ def cg_iterates(matvec, rhs, steps: int, x0=None):
         yield x
 
 
+def _previous_residual_cg(matvec, rhs, steps: int):
+    """CG with one slip: the new direction is r_old + (‖r_new‖²/‖r_old‖²)p instead of r_new + …
+    (yields the iterates; stops when they stop being finite)."""
+    x, r, p = np.zeros_like(rhs), rhs.copy(), rhs.copy()
+    with np.errstate(all="ignore"):
+        for _ in range(steps):
+            Mp = matvec(p)
+            rr, pMp = float(r @ r), float(p @ Mp)
+            if rr == 0 or pMp == 0 or not np.isfinite(pMp):
+                return
+            a = rr / pMp
+            x, r_new = x + a * p, r - a * Mp
+            p = r + (float(r_new @ r_new) / rr) * p
+            r = r_new
+            if not np.all(np.isfinite(x)):
+                return
+            yield x
+
+
 def _sym_solve(M, v):
     try:
         return np.linalg.solve(M, v)
@@ -159,6 +178,12 @@ def candidates(task, theta, ref, *, cg_steps=None, history=()) -> list[tuple[str
         for k in first + [k for k in range(1, len(its) + 1) if k != cg_steps]:
             if 1 <= k <= len(its):
                 add(f"{label} stopped after {k} step{'s' if k > 1 else ''}", its[k - 1])
+    # CG whose new direction is built from the previous residual (betty's cg, as published),
+    # on the inner objective's Hessian H + λI with the answer scaled by λ
+    C_mv = lambda w: H @ w + lam * w  # noqa: E731
+    for k, x in enumerate(_previous_residual_cg(C_mv, v, max(kmax, 2 * d)), start=1):
+        add(f"CG with its direction built from the previous residual (betty's cg), {k} "
+            f"step{'s' if k > 1 else ''}", lam * x)
     # inner solve stopped after k steps (gradient descent / Nesterov from θ, step 1/β)
     beta, mu = t64.curvature_bounds()
     q = (math.sqrt(beta / mu) - 1) / (math.sqrt(beta / mu) + 1)

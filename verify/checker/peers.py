@@ -31,7 +31,7 @@ import numpy as np
 
 import solvers
 from verify.checker.core import check_meta_gradient
-from verify.checker.diagnosis import cg_iterates
+from verify.checker.diagnosis import NO_DEFECT, cg_iterates, diagnose
 from verify.checker.instances import Instance, build
 from verify.checker.reference import exact_meta_gradient, rel
 
@@ -289,7 +289,25 @@ def _issue_instance_error(peer) -> float | None:
     out = getattr(out, "gradient", out)
     if hasattr(out, "detach"):
         out = out.detach().cpu().numpy()
-    return rel(np.asarray(out, dtype=np.float64), ref.g) / float(np.linalg.norm(np.asarray(ref.g, dtype=float)))
+    out = np.asarray(out, dtype=np.float64)
+    _ISSUE_OUTPUT[peer.name] = (task, theta, ref, out)
+    return rel(out, ref.g) / float(np.linalg.norm(np.asarray(ref.g, dtype=float)))
+
+
+_ISSUE_OUTPUT: dict = {}
+
+
+def _issue_instance_diagnosis(peer) -> str | None:
+    """The diagnosis of the peer's output on the issue's instance (used where the failures the
+    search found cannot be diagnosed, e.g. a NaN)."""
+    if peer.name not in _ISSUE_OUTPUT:
+        return None
+    task, theta, ref, out = _ISSUE_OUTPUT[peer.name]
+    if not np.all(np.isfinite(out)):
+        return None
+    d = diagnose(out, task, theta, ref,
+                 cg_steps=peer.budgets[1] if peer.budgets else None)
+    return None if str(d).startswith(NO_DEFECT) else f"on the issue's instance: {d}"
 
 
 def run_peers(*, seed: int = 0, quick: bool = False, only=None) -> dict:
@@ -326,6 +344,8 @@ def run_peers(*, seed: int = 0, quick: bool = False, only=None) -> dict:
             diagnosis=str(report.diagnosis) if report.diagnosis else None,
             issue_instance_relative_error=_issue_instance_error(peer),
             elapsed_s=time.perf_counter() - start, note=peer.note)
+        if not report.passed and (not row["diagnosis"] or row["diagnosis"].startswith(NO_DEFECT)):
+            row["diagnosis"] = _issue_instance_diagnosis(peer) or row["diagnosis"]
         rows.append(row)
         print(f"{row['verdict']:7s} {peer.name}", file=sys.stderr)
     return {"seed": seed, "quick": quick, "issue_instance": ISSUE_INSTANCE.as_dict(), "rows": rows}
