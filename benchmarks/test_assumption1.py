@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from verify.checks.assumption1 import hvp_memory_ratio, model_task
+from verify.measure import hvp_memory_ratio, model_task
 
 DEVICES = [pytest.param("cpu", id="cpu"),
            pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from verify.checks.assumption1 import (MEMORY_FACTOR, check_memory_ratio, hvp_memory_ratio,
-                                       model_task)
+from verify.checks.assumption1 import MEMORY_FACTOR, check_memory_ratio
+from verify.measure import hvp_memory_ratio, model_task
 
 
 @pytest.mark.parametrize("network, kwargs", [("mlp", {}), ("conv4", {"filters": 8}),

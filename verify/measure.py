@@ -14,6 +14,8 @@
 - :func:`saved_bytes` / :func:`cuda_peak_bytes` / :func:`cuda_peak_figures` and
   :func:`memory_task`: those instruments applied to one meta-gradient (MAML or iMAML) on the
   standard memory tasks (quadratic, logistic, MLP).
+- :func:`hvp_memory_ratio` and :func:`model_task`: the saved bytes of one Hessian-vector product
+  against one gradient on a network (Assumption 1).
 - :func:`steps_to_reach` / :func:`steps_to_stay_below`: how many steps an iteration needed to come
   within a tolerance of a reference, from its recorded iterates or errors (vectorised).
 """
@@ -29,7 +31,7 @@ from verify.tasks import logistic_task, planted_spectrum_task, to_array
 
 __all__ = ["SavedBytesMeter", "peak_saved_bytes", "peak_cuda_bytes", "saved_bytes",
            "cuda_peak_bytes", "cuda_peak_figures", "memory_task", "METHODS", "MODELS", "steps_to_reach",
-           "steps_to_stay_below", "distances"]
+           "steps_to_stay_below", "distances", "model_task", "hvp_memory_ratio", "NETWORKS"]
 
 METHODS = ("maml", "imaml")
 MODELS = ("quadratic", "logistic", "mlp")
@@ -211,6 +213,52 @@ def cuda_peak_figures(inner_steps, *, model="mlp", seed=0, dtype="float32",
     return {m: {int(K): peak_cuda_bytes(lambda: _run(m, task, theta, int(K), opts, "auto"),
                                         "cuda", warmup=1)[0] for K in inner_steps}
             for m in methods}
+
+
+# -- memory of a Hessian-vector product against a gradient (Assumption 1) -----------------------
+NETWORKS = ("mlp", "conv4")
+
+
+def model_task(network="mlp", *, seed=0, dtype="float32", device="cpu", filters=64, n_way=5,
+               shots=1):
+    """(ModelTask, φ, v) for ``network``: 'mlp' (1→40→40→1, sinusoid regression, 10 points)
+    or 'conv4' (verify.models.ConvNet with ``filters`` filters, 4 layers, 28×28 inputs,
+    ``n_way``-way ``shots``-shot support and query sets of random images)."""
+    import torch
+
+    from verify.models import MLP, ConvNet, ModelTask, flat_parameters
+
+    torch.manual_seed(seed)
+    tdtype = getattr(torch, dtype)
+    if network == "mlp":
+        net = MLP(1, 1, (40, 40))
+        x = torch.linspace(-5, 5, 20, dtype=tdtype, device=device)[:, None]
+        y = torch.sin(x)
+        task = ModelTask(net, x[::2], y[::2], x[1::2], y[1::2], lam=1.0, loss="mse")
+    elif network == "conv4":
+        net = ConvNet(n_way, filters=filters, layers=4, image_size=28)
+        n = n_way * shots
+        xs = torch.rand(n, 1, 28, 28, dtype=tdtype, device=device)
+        xq = torch.rand(n, 1, 28, 28, dtype=tdtype, device=device)
+        labels = torch.arange(n_way, device=device).repeat(shots)
+        task = ModelTask(net.to(device), xs, labels, xq, labels, lam=1.0, loss="cross_entropy")
+    else:
+        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+    phi = flat_parameters(net, dtype=tdtype, device=device)
+    v = torch.randn(phi.shape, dtype=tdtype, device=device)
+    return task, phi, v
+
+
+def hvp_memory_ratio(network="mlp", **kwargs) -> dict:
+    """Peak saved bytes of one HVP, of one gradient, and their ratio (deterministic)."""
+    task, phi, v = model_task(network, **kwargs)
+    with SavedBytesMeter() as grad_meter:
+        task.inner_grad(phi)
+    with SavedBytesMeter() as hvp_meter:
+        task.inner_hvp(phi, v)
+    return {"gradient_bytes": grad_meter.peak, "hvp_bytes": hvp_meter.peak,
+            "ratio": hvp_meter.peak / grad_meter.peak, "parameters": int(phi.numel()),
+            "parameter_bytes": int(phi.numel() * phi.element_size())}
 
 
 # -- steps needed ---------------------------------------------------------------------------------
