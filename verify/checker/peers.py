@@ -157,10 +157,10 @@ def torch_newton_inner(task, theta, inner_steps=None):
 
 
 def _torchopt(solve, inner_steps=None):
-    import torch
-    import torchopt
-
     def meta_gradient(task, theta, **budget):
+        import torch
+        import torchopt   # the optional 'peers' extra: imported when the peer runs
+
         K = budget.get("inner_steps", inner_steps)
         lam = float(task.lam)
 
