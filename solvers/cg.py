@@ -60,7 +60,10 @@ def cg(matvec, rhs, *, x0=None, max_steps=None, rtol=1e-5, atol=0.0, history=Fal
     if history or on_host(rhs):
         check_every = 1 if history or check_every is None else check_every
     elif check_every is None:
-        check_every = max(max_steps, 1) if rtol == atol == 0.0 else DEVICE_CHECK_EVERY
+        # fixed steps: an interval past the last step, so the exit test is read once, at the
+        # end (never 1, which would pick the every-step path for a vector, nor max_steps = 1,
+        # which would read at step 0 as well)
+        check_every = max_steps + 2 if rtol == atol == 0.0 else DEVICE_CHECK_EVERY
     matvec = checked(matvec, rhs, "matvec")
     evals = 0
     if x0 is None:

@@ -138,12 +138,14 @@ def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, a
         gn = np.atleast_1d(to_host(o.norm(o.plain(g))))
         gnorm = float(gn.max())
         raise_if_not_finite(gnorm, f"the output of {oracle.name}", steps)
-        tol = max(atol, rtol * gnorm) if tol is None else tol
+        # each row's own tolerance, from its own first gradient (as when it runs alone)
+        tol = np.maximum(atol, rtol * gn) if tol is None else tol
         if rec is not None:
             rec.record(x, gnorm)
         open_rows = (gn > tol) & ~stalled
         if not open_rows.any():
-            status = Status.STALLED if stalled.any() and gnorm > tol else Status.CONVERGED
+            # a stalled row is frozen where its gradient was above its tolerance
+            status = Status.STALLED if stalled.any() else Status.CONVERGED
             break
         if steps >= max_steps:
             break

@@ -40,14 +40,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: the fast tests each package's mutants are judged by (ordered: quickest and most specific first)
 TESTS = {
-    "theory": ["tests/test_bounds_pinned.py", "tests/test_theory.py", "tests/test_verdicts.py", "tests/test_maml.py",
+    "theory": ["tests/test_theory_pinned.py", "tests/test_bounds_pinned.py", "tests/test_theory.py", "tests/test_verdicts.py", "tests/test_maml.py",
                "tests/test_logistic.py", "tests/test_checks_core.py", "tests/test_first_order.py",
                "tests/test_corollary1.py", "tests/test_bad_input.py", "tests/test_metamorphic.py",
-               "tests/test_backends.py", "tests/test_solvers.py", "tests/test_claims.py"],
-    "solvers": ["tests/test_solvers.py", "tests/test_bad_input.py", "tests/test_metamorphic.py",
+               "tests/test_backends.py", "tests/test_solvers.py", "tests/test_claims.py",
+               "tests/test_batched.py", "tests/test_accurate.py", "tests/test_construction.py"],
+    "solvers": ["tests/test_solvers_pinned.py", "tests/test_solvers.py", "tests/test_batched.py", "tests/test_host_reads.py",
+                "tests/test_bad_input.py", "tests/test_metamorphic.py",
                 "tests/test_backends.py", "tests/test_first_order.py", "tests/test_maml.py",
                 "tests/test_verdicts.py", "tests/test_checks_core.py", "tests/test_logistic.py",
-                "tests/test_corollary1.py", "tests/test_bounds_pinned.py", "tests/test_claims.py"],
+                "tests/test_corollary1.py", "tests/test_bounds_pinned.py", "tests/test_claims.py",
+                "tests/test_accurate.py"],
 }
 
 ARITH = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
@@ -231,6 +234,12 @@ def _swap_in(module, namespace):
     import types
 
     def patch_function(old, new):
+        # a decorator's wrapper (functools.wraps: contextlib.contextmanager, ...) is library
+        # code that closes over the decorated function: swapping the wrapper's code keeps the
+        # old function in its closure, so the decorated function itself is patched
+        inner_old, inner_new = getattr(old, "__wrapped__", None), getattr(new, "__wrapped__", None)
+        if isinstance(inner_old, types.FunctionType) and isinstance(inner_new, types.FunctionType):
+            patch_function(inner_old, inner_new)
         try:
             old.__code__ = new.__code__
         except ValueError:          # different closure layout: replace the attribute instead
