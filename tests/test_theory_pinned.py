@@ -112,3 +112,77 @@ def test_stacked_constants_are_each_tasks_constants(radius):
         for name in ("beta", "mu", "kappa", "L", "B", "rho", "D", "lam"):
             assert getattr(got, name) == pytest.approx(getattr(want, name), rel=rel, abs=0), name
         assert want.B > single.constants(theta[i], radius, 0.0).B   # δ enters B
+
+
+# -- the 50-digit reference (theory/exact.py) ----------------------------------------------------
+
+def _mp_solve(task, rhs):
+    """(A + λI)⁻¹ rhs in 60-digit mpmath LU, from the task's float64 data taken exactly: a route
+    independent of theory.exact's dyadic refinement."""
+    import mpmath
+    C = mpmath.matrix(task.A.tolist()) + mpmath.mpf(task.lam) * mpmath.eye(task.dim)
+    return mpmath.lu_solve(C, rhs)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-30, 1e30])
+def test_exact_references_against_mpmath_lu_at_any_scale(scale):
+    """inner_solution, outer_grad and implicit_gradient (at a float φ and at the 50-digit φ*)
+    agree with 60-digit LU to 1e-40 relative, also with data of magnitude 1e-30 or 1e30 (where a
+    stopping test judged against the wrong magnitude would stop after one float64 pass)."""
+    import mpmath
+
+    from theory.exact import QuadraticReference
+    base, _ = planted_spectrum_task(4, 100.0, 0.7, seed=5)
+    rng = np.random.default_rng(2)
+    task = QuadraticTask(base.A, scale * base.b, base.A_query, -scale * base.b_query, base.lam)
+    theta = scale * rng.standard_normal(4)
+    phi_float = scale * rng.standard_normal(4)
+    ref = QuadraticReference(task)
+    with mpmath.workdps(60):
+        Aq, bq = mpmath.matrix(task.A_query.tolist()), mpmath.matrix(task.b_query.tolist())
+        lam = mpmath.mpf(task.lam)
+        phi = _mp_solve(task, lam * mpmath.matrix(theta.tolist()) - mpmath.matrix(task.b.tolist()))
+        expected = {
+            "inner": (phi, ref.inner_solution(theta)),
+            "outer": (Aq * mpmath.matrix(phi_float.tolist()) + bq, ref.outer_grad(phi_float)),
+            "implicit_float": (lam * _mp_solve(task, Aq * mpmath.matrix(phi_float.tolist()) + bq),
+                               ref.implicit_gradient(phi_float)),
+            "implicit_mp": (lam * _mp_solve(task, Aq * phi + bq),
+                            ref.implicit_gradient(ref.inner_solution(theta))),
+        }
+        for name, (want, got) in expected.items():
+            size = max(abs(want[i]) for i in range(4))
+            gap = max(abs(want[i] - got[i]) for i in range(4))
+            assert gap <= 1e-40 * size, (name, float(gap / size))
+
+
+def test_exact_error_is_exact_at_one_unit_and_across_wide_spans():
+    """‖x − ref‖ is exact, then rounded once: a difference of one unit in the last place of 1
+    is 2⁻⁵², and a single differing entry 2⁹⁰…2¹⁰⁰ times the smallest entry comes back as itself
+    (the squared norm is cut to 200 bits by an even shift, whatever its length's parity)."""
+    import mpmath
+
+    from theory.exact import QuadraticReference
+    ref = QuadraticReference(planted_spectrum_task(2, 10.0, 1.0, seed=0)[0])
+    with mpmath.workdps(60):
+        one_ulp_up = np.array([mpmath.mpf(1) + mpmath.mpf(2) ** -52, mpmath.mpf(3)], dtype=object)
+        assert ref.error(np.array([1.0, 3.0]), one_ulp_up) == 2.0 ** -52
+        assert ref.error(np.array([1.0, 3.0]), np.array([mpmath.mpf(1), mpmath.mpf(3)],
+                                                        dtype=object)) == 0.0
+        for k in range(90, 100):
+            for mantissa in (1.0, 1.5):
+                x = np.array([mantissa * 2.0 ** k, 2.0 ** -60])
+                r = np.array([mpmath.mpf(0), mpmath.mpf(2.0 ** -60)], dtype=object)
+                assert ref.error(x, r) == mantissa * 2.0 ** k, (k, mantissa)
+
+
+def test_exact_int_to_float():
+    """v·2^E as a float: exact up to 53 bits (including v = 1 and small odd v), negative values
+    mirrored, and within a unit in the last place beyond 62 bits."""
+    from theory.exact import _int_to_float
+    assert _int_to_float(0, 7) == 0.0
+    assert _int_to_float(1, 0) == 1.0 and _int_to_float(1, -3) == 0.125
+    assert _int_to_float(3, 0) == 3.0 and _int_to_float(-3, 2) == -12.0
+    big = (1 << 70) + (1 << 20)
+    assert abs(_int_to_float(big, -70) - (1.0 + 2.0 ** -50)) <= 2.0 ** -52
+    assert _int_to_float(-big, -70) == -_int_to_float(big, -70)
