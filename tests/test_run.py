@@ -273,16 +273,52 @@ def serial_doc():
     return _without_timings(verify.run(**PARALLEL_ARGS))
 
 
-def test_local_processes_give_the_same_document(serial_doc):
-    assert _without_timings(verify.run(**PARALLEL_ARGS, jobs=2)) == serial_doc
+class _RecordingBar:
+    """Stands in for the progress bar: what a parallel run reports as its units finish."""
+
+    def __init__(self, total):
+        self.total, self.n, self.labels, self.closed = total, 0, [], False
+
+    def set_postfix_str(self, label):
+        self.labels.append(label)
+
+    def update(self):
+        self.n += 1
+
+    def close(self):
+        self.closed = True
 
 
-def test_a_dask_cluster_gives_the_same_document(serial_doc):
+@pytest.fixture
+def recorded_bars(monkeypatch):
+    import verify.runner as runner
+
+    bars = []
+    monkeypatch.setattr(runner, "_progress_bar",
+                        lambda total, progress: bars.append(_RecordingBar(total)) or bars[-1])
+    return bars
+
+
+def _assert_every_unit_reported(bars):
+    """One bar; moved once per claim and figure, each named as it finished, then closed."""
+    (bar,) = bars
+    assert bar.total == bar.n == len(PARALLEL_ARGS["claims"]) + len(PARALLEL_ARGS["figures"])
+    assert sorted(bar.labels) == sorted(PARALLEL_ARGS["claims"] + [f"fig{f}" for f in PARALLEL_ARGS["figures"]])
+    assert bar.closed
+
+
+def test_local_processes_give_the_same_document(serial_doc, recorded_bars):
+    assert _without_timings(verify.run(**PARALLEL_ARGS, jobs=2, progress=True)) == serial_doc
+    _assert_every_unit_reported(recorded_bars)
+
+
+def test_a_dask_cluster_gives_the_same_document(serial_doc, recorded_bars):
     distributed = pytest.importorskip("distributed", reason="the optional 'dask' extra is missing")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
-        doc = verify.run(**PARALLEL_ARGS, dask=cluster.scheduler_address)
+        doc = verify.run(**PARALLEL_ARGS, dask=cluster.scheduler_address, progress=True)
     assert _without_timings(doc) == serial_doc
+    _assert_every_unit_reported(recorded_bars)
 
 
 @pytest.mark.parametrize("kwargs, words", [(dict(jobs=0), "--jobs"),

@@ -192,10 +192,19 @@ def _figure_by_id(fig_id: str, ctx, records, formats):
 
 
 class _Serial:
-    """Run work units here, one after another (the default)."""
+    """Run work units here, one after another (the default).
 
-    def map(self, fn, arg_lists):
-        return [fn(*args) for args in arg_lists]
+    Every executor's ``map(fn, arg_lists, on_done)`` returns the results in the order of
+    ``arg_lists`` and calls ``on_done(i)`` in this process as unit i finishes (in the order
+    they finish: the progress bar and the Ctrl-C check of parallel runs)."""
+
+    def map(self, fn, arg_lists, on_done=None):
+        results = []
+        for i, args in enumerate(arg_lists):
+            results.append(fn(*args))
+            if on_done is not None:
+                on_done(i)
+        return results
 
     def close(self):
         pass
@@ -224,8 +233,11 @@ class _Processes:
                 else:
                     os.environ[k] = v
 
-    def map(self, fn, arg_lists):
+    def map(self, fn, arg_lists, on_done=None):
+        from concurrent.futures import as_completed
+
         futures = [self.pool.submit(fn, *args) for args in arg_lists]
+        _report_done(futures, as_completed(futures), on_done)
         return [f.result() for f in futures]
 
     def close(self):
@@ -241,13 +253,26 @@ class _Dask:
         self.client = Client(address) if isinstance(address, str) else address
         self.own = isinstance(address, str)
 
-    def map(self, fn, arg_lists):
+    def map(self, fn, arg_lists, on_done=None):
+        from distributed import as_completed
+
         futures = [self.client.submit(fn, *args, pure=False) for args in arg_lists]
+        _report_done(futures, as_completed(futures), on_done)
         return self.client.gather(futures)
 
     def close(self):
         if self.own:
             self.client.close()
+
+
+def _report_done(futures, finished, on_done):
+    """on_done(i) for each future as it finishes (a failed one too: its error is raised when
+    the results are gathered, in the order of the units)."""
+    if on_done is None:
+        return
+    index = {id(f): i for i, f in enumerate(futures)}
+    for f in finished:
+        on_done(index[id(f)])
 
 
 def _single_thread_worker():
@@ -287,14 +312,19 @@ def _fewshot(out_dir):
     return None, None
 
 
-def _run_here(claim_list, fig_ids, with_counts, ctx, formats, progress, start):
-    """Claims, figures and the table in this process, in order, with a progress bar."""
+def _progress_bar(total, progress):
+    """The run's progress bar on stderr (off unless ``progress``, and when stderr is no terminal)."""
     from tqdm import tqdm
 
+    return tqdm(total=total, desc="imaml-verify", unit="step", file=sys.stderr,
+                disable=None if progress else True, leave=False)
+
+
+def _run_here(claim_list, fig_ids, with_counts, ctx, formats, progress, start):
+    """Claims, figures and the table in this process, in order, with a progress bar."""
     from verify.iteration_counts import iteration_counts_data
 
-    bar = tqdm(total=len(claim_list) + len(fig_ids) + int(with_counts), desc="imaml-verify",
-               unit="step", file=sys.stderr, disable=None if progress else True, leave=False)
+    bar = _progress_bar(len(claim_list) + len(fig_ids) + int(with_counts), progress)
     records = []
     for claim in claim_list:
         bar.set_postfix_str(claim.name)
@@ -320,9 +350,10 @@ def _run_here(claim_list, fig_ids, with_counts, ctx, formats, progress, start):
     return records, figure_entries, files, counts, t_claims
 
 
-def _run_on(executor, claim_list, fig_ids, with_counts, ctx, formats, start):
+def _run_on(executor, claim_list, fig_ids, with_counts, ctx, formats, progress, start):
     """The same on an executor: the claims, the figures that need no claim results and the
-    table at once; then the figures drawn from the claims' results."""
+    table at once; then the figures drawn from the claims' results. The progress bar moves,
+    and a recorded Ctrl-C stops the run, as each unit finishes."""
     from verify.figures import FIGURES
     from verify.iteration_counts import iteration_counts_data
 
@@ -330,14 +361,31 @@ def _run_on(executor, claim_list, fig_ids, with_counts, ctx, formats, start):
     units = ([(_claim_by_name, (c.name, ctx)) for c in claim_list]
              + [(_figure_by_id, (f, ctx, [], formats)) for f in independent]
              + ([(iteration_counts_data, (ctx,))] if with_counts else []))
-    results = executor.map(_call, [(fn, args) for fn, args in units])
+    labels = ([c.name for c in claim_list] + list(independent)
+              + (["iteration counts"] if with_counts else []))
+    bar = _progress_bar(len(units) + len(fig_ids) - len(independent), progress)
+
+    def finished(i):
+        bar.set_postfix_str(labels[i])
+        bar.update()
+        check_interrupt()
+
+    try:
+        results = executor.map(_call, [(fn, args) for fn, args in units], on_done=finished)
+    except BaseException:
+        bar.close()
+        raise
     records = results[:len(claim_list)]
     t_claims = time.perf_counter() - start
     done = dict(zip(independent, results[len(claim_list):len(claim_list) + len(independent)]))
     counts = results[-1] if with_counts else None
     for f in fig_ids:
         if f not in done:
+            bar.set_postfix_str(f)
             done[f] = run_figure(f, ctx, records, formats=formats)
+            check_interrupt()
+            bar.update()
+    bar.close()
     figure_entries = {f: done[f][0] for f in fig_ids}
     files = {rel: data for f in fig_ids for rel, data in done[f][1].items()}
     return records, figure_entries, files, counts, t_claims
@@ -366,7 +414,7 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
     and the failing checks of each claim, with counts). jobs: run claims and figures in this many
     local processes (they are independent; the document is the same, timings aside). dask: the
     address of a dask.distributed scheduler (or a ``distributed.Client``) to run them on instead
-    (optional extra 'dask'). progress: a progress bar on stderr (serial runs).
+    (optional extra 'dask'). progress: a progress bar on stderr (on a terminal), moved as each claim or figure finishes.
 
     Raises :class:`UsageError` before any work when the request cannot be run.
     """
@@ -394,7 +442,7 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
                     claim_list, fig_ids, with_counts, ctx, formats, progress, start)
         else:
             records, figure_entries, files, counts, t_claims = _run_on(
-                executor, claim_list, fig_ids, with_counts, ctx, formats, start)
+                executor, claim_list, fig_ids, with_counts, ctx, formats, progress, start)
     finally:
         executor.close()
     t_figures = time.perf_counter() - start - t_claims
