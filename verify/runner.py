@@ -192,19 +192,11 @@ def _figure_by_id(fig_id: str, ctx, records, formats):
 
 
 class _Serial:
-    """Run work units here, one after another (the default).
+    """Run work units here, one after another (the default: :func:`_run_here`, in order).
 
-    Every executor's ``map(fn, arg_lists, on_done)`` returns the results in the order of
-    ``arg_lists`` and calls ``on_done(i)`` in this process as unit i finishes (in the order
+    The parallel executors' ``map(fn, arg_lists, on_done)`` returns the results in the order
+    of ``arg_lists`` and calls ``on_done(i)`` in this process as unit i finishes (in the order
     they finish: the progress bar and the Ctrl-C check of parallel runs)."""
-
-    def map(self, fn, arg_lists, on_done=None):
-        results = []
-        for i, args in enumerate(arg_lists):
-            results.append(fn(*args))
-            if on_done is not None:
-                on_done(i)
-        return results
 
     def close(self):
         pass
@@ -414,7 +406,8 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
     and the failing checks of each claim, with counts). jobs: run claims and figures in this many
     local processes (they are independent; the document is the same, timings aside). dask: the
     address of a dask.distributed scheduler (or a ``distributed.Client``) to run them on instead
-    (optional extra 'dask'). progress: a progress bar on stderr (on a terminal), moved as each claim or figure finishes.
+    (optional extra 'dask'). progress: a progress bar on stderr (on a terminal), moved as each
+    claim or figure finishes.
 
     Raises :class:`UsageError` before any work when the request cannot be run.
     """
