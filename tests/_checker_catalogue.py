@@ -323,3 +323,27 @@ class _Cached:
 
 
 DEFECTS["cached_answer"] = lambda: _Cached()   # a factory: a fresh cache per check
+
+
+# -- the catalogue's own premise --------------------------------------------------------------------
+def assert_premises(instances):
+    """What the checker's tests take for granted, shown without the checker: on ``instances``
+    ((task, θ) pairs) the correct implementations agree with each other, and every defect departs
+    from them by far more than they differ among themselves (100× their spread, at least 100·eps
+    of ‖g‖) on at least one instance. Without it, "every defect is flagged" could hold for a
+    defect that computes the right answer, and "no false alarm" for a wrong 'correct' one."""
+    eps = float(np.finfo(np.float64).eps)
+    spreads, answers = [], []
+    for task, theta in instances:
+        outs = [np.asarray(f(task, theta), dtype=np.float64) for f in CORRECT.values()]
+        ref = outs[0]
+        scale = float(np.linalg.norm(ref))
+        spread = max(float(np.linalg.norm(o - ref)) for o in outs)
+        assert spread <= 1e-6 * scale, f"the correct implementations disagree: {spread:.3g} of {scale:.3g}"
+        spreads.append(max(spread, eps * scale))
+        answers.append(ref)
+    for name, fn in DEFECTS.items():
+        fn = fn() if name == "cached_answer" else fn     # one cache across the instances
+        departures = [float(np.linalg.norm(np.asarray(fn(t, th), dtype=np.float64) - ref)) / s
+                      for (t, th), ref, s in zip(instances, answers, spreads)]
+        assert max(departures) > 100, f"{name} is not wrong on these instances ({max(departures):.3g}× the spread)"

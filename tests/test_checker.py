@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import solvers
-from _checker_catalogue import CORRECT, DEFECTS, textbook_solve
+from _checker_catalogue import CORRECT, DEFECTS, assert_premises, textbook_solve
 from verify.checker import (Instance, build, check_cg, check_meta_gradient, exact_meta_gradient,
                             krylov_iterate)
 from verify.checker.diagnosis import cg_iterates
@@ -65,6 +65,38 @@ EXPECTED = {   # the diagnosis each defect must get (a substring of its name)
     "lambda_ignored_in_inner": "λ = 1", "cached_answer": "cached", "only_large_dim": "1 + 0.001",
     "cg_fixed_30_steps": "stopped after 30",
 }
+
+
+@pytest.fixture(scope="module")
+def premise_instances():
+    """d = 40 (> 30), κ = 1e4 (30 CG steps fall short), λ = 2.5 (≠ 1), a query with its own
+    eigenvectors, ‖θ‖ = 1e4 (> the clip); two of one dimension (the cache); d = 3, where
+    d − 1 CG steps are one short of the 3 distinct eigenvalues; and a well-conditioned one
+    (κ = 2, ‖θ‖ = 1), where the correct answers agree to rounding and a 1e-9 change shows."""
+    from verify.tasks import planted_spectrum_task
+
+    instances = []
+    for seed, dim, kappa, norm in ((0, 40, 1e4, 1e4), (1, 40, 1e4, 1e4), (2, 3, 1e4, 1e4),
+                                   (3, 5, 2.0, 1.0)):
+        task, _ = planted_spectrum_task(dim, kappa, 2.5, seed=seed, query="independent")
+        theta = np.random.default_rng(seed).standard_normal(dim)
+        instances.append((task, norm * theta / np.linalg.norm(theta)))
+    return instances
+
+
+def test_the_catalogue_is_what_it_says(premise_instances):
+    """Without the checker: the correct implementations agree, every defect is wrong somewhere."""
+    assert_premises(premise_instances)
+
+
+def test_the_premise_check_fails_on_a_defect_that_is_right(premise_instances):
+    """Its negative control: a 'defect' that returns the right answer is refused."""
+    DEFECTS["planted_right_answer"] = textbook_solve
+    try:
+        with pytest.raises(AssertionError, match="planted_right_answer is not wrong"):
+            assert_premises(premise_instances)
+    finally:
+        del DEFECTS["planted_right_answer"]
 
 
 @pytest.mark.parametrize("name", sorted(DEFECTS))
