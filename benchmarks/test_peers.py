@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _timing import interleaved
 from solvers import imaml_meta_gradient
 from theory import QuadraticTask
 from verify.tasks import planted_spectrum_task
@@ -53,19 +53,6 @@ def one_thread_and_table():
     torch.set_num_threads(before)
     if TABLE["single"] or TABLE["batched"]:
         _write_table()
-
-
-def interleaved(fns: dict, rounds: int) -> dict:
-    """Median seconds of each call, the calls alternating round by round (one warm-up each)."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def _rel_error(g, g_star):

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from _timing import interleaved
 from solvers import cg, count_host_reads, nesterov
 from theory import QuadraticTask
 from verify.accurate import accurate_meta_gradient
@@ -34,17 +35,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def interleaved(fns, rounds):
-    """Median seconds of each call, the calls alternating round by round."""
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def _machine():
