@@ -115,19 +115,19 @@ class _Points(ast.NodeVisitor):
         if not self._skip:
             self.points.append((node, kind, change, fn))
 
-    def visit_BinOp(self, node):
+    def _swap_operator(self, node, suffix=""):
+        """a + b -> a - b and the like (``suffix`` '=' for augmented assignments: += -> -=)."""
         new = ARITH.get(type(node.op))
         if new is not None:
-            self.add(node, "arithmetic", f"{SYMBOL[type(node.op)]} -> {SYMBOL[new]}",
+            self.add(node, "arithmetic", f"{SYMBOL[type(node.op)]}{suffix} -> {SYMBOL[new]}{suffix}",
                      lambda n, new=new: setattr(n, "op", new()))
         self.generic_visit(node)
 
+    def visit_BinOp(self, node):
+        self._swap_operator(node)
+
     def visit_AugAssign(self, node):
-        new = ARITH.get(type(node.op))
-        if new is not None:
-            self.add(node, "arithmetic", f"{SYMBOL[type(node.op)]}= -> {SYMBOL[new]}=",
-                     lambda n, new=new: setattr(n, "op", new()))
-        self.generic_visit(node)
+        self._swap_operator(node, "=")
 
     def visit_Compare(self, node):
         for i, op in enumerate(node.ops):
