@@ -106,7 +106,9 @@ def test_every_defect_is_flagged(name):
     assert not report.passed, f"{name} was not flagged:\n{report}"
     assert report.failures and report.diagnosis is not None
     if name in EXPECTED:
+        # decided on an instance that separates the candidates (never a 1-D coincidence)
         assert EXPECTED[name] in report.diagnosis.name, f"{name}: {report.diagnosis}\n{report}"
+        assert report.diagnosis.decisive, f"{name}: {report.diagnosis}"
 
 
 def test_report_is_readable_shrunk_and_reproducible():
@@ -496,3 +498,22 @@ def test_a_one_dimensional_match_is_not_decisive():
     ref = exact_meta_gradient(task, theta)
     d7 = diagnose(np.asarray(task.outer_grad(np.asarray(ref.phi, dtype=float))), task, theta, ref)
     assert d7.known and d7.decisive and "first-order MAML" in d7.name
+
+
+def test_a_one_dimensional_coincidence_does_not_name_the_overall_diagnosis():
+    """An implementation that is first-order MAML only when d = 1 and otherwise off in a
+    direction no known mistake explains: the overall diagnosis is what the separating
+    instances say ('no known defect'), not the 1-D coincidence."""
+    def odd(task, theta):
+        g = textbook_solve(task, theta)
+        if task.dim == 1:
+            return np.asarray(task.outer_grad(np.linalg.solve(
+                task.A + task.lam * np.eye(1), task.lam * theta - task.b)))
+        u = np.cos(np.arange(task.dim) * 1.7 + 0.3)
+        return g + 0.3 * np.linalg.norm(g) * u / np.linalg.norm(u)
+
+    report = check_meta_gradient(odd, max_examples=30)
+    assert not report.passed
+    one_d = [f for f in report.failures if f.instance.dim == 1 and f.diagnosis is not None]
+    assert any("first-order MAML" in f.diagnosis.name and not f.diagnosis.decisive for f in one_d)
+    assert "first-order MAML" not in report.diagnosis.name, report.diagnosis

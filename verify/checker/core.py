@@ -558,23 +558,29 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
 
 
 def _overall(check, failures) -> Diagnosis:
-    """The diagnosis decided where wrong answers can be told apart: on a generic instance (d = 7
-    or 9, wrong answers far apart) when the implementation fails there too, else the most
-    specific decisive one among the failures. A name matched only where candidates coincide
-    (d = 1, or a multiple of g*) is given only when nothing decisive is known, and says so."""
+    """The diagnosis decided where wrong answers can be told apart: a decisive one on a generic
+    instance (d = 7 or 9, wrong answers far apart) when the implementation fails there too, else
+    the most specific decisive one among the failures, else what the generic instance says. A
+    name matched only where candidates coincide (d = 1, or a rescaling of g*) is given only when
+    nothing else is known, and says so."""
     known = [f.diagnosis for f in failures[:6] if f.diagnosis is not None and f.diagnosis.known]
     decisive = [d for d in known if d.decisive]
     generic = check.diagnostic_failure()
+    gd = None
     if generic is not None:
-        generic.diagnosis = check.diagnose(generic)
-        if generic.diagnosis is not None and (generic.diagnosis.known or not decisive):
-            return generic.diagnosis
+        generic.diagnosis = gd = check.diagnose(generic)
+    if gd is not None and gd.known and gd.decisive:
+        return gd
     if decisive:
         return min(decisive, key=lambda d: (len(d.also), d.explained))
+    if gd is not None and not gd.known:
+        return gd
+    if gd is not None:
+        known = [gd] + known
     if known:
         d = min(known, key=lambda d: (len(d.also), d.explained))
         return Diagnosis(f"{d.name} — matched only on instances where the known wrong answers "
-                         f"coincide (d = 1 or a multiple of g*), so possibly a coincidence",
+                         f"coincide (d = 1, or a rescaling of g*), so possibly a coincidence",
                          d.explained, d.also, d.ranking, decisive=False)
     return failures[0].diagnosis
 

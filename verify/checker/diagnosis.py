@@ -33,10 +33,10 @@ class Diagnosis:
     """name: the closest known wrong answer (or a description of the error, or
     'no known defect'); explained: ‖g − candidate‖/‖g − g*‖ for it (0 = exactly that answer);
     also: other candidates that explain it equally well on this instance; ranking: the five
-    closest candidates with their ratios; decisive: False when the instance cannot tell the
-    named answer apart from a rescaled exact one (d = 1, or the named answer is a multiple of
-    g*): there every candidate of that kind matches, and the name is a coincidence unless a
-    separating instance confirms it."""
+    closest candidates with their ratios; decisive: False when a rescaled exact answer αg*
+    explains the output as well as the named answer does (always so when d = 1, where every
+    candidate is a multiple of g*): the instance cannot tell them apart, and the name is a
+    coincidence unless a separating instance confirms it."""
 
     name: str
     explained: float | None = None
@@ -204,16 +204,15 @@ def candidates(task, theta, ref, *, cg_steps=None, history=()) -> list[tuple[str
     return out
 
 
-def _collinear(x, g_star) -> bool:
-    """Whether x is a multiple of g* to rounding (always so when d = 1)."""
-    x, g_star = _f64(x), _f64(g_star)
+def _collinear(x, g) -> bool:
+    """Whether x is a multiple of g to rounding (always so when d = 1)."""
+    x, g = _f64(x), _f64(g)
     if x.shape[0] == 1:
         return True
-    ng = float(np.linalg.norm(g_star))
-    nx = float(np.linalg.norm(x))
+    ng, nx = float(np.linalg.norm(g)), float(np.linalg.norm(x))
     if ng == 0 or nx == 0:
         return True
-    u = g_star / ng
+    u = g / ng
     return float(np.linalg.norm(x - (x @ u) * u)) <= FIT_MATCH * nx
 
 
@@ -257,9 +256,10 @@ def diagnose(g_out, task, theta, ref, *, allowance=None, allowance32=None, cg_st
         named.append((name, float(np.linalg.norm(g - c)) / err))
     # a constant factor: g = c g*
     ng = float(g_star @ g_star)
+    rescaled = 1.0   # how well the best rescaled g* explains the error (0: exactly; g* = 0: not)
     if ng > 0:
         c = float(g @ g_star) / ng
-        fit = float(np.linalg.norm(g - c * g_star)) / err
+        fit = rescaled = float(np.linalg.norm(g - c * g_star)) / err
         # a known factor is named only when it explains the error (not merely when the fitted
         # constant is near it: with λ = 1, "a missing factor λ" is g* itself)
         for name, f in _FACTORS:
@@ -295,11 +295,12 @@ def diagnose(g_out, task, theta, ref, *, allowance=None, allowance32=None, cg_st
         # among answers that explain the error equally well, the first listed (closed forms
         # before truncated iterations) is named
         tied = [(n, r) for n, r in named if r <= MATCH and r <= max(100 * best[1], 1e-9)]
-        # a named wrong answer that is itself a multiple of g* (every one, when d = 1) only
-        # shows that the output is a multiple of g*: not decisive; a constant factor is
-        # decisive where other answers are not multiples of g* (d ≥ 2)
-        vector = dict(cands).get(tied[0][0])
-        decisive = d >= 2 and (vector is None or not _collinear(vector, g_star))
+        # where a rescaled g* explains the output as well as the named answer does (always so
+        # when d = 1, where every candidate is a multiple of g*), the instance cannot tell them
+        # apart: not decisive. A known constant factor is decisive where other answers are not
+        # rescalings of g* (d ≥ 2).
+        factor = tied[0][0] not in dict(cands)
+        decisive = d >= 2 and (factor or rescaled > max(100 * tied[0][1], 1e-9))
         return Diagnosis(tied[0][0], tied[0][1], [n for n, _ in tied[1:4]], ranking,
                          decisive=decisive)
     if fits and fits[0][1] <= FIT_MATCH:
