@@ -85,7 +85,7 @@ def pow2_scale(xp, a):
     if is_numpy_namespace(xp):
         fin = np.finfo(m.dtype)
         _, e = np.frexp(m)                    # m = f·2^e, f in [1/2, 1): s = 2^(e − 1)
-        e = np.clip(e - 1, fin.minexp, fin.maxexp - 1)
+        e = np.where(np.isfinite(m) & (m > 0), np.clip(e - 1, fin.minexp, fin.maxexp - 1), 0)
         return np.ldexp(np.ones_like(m), e)
     if is_torch_namespace(xp):
         import torch
@@ -96,6 +96,7 @@ def pow2_scale(xp, a):
         mant, bias, itype = _FLOAT_BITS[name]
         _, e = torch.frexp(m)
         e = (e.to(getattr(torch, itype)) - 1).clamp(1 - bias, bias)
+        e = torch.where(torch.isfinite(m) & (m > 0), e, torch.zeros_like(e))
         return torch.bitwise_left_shift(e + bias, mant).view(m.dtype)
     return None
 

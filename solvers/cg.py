@@ -73,8 +73,8 @@ def cg(matvec, rhs, *, x0=None, max_steps=None, rtol=1e-5, atol=0.0, history=Fal
     # same run bitwise, except that rᵀr and pᵀMp cannot underflow or overflow at any scale of
     # the data (at ‖rhs‖ ~ 1e-170 in float64 rᵀr would be 0 and CG would stop at x = 0)
     s = pow2_scale(xp, rhs)
-    s = 1.0 if s is None else s
-    rows = s[..., None] if getattr(s, "ndim", 0) else s
+    s = xp.ones_like(rhs[..., 0]) if s is None else s    # a library without frexp: unscaled
+    rows = s[..., None]
     rhs = rhs / rows
     evals = 0
     if x0 is None:
@@ -85,8 +85,7 @@ def cg(matvec, rhs, *, x0=None, max_steps=None, rtol=1e-5, atol=0.0, history=Fal
         r = rhs - matvec(x)
         evals += 1
     rhs_norm = o.norm(rhs)
-    tol = o.maximum(rtol * rhs_norm, atol / s) if getattr(s, "ndim", None) is not None else \
-        xp.clip(rtol * rhs_norm, min=atol)
+    tol = o.maximum(rtol * rhs_norm, atol / s)
     # below this residual a row is solved to working precision: if its curvature pᵀMp then
     # vanishes (underflow of an ever smaller p, possible with rtol = atol = 0), it is converged
     floor = float(xp.finfo(rhs.dtype).eps) * rhs_norm
@@ -107,8 +106,7 @@ def _vector_cg(xp, o, matvec, x, r, tol, floor, s, *, max_steps, check_every, re
                on_breakdown, evals):
     """One vector on the host: the exit tests read as Python floats every step, no masks.
     x, r are those of rhs/s (see :func:`cg`); the result and the history are scaled back."""
-    tol, floor, s = to_host(tol, floor, s) if getattr(s, "ndim", None) is not None else \
-        (*to_host(tol, floor), s)
+    tol, floor, s = to_host(tol, floor, s)
     rr = o.dot(r, r)
     p = r
     steps, status = 0, Status.MAX_STEPS
@@ -155,7 +153,7 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, s, *, max_steps, check_every, re
     ``check_every`` steps. Row i takes exactly the steps, and ends at exactly the iterate, of
     :func:`_vector_cg` on that row alone. x, r are those of rhs/s (see :func:`cg`), each row
     with its own s; the result and the history are scaled back."""
-    rows = s[..., None] if getattr(s, "ndim", 0) else s
+    rows = s[..., None]
     rr = o.dot(r, r)
     zero = xp.zeros_like(rr)
     halted = zero != zero                      # rows stopped by pMp ≤ 0 or NaN (frozen)

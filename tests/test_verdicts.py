@@ -63,7 +63,7 @@ def test_certificate_holds_on_the_crafted_instances(theta_norm, steps, seed):
     assert r.passed and r.allowance == 0.0, r
 
 
-def _exact_arithmetic_certificate(res, c, *, task, theta):
+def _exact_arithmetic_certificate(res, c):
     """The old certificate: the computed residuals taken as exact (a planted defect)."""
     return aposteriori_bound(c, stationarity=res.stationarity, cg_residual=res.cg_residual,
                              outer_grad_norm=res.outer_grad_norm)

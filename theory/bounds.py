@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from theory.tolerances import computation_magnitudes, norm_upper_bound, round_up
 from validation import check_kappa, check_positive, check_steps, dtype_name
 
@@ -208,7 +206,8 @@ class Certificate:
     bound: certified ‖g − dθL(Alg*(θ))‖ ≤ bound. delta, delta_prime, B: the certified δ, δ′ and
     B at Alg*(θ) that went into Lemma 3's sharper form. rounding: how much of ``bound`` comes
     from the rounding of the residuals (bound minus the same formula at the solver's computed
-    norms; 0 for a bound in exact arithmetic). rounding_safe: whether that rounding was bounded
+    norms; 0 for a bound in exact arithmetic; negative where the exact residuals are below the
+    computed ones). rounding_safe: whether that rounding was bounded
     (False: the bound holds in exact arithmetic only, and can fail at rounding level). method:
     how the residual norms were bounded — ``"model"`` (the solver's computed norms raised by
     the rounding model of theory.tolerances), ``"exact residuals"`` (the residuals of the
@@ -334,14 +333,14 @@ def certify(result, constants, *, task=None, theta=None, magnitudes=None,
                             f"only") from None
     m, dt = magnitudes, dtype_name(result.gradient)
 
-    def up(value, terms):
+    def up(value, terms, gain=1.0):
         # strictly above the computed value even when the terms vanish (the norm's own rounding)
-        return max(norm_upper_bound(dt, value, terms=terms, length=m.length, dim=m.dim)
-                   - float(value), 5e-324)
+        return max(norm_upper_bound(dt, value, terms=terms, length=m.length, dim=m.dim,
+                                    underflow_gain=gain) - float(value), 5e-324)
 
     model = _raised(aposteriori_bound(
         constants, **norms, stationarity_rounding=up(norms["stationarity"], m.stationarity),
-        residual_rounding=up(norms["cg_residual"], m.residual),
+        residual_rounding=up(norms["cg_residual"], m.residual, getattr(m, "residual_gain", 1.0)),
         outer_grad_rounding=up(norms["outer_grad_norm"], m.outer_grad)), "model", computed.bound)
     if not (task is not None and _is_quadratic(task)
             and model.rounding >= EXACT_RESIDUALS_SHARE * model.bound):
@@ -349,10 +348,9 @@ def certify(result, constants, *, task=None, theta=None, magnitudes=None,
     from theory._arrays import to_numpy64
     from theory.exact import residual_norm_bounds
 
-    arrays = [to_numpy64(x) for x in (theta, result.phi, result.gradient)]
-    if not all(np.all(np.isfinite(a)) for a in arrays):
-        return model
-    s, r, v = residual_norm_bounds(task, *arrays)
+    # (finite: the three computed norms, checked finite above, are of vectors built from them)
+    s, r, v = residual_norm_bounds(task, *(to_numpy64(x) for x in (theta, result.phi,
+                                                                     result.gradient)))
     exact = _raised(aposteriori_bound(constants, stationarity=s, cg_residual=r,
                                       outer_grad_norm=v), "exact residuals", computed.bound)
     return exact if exact.bound < model.bound else model

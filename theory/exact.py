@@ -38,8 +38,8 @@ import numpy as np
 from theory._arrays import to_numpy64
 from theory.tolerances import abs_matrix_norm, unit_roundoff, underflow_threshold
 
-__all__ = ["QuadraticReference", "DPS", "min_eigenvalue_lower_bound", "residual_norm_bounds",
-           "meta_gradient_error_bound"]
+__all__ = ["QuadraticReference", "DPS", "min_eigenvalue_lower_bound", "max_eigenvalue_upper_bound",
+           "residual_norm_bounds", "meta_gradient_error_bound"]
 
 DPS = 50
 #: refinement passes before a solve gives up improving (its radius is still proven)
@@ -67,7 +67,7 @@ def _dyadic_wide(x) -> tuple[np.ndarray, int]:
     """:func:`_dyadic` for float64 or for NumPy's long double (wider on x86: a 64-bit
     mantissa), exactly."""
     a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
-    if a.dtype != np.longdouble or np.finfo(np.longdouble).nmant <= 52:
+    if a.dtype != np.longdouble or np.finfo(np.longdouble).nmant <= np.finfo(np.float64).nmant:
         return _dyadic(a)
     if not np.all(np.isfinite(a)):
         raise ValueError("a dyadic (exact) value needs finite entries")
@@ -160,9 +160,7 @@ def _down(q: Fraction) -> float:
     try:
         f = float(q)
     except OverflowError:
-        return math.inf if q > 0 else -math.inf
-    if math.isinf(f):
-        return math.nextafter(f, 0.0)
+        return float(np.finfo(np.float64).max) if q > 0 else -math.inf
     return math.nextafter(f, -math.inf) if Fraction(f) > q else f
 
 
@@ -234,23 +232,37 @@ def _shifted_bound(A: np.ndarray, lam: float, sigma: float) -> Fraction | None:
     return Fraction(sigma) - _pow2(k) * backward - rounding
 
 
+#: shifts tried below the floating-point λmin μ̃, as offsets w·2^-k (w = max(|μ̃|, 2^-30·max|Aᵢⱼ|)):
+#: the first whose Cholesky test completes gives the bound, the nearest one the tightest
+SHIFT_OFFSETS = (2.0 ** -40, 2.0 ** -20, 0.5, 4.0)
+
+
 def min_eigenvalue_lower_bound(A, lam: float = 0.0) -> float:
     """A proven lower bound μ₋ ≤ λmin(A + λI) of a symmetric float64 matrix A (entries exact),
-    rounded down; ≤ 0 when positive definiteness cannot be proven.
+    rounded down; -inf when no shift can be proven.
 
-    σ = μ̃/2 with μ̃ the floating-point λmin (``eigvalsh``), then σ = μ̃/8, then 0, each tried by
-    :func:`_shifted_bound` (a Cholesky test); the first that completes gives the bound. Halving
-    μ̃ costs a factor of at most 2 in the bound, and an enclosure ‖r‖/μ₋ only that factor."""
+    σ = μ̃ − w·2^-k (:data:`SHIFT_OFFSETS`, μ̃ the floating-point λmin from ``eigvalsh``), each
+    tried by :func:`_shifted_bound` (a Cholesky test) from the nearest shift on; the first that
+    completes gives the bound: within about w·2^-40 + n²u·‖A + λI‖ of λmin when A + λI − σI is
+    still factorable so close to singular, a few of those factors below it otherwise. A = 0
+    gives λ exactly."""
     A = np.asarray(to_numpy64(A), dtype=np.float64)
     lam = float(lam)
+    if not np.any(A):
+        return lam                              # A = 0: λmin(A + λI) = λ exactly
     mu_tilde = float(np.linalg.eigvalsh(A + lam * np.eye(A.shape[0]))[0])
-    for sigma in (mu_tilde / 2, mu_tilde / 8, 0.0):
-        if sigma < 0:
-            continue
-        bound = _shifted_bound(A, lam, sigma)
+    width = max(abs(mu_tilde), 2.0 ** -30 * float(np.max(np.abs(A), initial=0.0)) + abs(lam) * 2.0 ** -30)
+    for offset in SHIFT_OFFSETS:
+        bound = _shifted_bound(A, lam, mu_tilde - width * offset)
         if bound is not None:
             return _down(bound)
-    return 0.0
+    return -math.inf
+
+
+def max_eigenvalue_upper_bound(M) -> float:
+    """A proven upper bound on λmax(M) of a symmetric float64 matrix (entries exact):
+    −(:func:`min_eigenvalue_lower_bound` of −M), rounded up."""
+    return -min_eigenvalue_lower_bound(-np.asarray(to_numpy64(M), dtype=np.float64))
 
 
 # -- the certificate's residuals, exactly ----------------------------------------------------------
@@ -288,6 +300,19 @@ def residual_norm_bounds(task, theta, phi, g) -> tuple[float, float, float]:
             _up(_norm_range(*v)[1]))
 
 
+def _meta_radius(data, theta, phi, g, mu: Fraction, aq: Fraction) -> Fraction:
+    """(‖Cg − λ(Aₜφ + bₜ)‖ + λ·aq·‖Cφ − (λθ − b)‖/μ₋)/μ₋ for dyadic θ, φ, g (pairs (M, E)) and
+    the task's dyadic data: the bound of :func:`meta_gradient_error_bound`, exactly."""
+    (A, EA), (b, Eb), (Aq, EAq), (bq, Ebq), (lam_v, El) = data
+    lam = int(lam_v[0])
+    (t, Et), (p, Ep), (gv, Eg) = theta, phi, g
+    r_phi = _combine((A.dot(p), EA + Ep), (p * lam, El + Ep), (-t * lam, El + Et), (b, Eb))
+    v = _combine((Aq.dot(p), EAq + Ep), (bq, Ebq))
+    r_g = _combine((A.dot(gv), EA + Eg), (gv * lam, El + Eg), (-v[0] * lam, v[1] + El))
+    lam_f = Fraction(lam) * _pow2(El)
+    return (_norm_range(*r_g)[1] + lam_f * aq * _norm_range(*r_phi)[1] / mu) / mu
+
+
 def meta_gradient_error_bound(task, theta, phi, g) -> float:
     """A proven upper bound on ‖g − dθL(Alg*(θ))‖ for any approximations φ ≈ Alg*(θ) and
     g (float64 or long double arrays, taken exactly) of a quadratic task: with C = A + λI,
@@ -299,16 +324,9 @@ def meta_gradient_error_bound(task, theta, phi, g) -> float:
     mu = min_eigenvalue_lower_bound(to_numpy64(task.A), float(task.lam))
     if not mu > 0:
         return math.inf
-    (A, EA), (b, Eb), (Aq, EAq), (bq, Ebq), (lam_v, El) = _task_dyadic(task)
-    lam = int(lam_v[0])
-    (t, Et), (p, Ep), (gv, Eg) = _dyadic(theta), _dyadic_wide(phi), _dyadic_wide(g)
-    r_phi = _combine((A.dot(p), EA + Ep), (p * lam, El + Ep), (-t * lam, El + Et), (b, Eb))
-    v = _combine((Aq.dot(p), EAq + Ep), (bq, Ebq))
-    r_g = _combine((A.dot(gv), EA + Eg), (gv * lam, El + Eg), (-v[0] * lam, v[1] + El))
-    mu_f, lam_f = Fraction(mu), Fraction(float(task.lam))
     aq = Fraction(abs_matrix_norm(to_numpy64(task.A_query)))
-    bound = (_norm_range(*r_g)[1] + lam_f * aq * _norm_range(*r_phi)[1] / mu_f) / mu_f
-    return _up(bound)
+    return _up(_meta_radius(_task_dyadic(task), _dyadic(theta), _dyadic_wide(phi),
+                            _dyadic_wide(g), Fraction(mu), aq))
 
 
 class QuadraticReference:
@@ -332,8 +350,10 @@ class QuadraticReference:
         self._b, self._Eb = _dyadic(task.b)
         self._Aq, self._EAq = _dyadic(task.A_query)
         self._bq, self._Ebq = _dyadic(task.b_query)
-        self._lam, self._Elam = _dyadic(np.array([float(task.lam)]))
-        self._lam = int(self._lam[0])
+        lam_pair = _dyadic(np.array([float(task.lam)]))
+        self._dyadic_data = ((self._A, self._EA), (self._b, self._Eb), (self._Aq, self._EAq),
+                             (self._bq, self._Ebq), lam_pair)
+        self._lam, self._Elam = int(lam_pair[0][0]), lam_pair[1]
         with mpmath.workdps(self.dps):
             self.lam = mpmath.mpf(float(task.lam))
         self.dim = self._A.shape[0]
@@ -362,6 +382,18 @@ class QuadraticReference:
         if self._mu is None:
             self._mu = min_eigenvalue_lower_bound(self._A64, float(self._task.lam))
         return self._mu
+
+    def constants(self, theta):
+        """The task's instance constants at θ (``task.constants(theta)``, float64) with μ and L
+        replaced by proven bounds, μ₋ ≤ λmin(A + λI) and L₊ ≥ max(λmax(Aₜ), 0)
+        (:func:`max_eigenvalue_upper_bound`): constants with which a certificate can be judged
+        without trusting a floating-point eigenvalue. β, κ, B and D are left as they are (the
+        certificate does not use them)."""
+        from dataclasses import replace
+
+        c = self._task.constants(theta)
+        L = max(max_eigenvalue_upper_bound(to_numpy64(self._task.A_query)), 0.0)
+        return replace(c, mu=min(c.mu, self.min_eigenvalue), L=max(c.L, L))
 
     def _mu_fraction(self) -> Fraction:
         mu = self.min_eigenvalue
@@ -458,17 +490,16 @@ class QuadraticReference:
 
     def meta_gradient(self, theta) -> np.ndarray:
         """dθL(Alg*(θ)) = λ(A + λI)⁻¹(Aₜφ* + bₜ), computed at the refined φ̃ ≈ φ*: its radius
-        adds the inner one carried through λ(A + λI)⁻¹Aₜ, ‖λ(A + λI)⁻¹Aₜ‖ ≤ λ‖|Aₜ|‖/μ₋
-        (theory.tolerances.abs_matrix_norm, an upper bound)."""
+        is :func:`meta_gradient_error_bound`'s, (‖Cg̃ − λv(φ̃)‖ + λ‖|Aₜ|‖·‖Cφ̃ − (λθ − b)‖/μ₋)/μ₋
+        with both residuals exact (the inner one carried through λC⁻¹Aₜ)."""
         key = ("g", to_numpy64(theta).tobytes())
         if key not in self._cache:
-            p, Ep, r_phi = self._inner(theta)
-            g, Eg, r_g = self._implicit(p, Ep)
-            if r_phi:
-                lam = Fraction(float(self._task.lam))
-                r_g += lam * Fraction(abs_matrix_norm(to_numpy64(self._task.A_query))) \
-                    * r_phi / self._mu_fraction()
-            self._cache[key] = self._hand_out(g, Eg, r_g)
+            p, Ep, _ = self._inner(theta)
+            g, Eg, _ = self._implicit(p, Ep)
+            aq = Fraction(abs_matrix_norm(to_numpy64(self._task.A_query)))
+            radius = _meta_radius(self._dyadic_data, _dyadic(theta), (p, Ep), (g, Eg),
+                                  self._mu_fraction(), aq)
+            self._cache[key] = self._hand_out(g, Eg, radius)
         return self._cache[key]
 
     def radius(self, reference) -> float | None:

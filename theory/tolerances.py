@@ -32,6 +32,7 @@ Two forms of the same rule:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,9 +46,16 @@ __all__ = ["machine_epsilon", "unit_roundoff", "underflow_threshold", "gamma",
            "scaled_norm", "upper_norm", "round_up", "sdp_allowance", "SDP_TOLERANCE"]
 
 
+@functools.lru_cache(maxsize=None)
+def _finfo(name: str) -> tuple[float, float]:
+    """(eps, tiny) of a floating dtype given by name."""
+    fin = np.finfo(np.dtype(name))
+    return float(fin.eps), float(fin.tiny)
+
+
 def machine_epsilon(dtype) -> float:
     """Machine epsilon of a NumPy or torch floating dtype (or of its name)."""
-    return float(np.finfo(np.dtype(dtype_name(dtype))).eps)
+    return _finfo(dtype if isinstance(dtype, str) else dtype_name(dtype))[0]
 
 
 def unit_roundoff(dtype) -> float:
@@ -58,7 +66,7 @@ def unit_roundoff(dtype) -> float:
 def underflow_threshold(dtype) -> float:
     """tiny, the smallest positive normal number of the dtype: the bound on the absolute error
     η of one rounded operation in the underflow range (see the module docstring)."""
-    return float(np.finfo(np.dtype(dtype_name(dtype))).tiny)
+    return _finfo(dtype if isinstance(dtype, str) else dtype_name(dtype))[1]
 
 
 def gamma(dtype, n: int) -> float:
@@ -98,19 +106,22 @@ def rounding_allowance(dtype, *, kappa: float = 1.0, scale: float = 1.0, dim: in
 MAGNITUDE_ROUNDINGS = 1
 
 
-def sum_rounding(dtype, terms, *, length: int, extra_ops: int = 4, dim: int = 1) -> float:
+def sum_rounding(dtype, terms, *, length: int, extra_ops: int = 4, dim: int = 1,
+                 underflow_gain: float = 1.0) -> float:
     """Rigorous bound on ‖fl(x) − x‖₂ for a vector x of ``dim`` entries computed as a sum of a
     few terms, each a product (matrix-vector or elementwise) with at most ``length`` summands,
     followed by at most ``extra_ops`` elementwise operations:
 
-        γₙ · Σ terms + √dim · n · (1 + γₙ) · tiny,      n = length + extra_ops + 1,
+        γₙ · Σ terms + √dim · n · (1 + γₙ) · gain · tiny,      n = length + extra_ops + 1,
 
     where each term is an upper bound on the 2-norm of the *absolute* product, e.g.
     ‖|A||φ|‖ ≤ ‖|A|‖₂‖φ‖ (Higham §3.1, §3.5; any summation order). Derivation: an entry passes
     through at most length + extra_ops rounded operations, each with a relative error δ and an
     absolute η ≤ tiny (module docstring); the δ's give γ_{length+extra_ops}·(|terms|), each η is
-    carried by at most that many later factors (1 + δ) ≤ 1 + γₙ, and √dim turns the entrywise
-    bound into a 2-norm. The terms are float64 upper bounds, but their products and their sum
+    carried by at most that many later factors (1 + δ) ≤ 1 + γₙ and by the factors of the later
+    elementwise operations, at most ``underflow_gain`` (1/λ for a product divided by λ < 1, as
+    the Hessian term H(φ)g/λ of the CG residual), and √dim turns the entrywise bound into a
+    2-norm. The terms are float64 upper bounds, but their products and their sum
     are rounded to nearest, within c ≤ 20 relative roundings u₆₄ of the exact value; one more
     step of γ covers that, since γ_{k+1} ≥ (1 + 1/k)γ_k ≥ (1 + u₆₄)^c γ_k for every k < 10¹⁴
     (the + 1 in n, :data:`MAGNITUDE_ROUNDINGS`); a term that underflowed to 0 was below tiny,
@@ -120,10 +131,12 @@ def sum_rounding(dtype, terms, *, length: int, extra_ops: int = 4, dim: int = 1)
         total += check_positive(t, f"terms[{i}]", allow_zero=True)
     n = int(length) + int(extra_ops) + MAGNITUDE_ROUNDINGS
     g = gamma(dtype, n)
-    return g * total + math.sqrt(int(dim)) * n * (1 + g) * underflow_threshold(dtype)
+    gain = check_positive(underflow_gain, "underflow_gain")
+    return g * total + math.sqrt(int(dim)) * n * (1 + g) * gain * underflow_threshold(dtype)
 
 
-def norm_upper_bound(dtype, computed_norm, *, terms, length: int, dim: int) -> float:
+def norm_upper_bound(dtype, computed_norm, *, terms, length: int, dim: int,
+                     underflow_gain: float = 1.0) -> float:
     """A certified upper bound on the exact ‖x‖ from the computed fl(‖x̂‖) of a computed x̂
     (x̂ as in :func:`sum_rounding`): ‖x‖ ≤ ‖x̂‖ + ‖x̂ − x‖ with
 
@@ -135,11 +148,11 @@ def norm_upper_bound(dtype, computed_norm, *, terms, length: int, dim: int) -> f
     dim − 1 additions, and the square root, round once (γ_{dim+2}, as without underflow); the
     squares that underflow lose at most dim·tiny in all, below u times the scaled sum (≥ 1), one
     more γ step; the final product by s is exact unless the norm itself is below tiny (an
-    absolute error below tiny)."""
+    absolute error below tiny). ``underflow_gain`` as in :func:`sum_rounding`."""
     n = check_positive(computed_norm, "computed_norm", allow_zero=True)
     g = gamma(dtype, int(dim) + 3)
     return (n + underflow_threshold(dtype)) / (1 - g) + sum_rounding(
-        dtype, terms, length=length, dim=dim)
+        dtype, terms, length=length, dim=dim, underflow_gain=underflow_gain)
 
 
 def scaled_norm(x) -> float:
@@ -147,9 +160,16 @@ def scaled_norm(x) -> float:
     entries scaled by the power of two s with s ≤ max|xᵢ| < 2s (exact), √(Σ(xᵢ/s)²)·s. Its
     rounding is that of :func:`norm_upper_bound`: ‖x‖ ≤ (scaled_norm(x) + tiny)/(1 − γ_{n+3})
     (:func:`upper_norm` applies it)."""
-    a = np.abs(np.asarray(x, dtype=np.float64)).reshape(-1)
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
     if a.size == 0:
         return 0.0
+    with np.errstate(over="ignore", under="ignore"):
+        plain = math.sqrt(float(np.dot(a, a)))
+    # the plain norm where its squares lose less than one rounding to underflow (as the
+    # solvers' host_norm): the same rounding bound holds for it
+    if math.sqrt(a.size * _finfo("float64")[1] / (_finfo("float64")[0] / 2)) <= plain < math.inf:
+        return plain
+    a = np.abs(a)
     m = float(a.max())
     if m == 0.0 or not math.isfinite(m):
         return m if not math.isnan(m) else math.nan
@@ -198,13 +218,17 @@ class Magnitudes:
     """The magnitudes that enter the three diagnostics of a meta-gradient (docs/mathematics.md
     §5a), for :func:`sum_rounding`: ``stationarity`` (terms of ∇_φG(φ, θ) = ∇L̂(φ) + λ(φ − θ)),
     ``residual`` (terms of r = ∇L(φ) − g − ∇²L̂(φ)g/λ), ``outer_grad`` (terms of ∇L(φ)), each
-    a tuple of norms; ``length``: the longest inner product among them; ``dim``: len(φ)."""
+    a tuple of norms; ``length``: the longest inner product among them; ``dim``: len(φ);
+    ``residual_gain``: the factor by which the residual's evaluation can amplify an absolute
+    (underflow) error of its products, max(1, 1/λ) for the Hessian term divided by λ
+    (:func:`sum_rounding`'s ``underflow_gain``; the other two diagnostics have none)."""
 
     stationarity: tuple
     residual: tuple
     outer_grad: tuple
     length: int
     dim: int
+    residual_gain: float = 1.0
 
 
 def _n(x) -> float:
@@ -239,7 +263,7 @@ def computation_magnitudes(task, theta, phi, g) -> Magnitudes:
         stat = (a * p, _n(to_numpy64(task.b)), lam * p, lam * t)
         res = outer + (gv, a * gv / lam)
         d = A.shape[-1]
-        return Magnitudes(stat, res, outer, d, d)
+        return Magnitudes(stat, res, outer, d, d, max(1.0, 1.0 / lam))
     X, Xq = to_numpy64(task.X), to_numpy64(task.X_query)
     r = np.array([upper_norm(row) for row in X])
     rq = np.array([upper_norm(row) for row in Xq])
@@ -251,7 +275,7 @@ def computation_magnitudes(task, theta, phi, g) -> Magnitudes:
     hvp = (1.5 * m2 * gv, m3 * p * gv / (6 * math.sqrt(3)))
     res = outer + (gv,) + tuple(h / lam for h in hvp)
     n, d = X.shape
-    return Magnitudes(stat, res, outer, max(n, Xq.shape[0]) + d + 10, d)
+    return Magnitudes(stat, res, outer, max(n, Xq.shape[0]) + d + 10, d, max(1.0, 1.0 / lam))
 
 
 #: Clarabel's default stopping tolerances (tol_gap_abs = tol_gap_rel = tol_feas = 1e-8)

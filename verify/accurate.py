@@ -81,7 +81,7 @@ class AccurateMetaGradient:
         return max(c.bound for c in certs)
 
 
-def _certificates(result, constants, exact_arithmetic=False):
+def _certificates(result, constants, exact_arithmetic):
     """One certificate per task: theory.bounds.certify of each task's result (the result
     carries its task and θ), safe in floating point for quadratic and logistic tasks; a task of
     unknown kind raises TypeError unless ``exact_arithmetic`` (then the certificate holds in
@@ -90,6 +90,13 @@ def _certificates(result, constants, exact_arithmetic=False):
     rows = [result.row(i) for i in range(result.n_tasks)] if stack else [result]
     return tuple(certify(r, c, exact_arithmetic=exact_arithmetic)
                  for r, c in zip(rows, constants))
+
+
+def _stated(tol: float) -> float:
+    """A residual target as a solver can be given it: at least the smallest normal float64
+    (a target that underflowed to 0 or below asks for more than any float can state; the
+    certificate then decides, and the call refuses if it exceeds ε)."""
+    return max(tol, float(np.finfo(np.float64).tiny))
 
 
 def _row_norms(x) -> np.ndarray:
@@ -143,8 +150,8 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
     per_task = tuple(constants) if isinstance(constants, (tuple, list)) else (constants,)
     per_task = _sharper_B(task, theta, per_task)
     targets = [meta_gradient_tolerances(c, eps) for c in per_task]
-    inner_tol = min(t[0] for t in targets)
-    cg_tol = min(t[1] for t in targets)
+    inner_tol = _stated(min(t[0] for t in targets))
+    cg_tol = _stated(min(t[1] for t in targets))
     if inner_steps is None and inner == "newton_cg":
         inner_steps = NEWTON_ITERATIONS_CAP
     best = None
@@ -164,7 +171,7 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
         if stuck:
             break
         shrink = 0.5 * eps / out.bound
-        inner_tol, cg_tol = inner_tol * shrink, cg_tol * shrink
+        inner_tol, cg_tol = _stated(inner_tol * shrink), _stated(cg_tol * shrink)
     worst = best.certificate if not stack else max(best.certificate, key=lambda c: c.bound)
     raise AccuracyNotReached(
         f"could not certify eps = {eps:.3g}: the best certificate is {best.bound:.3g} "
