@@ -523,6 +523,7 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
 
 def _run(req, claim_list, fig_ids, with_counts, ctx) -> dict:
     from verify.report import compact, environment, jsonable, summary, tool_version
+    from verify.report.results import machine
     from verify.report.results import SCHEMA_VERSION, now_utc
 
     out, full_results, dask, jobs, progress = (req.out, req.full_results, req.dask, req.jobs,
@@ -556,6 +557,7 @@ def _run(req, claim_list, fig_ids, with_counts, ctx) -> dict:
                      "claims": [c.name for c in claim_list], "figures": fig_ids,
                      "full_results": bool(full_results)},
         "environment": environment(),
+        "machine": machine(),
         "elapsed_s": {"total": time.perf_counter() - start, "claims": t_claims,
                       "figures": t_figures},
         "summary": summary(records),

@@ -76,7 +76,7 @@ def add_parser(subparsers):
                    help="budget mode: the inner method whose rate bounds the inner error")
     p.add_argument("--seed", type=int, default=0, help="0 to 2**32 - 1 (default 0)")
     p.add_argument("--max-examples", type=int, default=None,
-                   help="instances Hypothesis draws (default 100; 25 with --budget)")
+                   help="instances drawn after the fixed corners (default 100; 25 with --budget)")
     p.add_argument("--timeout", type=_timeout_arg, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"time limit of each call of the implementation (default "
                         f"{DEFAULT_TIMEOUT:g}; 'none': no limit): a call that does not return "

@@ -71,9 +71,9 @@ def add_parser(subparsers):
     c.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     c.add_argument("--size", choices=("full", "cpu", "dry"), default=None,
                    help="full (GPU, default; its budget is 4 minutes), cpu (up to 20 minutes on "
-                        "a CPU: its time budget), dry (tiny sizes, a minute at most). A complete "
-                        "result in --out is never replaced by one that did not finish (that one "
-                        "goes to results.partial.json)")
+                        "a CPU: its time budget), dry (tiny sizes, a fixed amount of work: "
+                        "seconds). A complete result in --out is never replaced by one that did "
+                        "not finish (that one goes to results.partial.json)")
     c.add_argument("--device", default=None, help="default cuda (cpu with --dry-run)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--no-progress", action="store_true")

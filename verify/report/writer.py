@@ -190,7 +190,9 @@ def out_lock(out_dir):
     """Hold ``out_dir`` for one run: a second run into it (another process) is refused with
     :class:`OutBusyError` instead of waiting (the lock is taken before any work, so the refused
     run has lost nothing). Re-entrant within a process; released when the process ends, however
-    it ends (an flock)."""
+    it ends (an flock). The lock file is removed on release (a killed run leaves it, unlocked:
+    the next run takes it over); after taking the lock, the file must still be the one at its
+    path, else it was removed meanwhile and the lock is taken again on the new one."""
     out = Path(os.path.realpath(out_dir))
     key = str(out)
     if key in _held or fcntl is None:
@@ -199,21 +201,29 @@ def out_lock(out_dir):
     out.parent.mkdir(parents=True, exist_ok=True)
     path = _lock_file(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            except OSError:
+                holder = "?"
+            os.close(fd)
+            raise OutBusyError(f"{out_dir} is being written by another imaml-verify run "
+                               f"(process {holder}); wait for it to finish, or give another "
+                               f"output folder") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
         except OSError:
-            holder = "?"
-        os.close(fd)
-        raise OutBusyError(f"{out_dir} is being written by another imaml-verify run (process "
-                           f"{holder}); wait for it to finish, or give another output "
-                           f"folder") from None
-    except BaseException:
-        os.close(fd)
-        raise
+            same = False
+        if same:
+            break
+        os.close(fd)                  # removed by its last holder meanwhile: take the new one
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -224,6 +234,8 @@ def out_lock(out_dir):
         yield out
     finally:
         _held.pop(key, None)
+        with contextlib.suppress(OSError):
+            path.unlink()             # while still holding it (see the docstring)
         os.close(fd)
 
 
