@@ -848,3 +848,21 @@ def test_a_partial_fewshot_run_never_replaces_a_complete_result(tmp_path, capsys
 def test_fewshot_seeds_are_checked(capsys):
     assert main(["fewshot", "check", "--dry-run", "--seed", str(2**70)]) == 2
     assert "--seed" in capsys.readouterr().err
+
+
+def test_the_lock_leaves_nothing_behind_and_a_killed_holders_lock_is_taken_over(tmp_path):
+    out = tmp_path / "reports"
+    stale = tmp_path / ".reports.imaml-verify.lock"
+    stale.write_text("999999999\n")                 # left by a killed run: nobody holds it
+    write_report_set(out, _files("new"))
+    assert (out / "REPORT.md").read_text() == "# new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+
+
+def test_an_out_that_is_a_link_is_written_where_it_points(tmp_path):
+    real = tmp_path / "real-reports"
+    write_report_set(real, _files("old"))
+    link = tmp_path / "reports"
+    link.symlink_to(real)
+    write_report_set(link, _files("new"))
+    assert link.is_symlink() and (real / "REPORT.md").read_text() == "# new\n"
