@@ -162,13 +162,16 @@ def _print_table(doc, out=None):
 
 
 #: options that change where or how the output is shown, not what is found
-_NOT_RECORDED = {"--out": 1, "--json": 0, "--no-progress": 0, "--native-kernels": 0}
+_NOT_RECORDED = {"--out": 1, "--json": 0, "--no-progress": 0, "--native-kernels": 0,
+                 "--jobs": 1, "--dask": 1}
 
 
 def recorded_command(argv) -> list:
     """The command as results.json records it: without the options that only say where the
-    report goes or how it is shown (``--out``, ``--json``, ``--no-progress``; the kernels are
-    recorded under environment.numerics), so that a report written elsewhere is the same file."""
+    report goes, how it is shown or where it is computed (``--out``, ``--json``,
+    ``--no-progress``, ``--jobs``, ``--dask``; the kernels are recorded under
+    environment.numerics), so that a report written elsewhere, or on N processes, is the same
+    file."""
     out, skip = ["imaml-verify"], 0
     for a in argv:
         if skip:
