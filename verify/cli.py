@@ -11,10 +11,14 @@
     imaml-verify check module:function     check your own meta-gradient (docs/checker.md)
 
 Exit status: 0 when every claim that ran holds, 1 when a claim fails (or raises, or a figure
-cannot be drawn), 2 for a usage error (nothing is run or written), 130 when interrupted (the
-previous report is kept). A full run writes REPORT.md, results.json, results.schema.json and
-figures/ into ``--out`` (default ``reports/``) as one set; a partial selection defaults to
-``reports/partial/`` so it never overwrites the full report.
+cannot be drawn, or the report cannot be written: one line naming the path, the previous report
+kept), 2 for a usage error (nothing is run or written; another run writing the same ``--out``
+is one), 130 when interrupted (the previous report is kept). A full run writes REPORT.md,
+results.json, results.schema.json and figures/ into ``--out`` (default ``reports/``) as one set;
+a selection never overwrites the full report, nor another command's selection: ``claim``
+writes ``reports/claim/``, ``figure`` writes ``reports/figure/``, ``run`` with ``--claim``,
+``--figure`` or ``--no-figures`` writes ``reports/partial/`` (each unless ``--out`` says
+otherwise).
 """
 from __future__ import annotations
 
@@ -24,15 +28,22 @@ import sys
 __all__ = ["main", "build_parser"]
 
 COMMANDS = ("run", "claim", "figure", "list", "fewshot", "gpu", "check")
+#: where each command writes unless --out says otherwise: never the full report's folder, and
+#: never another command's
+DEFAULT_OUT = {"full": "reports", "run": "reports/partial", "claim": "reports/claim",
+               "figure": "reports/figure"}
 
 
 def _add_run_options(p):
     p.add_argument("--quick", action="store_true", help="small sweeps: seconds in all")
     p.add_argument("--scale", action="store_true",
                    help="wide grids (d up to 2000, κ up to 1e6, more seeds): for --jobs/--dask")
-    p.add_argument("--seed", type=int, default=0, help="root seed of every instance (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="root seed of every instance, 0 to 2**32 - 1 (default 0)")
     p.add_argument("--out", default=None,
-                   help="output folder (default reports/, or reports/partial/ for a selection)")
+                   help="output folder (default reports/; imaml-verify claim: reports/claim/, "
+                        "imaml-verify figure: reports/figure/, run with a selection: "
+                        "reports/partial/)")
     p.add_argument("--json", action="store_true",
                    help="print results.json to stdout instead of the summary table")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda implies --array torch)")
@@ -72,10 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--figure", action="append", default=None, metavar="ID",
                      help="draw only this figure (repeatable)")
     run.add_argument("--no-figures", action="store_true", help="skip every figure")
-    claim = sub.add_parser("claim", help="run only the named claims")
+    claim = sub.add_parser("claim", help="run only the named claims (writes reports/claim/)")
     claim.add_argument("names", nargs="+", metavar="NAME")
     _add_run_options(claim)
-    figure = sub.add_parser("figure", help="compute and draw only the named figures")
+    figure = sub.add_parser("figure", help="compute and draw only the named figures (writes "
+                                           "reports/figure/)")
     figure.add_argument("ids", nargs="+", metavar="ID")
     _add_run_options(figure)
     sub.add_parser("list", help="list the claims and figures")
@@ -127,7 +139,7 @@ def request_from_args(args) -> dict:
     return dict(claims=claims, figures=figures, quick=args.quick, scale=args.scale, seed=args.seed,
                 dtype=args.dtype, device=args.device, array=args.array,
                 iteration_counts=not partial,
-                out=args.out or ("reports/partial" if partial else "reports"),
+                out=args.out or DEFAULT_OUT[args.command if partial else "full"],
                 full_results=args.full_results, jobs=args.jobs, dask=args.dask,
                 progress=not args.no_progress)
 
@@ -150,13 +162,16 @@ def _print_table(doc, out=None):
 
 
 #: options that change where or how the output is shown, not what is found
-_NOT_RECORDED = {"--out": 1, "--json": 0, "--no-progress": 0, "--native-kernels": 0}
+_NOT_RECORDED = {"--out": 1, "--json": 0, "--no-progress": 0, "--native-kernels": 0,
+                 "--jobs": 1, "--dask": 1}
 
 
 def recorded_command(argv) -> list:
     """The command as results.json records it: without the options that only say where the
-    report goes or how it is shown (``--out``, ``--json``, ``--no-progress``; the kernels are
-    recorded under environment.numerics), so that a report written elsewhere is the same file."""
+    report goes, how it is shown or where it is computed (``--out``, ``--json``,
+    ``--no-progress``, ``--jobs``, ``--dask``; the kernels are recorded under
+    environment.numerics), so that a report written elsewhere, or on N processes, is the same
+    file."""
     out, skip = ["imaml-verify"], 0
     for a in argv:
         if skip:
@@ -173,19 +188,28 @@ def recorded_command(argv) -> list:
 def _run(args, argv) -> int:
     from verify import _interrupt
     from verify.report.results import dumps
+    from verify.report.writer import ReportWriteError, published
     from verify.runner import UsageError, run
 
     request = request_from_args(args)
     out = request["out"]
+    written_before = published(out)
     try:
         with _interrupt.recorded():
             doc = run(**request, command=recorded_command(argv))
     except UsageError as exc:
         print(f"imaml-verify: error: {exc}", file=sys.stderr)
         return 2
+    except ReportWriteError as exc:
+        print(f"imaml-verify: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"imaml-verify: interrupted; nothing was written, the previous report in {out} "
-              f"is kept", file=sys.stderr)
+        if published(out) > written_before:
+            print(f"imaml-verify: interrupted after the new report was written to {out}",
+                  file=sys.stderr)
+        else:
+            print(f"imaml-verify: interrupted; nothing was written, the previous report in "
+                  f"{out} is kept", file=sys.stderr)
         return 130
     if args.json:
         sys.stdout.write(dumps(doc))

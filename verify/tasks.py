@@ -43,7 +43,9 @@ def to_array(x: np.ndarray, *, array: str = "numpy", dtype: str = "float64", dev
     if array == "torch":
         import torch
 
-        return torch.as_tensor(np.asarray(x, dtype=np.float64)).to(
+        # torch.tensor copies: the tensor never shares memory with x (which may be a task's
+        # read-only array)
+        return torch.tensor(np.asarray(x, dtype=np.float64)).to(
             dtype=getattr(torch, dtype), device=device)
     raise ValueError(f"array must be 'numpy' or 'torch', got {array!r}")
 
