@@ -343,19 +343,19 @@ def test_logistic_magnitudes_are_rounded_up_exactly_as_stated():
     from theory.logistic import LogisticTask
 
     X = np.array([[3.0, 4.0], [0.0, 1.0], [0.0, 2.0]])
-    Xq = np.array([[0.0, 3.0], [1.0, 0.0]])
-    task = LogisticTask(X, np.array([1.0, -1.0, 1.0]), Xq, np.array([1.0, -1.0]), 0.5)
+    Xq = np.array([[0.0, 3.0], [1.0, 0.0], [2.0, 2.0], [0.5, 0.0]])   # m = 4 rows, d = 2
+    task = LogisticTask(X, np.array([1.0, -1.0, 1.0]), Xq, np.array([1.0, -1.0, 1.0, 1.0]), 0.5)
     theta, phi, g = np.array([0.0, 2.0]), np.array([3.0, 4.0]), np.array([0.0, 2.0])
     m = computation_magnitudes(task, theta, phi, g)
     r = np.array([upper_norm(row) for row in X])
     rq = np.array([upper_norm(row) for row in Xq])
     m1, m2 = (round_up(float(np.mean(r ** k)), 3 + k + 1) for k in (1, 2))
-    q1, q2 = (round_up(float(np.mean(rq ** k)), 2 + k + 1) for k in (1, 2))
+    q1, q2 = (round_up(float(np.mean(rq ** k)), 4 + k + 1) for k in (1, 2))
     p = upper_norm(phi)
     assert m.outer_grad == (2 * q1, q2 * p / 4)
     assert m.stationarity[:2] == (2 * m1, m2 * p / 4)
-    assert m.residual_gain == 2.0 and (m.length, m.dim) == (3 + 2 + 10, 2)
-    wide = LogisticTask(X, np.array([1.0, -1.0, 1.0]), Xq, np.array([1.0, -1.0]), 3.0)
+    assert m.residual_gain == 2.0 and (m.length, m.dim) == (4 + 2 + 10, 2)
+    wide = LogisticTask(X, np.array([1.0, -1.0, 1.0]), Xq, np.array([1.0, -1.0, 1.0, 1.0]), 3.0)
     assert computation_magnitudes(wide, theta, phi, g).residual_gain == 1.0
 
 
