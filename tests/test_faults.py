@@ -396,6 +396,42 @@ def test_a_torch_task_changed_in_place_refuses_its_stale_constants():
         lt.curvature_bounds()
 
 
+def test_task_attributes_cannot_be_rebound_nor_its_arrays_made_writable_again():
+    """Rebinding (``t.A = 100 * t.A``, ``t.lam = '1'``) and flipping the flag back
+    (``t.A.flags.writeable = True``) left constants() describing other data; now they raise."""
+    t = QuadraticTask(_psd(), np.ones(5), _psd(seed=1), np.zeros(5), 1.0)
+    beta = t.constants(np.zeros(5)).beta
+    for name, value in (("A", 100 * t.A), ("lam", "1"), ("lam", 2.0), ("b", np.zeros(5))):
+        with pytest.raises(AttributeError, match=f"QuadraticTask.{name} cannot be changed"):
+            setattr(t, name, value)
+    with pytest.raises(AttributeError, match="cannot be deleted"):
+        del t.A
+    with pytest.raises(ValueError):
+        t.A.flags.writeable = True
+    assert t.constants(np.zeros(5)).beta == beta and t.lam == 1.0
+    lt = LogisticTask(np.ones((4, 3)), np.array([1.0, -1, 1, -1]), np.ones((2, 3)),
+                      np.array([1.0, -1]), 0.5)
+    with pytest.raises(AttributeError, match="LogisticTask.X cannot be changed"):
+        lt.X = np.zeros((4, 3))
+    stack = QuadraticTask.stack([t, t])
+    with pytest.raises(AttributeError):
+        stack[1].lam = 3.0
+
+
+def test_a_torch_task_keeps_its_own_clone_of_the_callers_tensors():
+    """The README says tasks keep copies: a torch task does not share memory with the caller, so
+    changing the caller's tensor changes neither its answers nor its constants."""
+    torch = pytest.importorskip("torch")
+    A = torch.tensor(_psd())
+    t = QuadraticTask(A, torch.ones(5, dtype=torch.float64), torch.tensor(_psd(seed=1)),
+                      torch.zeros(5, dtype=torch.float64), 1.0)
+    theta = torch.zeros(5, dtype=torch.float64)
+    g, beta = t.meta_gradient(theta).clone(), t.constants(theta).beta
+    assert t.A.data_ptr() != A.data_ptr()
+    A.mul_(100)
+    assert torch.equal(t.meta_gradient(theta), g) and t.constants(theta).beta == beta
+
+
 @pytest.mark.parametrize("scale", [1e200, 1e-200])
 def test_symmetric_checks_scale_before_they_compare(scale):
     A = _psd(scale=scale)
@@ -843,6 +879,39 @@ def test_a_partial_fewshot_run_never_replaces_a_complete_result(tmp_path, capsys
     partial = json.loads((tmp_path / "results.partial.json").read_text())
     assert partial["complete"] is False
     assert "kept the complete result" in capsys.readouterr().out
+
+
+def test_an_interrupted_fewshot_command_says_so_in_one_line(monkeypatch, capsys):
+    """Ctrl-C in a few-shot command: exit 130 and one line, not a traceback."""
+    from verify.fewshot import cli as fewshot_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fewshot_cli, "_check", interrupted)
+    assert main(["fewshot", "check", "--dry-run"]) == 130
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+
+
+def test_a_malformed_option_is_one_line_too(capsys):
+    """argparse's own type errors (``--seed 1e3``, ``--timeout 0``) are one line, exit 2."""
+    for argv in (["run", "--seed", "1e3"], ["check", "m:f", "--timeout", "0"],
+                 ["check", "m:f", "--timeout", "abc"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "error:" in err[0], err
+
+
+def test_a_quick_run_does_not_replace_the_full_report():
+    """`imaml-verify run --quick` without --out writes reports/quick/, not reports/."""
+    from verify.cli import build_parser, request_from_args
+
+    for argv, out in ((["run", "--quick"], "reports/quick"), (["run"], "reports"),
+                      (["run", "--scale"], "reports/scale"), (["claim", "lemma1"], "reports/claim")):
+        assert request_from_args(build_parser().parse_args(argv))["out"] == out
 
 
 def test_fewshot_seeds_are_checked(capsys):

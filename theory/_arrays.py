@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace, device, is_torch_array
 
-__all__ = ["array_namespace", "device", "to_numpy64", "frozen", "versions", "changed_in_place"]
+__all__ = ["array_namespace", "device", "to_numpy64", "frozen", "Sealed", "versions",
+           "changed_in_place"]
 
 
 def to_numpy64(x) -> np.ndarray:
@@ -15,14 +16,41 @@ def to_numpy64(x) -> np.ndarray:
 
 
 def frozen(x):
-    """A task's own copy of an input array that cannot go stale: a NumPy array is copied and the
-    copy made read-only (an array that is already read-only is kept as it is, so views and
-    stacks of a task's arrays cost nothing); a torch tensor is kept as it is (torch has no
-    read-only tensors) and its in-place changes are caught by :func:`changed_in_place`."""
-    if isinstance(x, np.ndarray) and x.flags.writeable:
-        x = np.array(x, copy=True)
-        x.flags.writeable = False
+    """A task's own copy of an input array, so that the caller's array and the task's cannot
+    diverge: a NumPy array is copied and handed out as a read-only view of a read-only copy (so
+    ``task.A *= 2`` raises, and so does ``task.A.flags.writeable = True``); a torch tensor is
+    cloned (torch has no read-only tensors: in-place changes of the task's own clone are caught
+    by :func:`changed_in_place`). Anything else is returned as it is, for the checks to refuse."""
+    if isinstance(x, np.ndarray):
+        base = np.array(x, copy=True)
+        base.flags.writeable = False
+        view = base.view()
+        view.flags.writeable = False
+        return view
+    if is_torch_array(x):
+        return x.detach().clone()
     return x
+
+
+class Sealed:
+    """A task whose attributes cannot be rebound once it is built (``task.A = ...`` and
+    ``task.lam = '1'`` raise AttributeError): its constants describe the data it was built with.
+    Private attributes (caches) stay settable."""
+
+    def _seal(self):
+        object.__setattr__(self, "_sealed", True)
+        return self
+
+    def __setattr__(self, name, value):
+        if not name.startswith("_") and self.__dict__.get("_sealed"):
+            raise AttributeError(f"{type(self).__name__}.{name} cannot be changed: a task's "
+                                 f"data and λ are fixed when it is built (build a new task)")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        if not name.startswith("_") and self.__dict__.get("_sealed"):
+            raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted")
+        object.__delattr__(self, name)
 
 
 def _version(a):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import array_namespace
 
-from theory._arrays import changed_in_place, frozen, to_numpy64, versions
+from theory._arrays import Sealed, changed_in_place, frozen, to_numpy64, versions
 from theory.constants import Constants
 from theory.tolerances import allowance, computation_magnitudes, norm_upper_bound
 from validation import check_array, check_lam, check_positive
@@ -55,7 +55,7 @@ class CertifiedSolution:
     newton_steps: int
 
 
-class LogisticTask:
+class LogisticTask(Sealed):
     """One regularized logistic-regression task with certified references (docs/mathematics.md §9).
 
     ``X`` (n × d), ``y`` (n, entries ±1), ``X_query`` (m × d), ``y_query`` (m,), ``lam`` > 0;
@@ -66,9 +66,9 @@ class LogisticTask:
     ``jacobian``, ``meta_gradient``, ``constants``) are computed in float64 and returned in
     the input's type (``certified_solution`` returns float64 NumPy).
 
-    As for :class:`theory.QuadraticTask`, the data cannot go stale: NumPy inputs are kept as
-    read-only copies, and torch tensors changed in place after the task was built make
-    ``constants()`` and ``curvature_bounds()`` refuse with a ValueError.
+    As for :class:`theory.QuadraticTask`, the data cannot go stale: every input is copied (NumPy
+    copies read-only, torch clones watched: changed in place, they make ``constants()`` and
+    ``curvature_bounds()`` refuse with a ValueError), and attributes cannot be rebound.
 
     Raises ValueError naming the argument for labels other than ±1, λ ≤ 0, NaN/Inf or shape
     mismatch; TypeError for mixed libraries or dtypes and for a λ that is not a real number."""
@@ -99,6 +99,7 @@ class LogisticTask:
         self._lmax = float(np.linalg.eigvalsh(self._X64.T @ self._X64)[-1]) / n
         self._lmax_q = float(np.linalg.eigvalsh(self._Xq64.T @ self._Xq64)[-1]) / self.m
         self._solutions: dict = {}
+        self._seal()
 
     # -- task protocol (array API: NumPy or torch, differentiable on torch) -------------------
     def _loss(self, X, y, phi):

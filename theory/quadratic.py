@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from theory._arrays import changed_in_place, frozen, to_numpy64, versions
+from theory._arrays import Sealed, changed_in_place, frozen, to_numpy64, versions
 from theory.constants import Constants
 from theory.tolerances import relative_tolerance
 from validation import (check_array, check_lam, check_positive, check_same_namespace,
@@ -21,7 +21,7 @@ from validation import (check_array, check_lam, check_positive, check_same_names
 __all__ = ["QuadraticTask"]
 
 
-class QuadraticTask:
+class QuadraticTask(Sealed):
     """One quadratic meta-learning task, or a stack of n of them, with exact references.
 
     Accepts NumPy arrays or torch tensors (CPU or CUDA, float32 or float64); every result is in
@@ -41,11 +41,12 @@ class QuadraticTask:
     and Aₜ must be symmetric and positive semidefinite (see
     :func:`validation.check_symmetric_psd`; one ``eigvalsh`` per matrix).
 
-    The task's data cannot go stale: NumPy inputs are copied and the copies are read-only
-    (``task.A *= 2`` raises), so ``constants()`` and ``curvature_bounds()`` always describe the
-    data; torch tensors (which cannot be made read-only) are kept, and a task whose tensors were
-    changed in place since it was built refuses ``constants()``/``curvature_bounds()`` with a
-    ValueError saying so.
+    The task's data cannot go stale: every input is copied (the caller's array and the task's
+    never share memory); NumPy copies are read-only (``task.A *= 2`` raises), torch clones are
+    watched (a task whose tensors were changed in place refuses ``constants()`` and
+    ``curvature_bounds()`` with a ValueError saying so); attributes cannot be rebound
+    (``task.A = ...``, ``task.lam = 2`` raise AttributeError). So ``constants()`` and
+    ``curvature_bounds()`` always describe the data.
 
     Raises ValueError naming the argument for a non-symmetric or indefinite ``A``/``A_query``,
     λ ≤ 0, NaN/Inf (in the data or in ``psd_rtol``), empty or mismatched shapes; TypeError for
@@ -75,7 +76,7 @@ class QuadraticTask:
         self._set(A, b, A_query, b_query, lam, eig_A, eig_Aq, rel)
 
     def _set(self, A, b, A_query, b_query, lam, eig_A, eig_Aq, psd_rtol):
-        A, b, A_query, b_query = (frozen(x) for x in (A, b, A_query, b_query))
+        # (the task's own arrays: frozen copies from __init__, or views and stacks of them)
         self.A, self.b, self.A_query, self.b_query = A, b, A_query, b_query
         self._versions = versions(A, b, A_query, b_query)
         self.lam, self.psd_rtol = lam, psd_rtol
@@ -87,7 +88,7 @@ class QuadraticTask:
         self.batched = A.ndim == 3
         self.n_tasks = A.shape[0] if self.batched else None
         self._xp = array_namespace(A)
-        return self
+        return self._seal()
 
     @classmethod
     def _assemble(cls, *parts):

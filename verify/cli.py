@@ -14,8 +14,9 @@ Exit status: 0 when every claim that ran holds, 1 when a claim fails (or raises,
 cannot be drawn, or the report cannot be written: one line naming the path, the previous report
 kept), 2 for a usage error (nothing is run or written; another run writing the same ``--out``
 is one), 130 when interrupted (the previous report is kept). A full run writes REPORT.md,
-results.json, results.schema.json and figures/ into ``--out`` (default ``reports/``) as one set;
-a selection never overwrites the full report, nor another command's selection: ``claim``
+results.json, results.schema.json and figures/ into ``--out`` (default ``reports/``; a
+``--quick`` run ``reports/quick/``, a ``--scale`` run ``reports/scale/``) as one set; a quick
+run or a selection never overwrites the full report, nor another command's selection: ``claim``
 writes ``reports/claim/``, ``figure`` writes ``reports/figure/``, ``run`` with ``--claim``,
 ``--figure`` or ``--no-figures`` writes ``reports/partial/`` (each unless ``--out`` says
 otherwise).
@@ -30,8 +31,8 @@ __all__ = ["main", "build_parser"]
 COMMANDS = ("run", "claim", "figure", "list", "fewshot", "gpu", "check")
 #: where each command writes unless --out says otherwise: never the full report's folder, and
 #: never another command's
-DEFAULT_OUT = {"full": "reports", "run": "reports/partial", "claim": "reports/claim",
-               "figure": "reports/figure"}
+DEFAULT_OUT = {"full": "reports", "quick": "reports/quick", "scale": "reports/scale",
+               "run": "reports/partial", "claim": "reports/claim", "figure": "reports/figure"}
 
 
 def _add_run_options(p):
@@ -41,7 +42,9 @@ def _add_run_options(p):
     p.add_argument("--seed", type=int, default=0,
                    help="root seed of every instance, 0 to 2**32 - 1 (default 0)")
     p.add_argument("--out", default=None,
-                   help="output folder (default reports/; imaml-verify claim: reports/claim/, "
+                   help="output folder (default reports/, or reports/quick/ with --quick and "
+                        "reports/scale/ with --scale, so that neither replaces the full report; "
+                        "imaml-verify claim: reports/claim/, "
                         "imaml-verify figure: reports/figure/, run with a selection: "
                         "reports/partial/)")
     p.add_argument("--json", action="store_true",
@@ -66,12 +69,20 @@ def _add_run_options(p):
                         "numbers are the same on every x86-64 machine; docs/architecture.md)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error in one line (exit 2), as every other usage error of the
+    command (its sub-commands' parsers are of this class too)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from verify import gpu
     from verify.checker import cli as checker_cli
     from verify.fewshot import cli as fewshot_cli
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="imaml-verify",
         description="Verify the claims of the iMAML appendix and write the report.")
     sub = parser.add_subparsers(dest="command",
@@ -139,7 +150,9 @@ def request_from_args(args) -> dict:
     return dict(claims=claims, figures=figures, quick=args.quick, scale=args.scale, seed=args.seed,
                 dtype=args.dtype, device=args.device, array=args.array,
                 iteration_counts=not partial,
-                out=args.out or DEFAULT_OUT[args.command if partial else "full"],
+                out=args.out or DEFAULT_OUT[args.command if partial else
+                                            "quick" if args.quick else
+                                            "scale" if args.scale else "full"],
                 full_results=args.full_results, jobs=args.jobs, dask=args.dask,
                 progress=not args.no_progress)
 

@@ -32,7 +32,7 @@ _SYS_PATH_ENV = "IMAML_VERIFY_CHECK_SYS_PATH"
 def _timeout_arg(text):
     import argparse
 
-    if text.strip().lower() in ("none", "0"):
+    if text.strip().lower() == "none":
         return None
     try:
         value = float(text)

@@ -138,7 +138,8 @@ class Report:
                 f"seed {s.get('seed')}")
         if s.get("budgets"):
             head += f", budgets K={s['budgets'][0]}, M={s['budgets'][1]}"
-        lines = [head, f"  {self.instances} instances ({s.get('corners', 0)} fixed corner instances, "
+        lines = [head, f"  {self.instances} instance{'s' if self.instances != 1 else ''} "
+                       f"({s.get('corners', 0)} fixed corner instances, "
                        f"the rest drawn from seed {s.get('seed')}); {len(self.failures)} failed comparison"
                        f"{'s' if len(self.failures) != 1 else ''}"
                        + (f"; {self.skipped} skipped (see docs/checker.md)" if self.skipped else "")]

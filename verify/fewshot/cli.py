@@ -185,7 +185,12 @@ def run(args) -> int:
         print(f"imaml-verify fewshot: error: {exc}", file=sys.stderr)
         return 2
     handler = {"train": _train, "evaluate": _evaluate, "check": _check}[args.fewshot_command]
-    return handler(args)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"imaml-verify fewshot {args.fewshot_command}: interrupted; what was complete "
+              f"before is kept (an unfinished check is in results.partial.json)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
