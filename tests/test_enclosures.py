@@ -412,8 +412,10 @@ def test_min_eigenvalue_bound_takes_the_nearest_shift_that_completes(monkeypatch
 
 def test_an_indefinite_system_has_no_enclosure():
     task = QuadraticTask(np.diag([1.0, 2.0]), np.ones(2), np.eye(2), np.ones(2), 1.0)
-    bad = QuadraticTask(np.diag([1.0, 2.0]), np.ones(2), np.eye(2), np.ones(2), 1.0)
-    bad.A = np.diag([-3.0, 2.0])                # A + λI indefinite (planted past the validation)
+    from types import SimpleNamespace
+    # A + λI indefinite: a duck-typed task (a QuadraticTask would refuse it when built)
+    bad = SimpleNamespace(A=np.diag([-3.0, 2.0]), b=np.ones(2), A_query=np.eye(2),
+                          b_query=np.ones(2), lam=1.0)
     assert meta_gradient_error_bound(bad, np.ones(2), np.ones(2), np.ones(2)) == math.inf
     with pytest.raises(ArithmeticError, match="positive definite"):
         QuadraticReference(bad).inner_solution(2 * np.ones(2))     # λθ − b ≠ 0
