@@ -7,10 +7,11 @@ import numpy as np
 from solvers import imaml_meta_gradient
 from theory.bounds import lemma3_bound, lemma3_bound_sharp
 from theory import to_numpy64
-from verify.checks._common import far_instances, grid, make_instance, meta_gradient_allowance, unit
+from verify.checks._common import (far_instances, grid_units, make_instance,
+                                   meta_gradient_allowance, unit)
 from verify.tasks import float64_twin
 from verify.checks._result import compare
-from verify.registry import claim
+from verify.registry import Unit, claim
 
 SECTION = "§5"
 STATEMENT = ("if ‖φ − Alg*(θ)‖ ≤ δ and ‖g − (I + H(φ)/λ)⁻¹∇L(φ)‖ ≤ δ′ then "
@@ -82,22 +83,32 @@ def planted_points(twin, theta64, pairs, rng, inst):
     return out
 
 
-@claim("lemma3", title="Lemma 3: approximate implicit gradient", section=SECTION, statement=STATEMENT,
-       loose=LOOSE)
-def run(ctx):
-    results = []
-    pairs = ((1e-2, 0.0), (1e-3, 1e-3), (0.0, 1e-2)) if ctx.quick else \
+def _pairs(ctx):
+    return ((1e-2, 0.0), (1e-3, 1e-3), (0.0, 1e-2)) if ctx.quick else \
         ((1e-1, 0.0), (1e-2, 1e-2), (1e-4, 1e-6), (1e-6, 1e-4), (0.0, 1e-3))
-    for i, (d, kappa, lam, query) in enumerate(grid(ctx)):
-        task, twin, theta, theta64, inst = make_instance(ctx, d, kappa, lam, query, i)
-        results += planted_points(twin, theta64, pairs, np.random.default_rng(ctx.rng_seed(i, 3)),
-                                  inst)
-        for inner_steps, cg_steps in ((2, 2), (10, 5)):
-            res = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=cg_steps)
-            results.append(judge(twin, theta64, to_numpy64(res.phi), to_numpy64(res.gradient),
-                                 instance=dict(inst, kind="solver", inner_steps=inner_steps,
-                                               cg_steps=cg_steps)))
-    for j, (task, theta, inst) in enumerate(far_instances(ctx, quick_count=2)):
-        results += planted_points(float64_twin(task), to_numpy64(theta), pairs,
-                                  np.random.default_rng(ctx.rng_seed(j, 4)), inst)
+
+
+def units(ctx):
+    """One unit per grid instance (its planted points and solver runs), one for the far ones."""
+    return grid_units(ctx, "lemma3") + [Unit(("far",), size=1.0, label="lemma3 far instances")]
+
+
+@claim("lemma3", title="Lemma 3: approximate implicit gradient", section=SECTION, statement=STATEMENT,
+       loose=LOOSE, units=units)
+def run_unit(ctx, key):
+    pairs = _pairs(ctx)
+    if key[0] == "far":
+        results = []
+        for j, (task, theta, inst) in enumerate(far_instances(ctx, quick_count=2)):
+            results += planted_points(float64_twin(task), to_numpy64(theta), pairs,
+                                      np.random.default_rng(ctx.rng_seed(j, 4)), inst)
+        return results
+    _, i, d, kappa, lam, query = key
+    task, twin, theta, theta64, inst = make_instance(ctx, d, kappa, lam, query, i)
+    results = planted_points(twin, theta64, pairs, np.random.default_rng(ctx.rng_seed(i, 3)), inst)
+    for inner_steps, cg_steps in ((2, 2), (10, 5)):
+        res = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=cg_steps)
+        results.append(judge(twin, theta64, to_numpy64(res.phi), to_numpy64(res.gradient),
+                             instance=dict(inst, kind="solver", inner_steps=inner_steps,
+                                           cg_steps=cg_steps)))
     return results
