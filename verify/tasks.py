@@ -86,15 +86,6 @@ def _orthogonal(rng, dim):
     return q * np.sign(np.diag(r))
 
 
-def _second_basis(Q):
-    """The eigenvectors of an 'independent' query matrix: Q·Q. Their orientation relative to
-    A's eigenvectors, Qᵀ(Q·Q) = Q, is Haar-distributed exactly as with a second independent
-    draw, so the pair (A, Aₜ) up to a common rotation has the same law (and with it every
-    rotation-invariant quantity the checks measure), for one matrix product instead of a
-    second QR factorization (a third of a task's construction at d = 2000)."""
-    return Q @ Q
-
-
 def planted_spectrum_task(dim: int, kappa: float, lam: float, *, seed: int, query: str = "shared",
                           spectrum: str = "uniform", query_scale: float = 1.0,
                           array: str = "numpy", dtype: str = "float64", device: str = "cpu"):
@@ -102,9 +93,8 @@ def planted_spectrum_task(dim: int, kappa: float, lam: float, *, seed: int, quer
 
     ``query``: 'shared' (Aₜ has A's eigenvectors, eigenvalues in the same order), 'reversed'
     (shared eigenvectors, Aₜ's top eigenvalue on A's bottom eigenvector: Lemma 3's worst case),
-    'independent' (Aₜ has its own eigenvectors, Q·Q: oriented relative to A's by a Haar-random
-    rotation, :func:`_second_basis`) or 'same' (the query loss is the inner loss). Returns
-    (task, spec)."""
+    'independent' (Aₜ has its own random eigenvectors) or 'same' (the query loss is the inner
+    loss). Returns (task, spec)."""
     if query not in QUERY_KINDS:
         raise ValueError(f"query must be one of {QUERY_KINDS}, got {query!r}")
     rng = np.random.default_rng(seed)
@@ -117,7 +107,7 @@ def planted_spectrum_task(dim: int, kappa: float, lam: float, *, seed: int, quer
     if query == "same":
         Aq, bq = A, b
     elif query == "independent":
-        Q2 = _second_basis(Q)
+        Q2 = _orthogonal(rng, dim)
         Aq, bq = (Q2 * t) @ Q2.T, rng.standard_normal(dim)
     else:
         Aq, bq = (Q * (t if query == "shared" else t[::-1])) @ Q.T, rng.standard_normal(dim)
@@ -210,7 +200,7 @@ def nonconvex_task(dim: int, kappa: float, lam: float, *, seed: int, mu_over_lam
     t = np.sort(rng.uniform(0.1, 1.0, dim))
     t[-1] = 1.0
     if query == "independent":
-        Q2 = _second_basis(Q)
+        Q2 = _orthogonal(rng, dim)
         Aq = (Q2 * t) @ Q2.T
     else:
         Aq = (Q * (t if query == "shared" else t[::-1])) @ Q.T
