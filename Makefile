@@ -1,5 +1,6 @@
-# Set-up is part of every target: a .venv in the repo root, the project and its test extras.
-# torch: TORCH_SPEC picks the wheel. The default, torch==2.13.0, is the CPU build on this
+# Set-up is part of every target: a .venv in the repo root, the project and its test extras, at
+# the versions locked in constraints.txt (`make lock` refreshes it). torch: TORCH_SPEC picks the
+# wheel. The default, torch==2.13.0, is the CPU build on this
 # machine's disk (a plain `pip install torch` would pull a multi-GB CUDA build). On a GPU
 # machine use e.g. `make gpu-verify TORCH_SPEC=torch` or keep the torch already installed there
 # (a device session without network: tools/device/run.sh, see tools/device/README.md).
@@ -8,14 +9,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+LOCK := constraints.txt
 
-.PHONY: test test-slow report report-quick bench gpu-verify gpu-check install clean docs pep-cache bench-peers
+.PHONY: test test-slow report report-quick check-report bench gpu-verify gpu-check install clean docs pep-cache bench-peers lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[test]"
 	@touch $(STAMP)
+
+# re-resolve every dependency from PyPI into constraints.txt (then regenerate reports/ with it)
+lock:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" tools/lock.sh
 
 install: $(STAMP)
 
@@ -25,24 +31,25 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow --hypothesis-profile=thorough
 
-# figure 7 needs the optional pep extra (PEPit, cvxpy, Clarabel): installed here when possible;
-# without it the report still runs and says that figure 7 was skipped
-PEP_STAMP := $(VENV)/.pep-installed
-$(PEP_STAMP): $(STAMP)
-	@$(PY) -m pip install -q -e ".[test,pep]" && touch $(PEP_STAMP) || \
-	  echo "note: the pep extra could not be installed; figure 7 will be skipped"
-
-report: $(STAMP) $(PEP_STAMP)
+# The report commands pin the numerical kernels themselves (one thread, AVX2 code paths: see
+# docs/architecture.md), so that on any x86-64 machine with the locked versions they rewrite
+# reports/ byte for byte. Figure 7's PEPit, cvxpy and Clarabel come with the test extra.
+report: $(STAMP)
 	$(PY) -m verify run
 
 report-quick: $(STAMP)
 	$(PY) -m verify run --quick --out reports/quick
 
+# regenerate the quick report into a temporary folder and compare it with the committed
+# reports/quick/ byte for byte (tests/test_reproducible.py does the same inside make test)
+check-report: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_reproducible.py
+
 .PHONY: check-peers
 PEERS_STAMP := $(VENV)/.peers-installed
 $(PEERS_STAMP): $(STAMP)
 	@echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
-	@$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[test,peers]" && touch $(PEERS_STAMP) || \
+	@$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -c $(LOCK) -e ".[test,peers]" && touch $(PEERS_STAMP) || \
 	  echo "note: the peers extra could not be installed; torchopt/jaxopt will be listed as skipped"
 
 # every library on one thread: same-run ratios on a shared machine
@@ -65,7 +72,7 @@ gpu-verify: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) -m verify gpu --budget $(BUDGET) --stage fewshot $(GPU_FLAGS)
 
-pep-cache: $(STAMP) $(PEP_STAMP)
+pep-cache: $(STAMP)
 	$(PY) -c "from verify.figures import pep; pep.refresh()"
 
 docs: $(STAMP)

@@ -52,9 +52,10 @@ def test_dry_run_passes_every_stage_and_says_it_is_a_dry_run(dry_run):
     assert list(summary["stages"]) == list(STAGES)
     for name, stage in summary["stages"].items():
         assert stage["status"] == "pass", (name, stage)
-        assert 0 < stage["seconds"] <= stage["timeout_s"]
+        # a dry run has no time budget: it does the same work however busy the machine is
+        assert stage["seconds"] > 0 and stage["timeout_s"] is None
     assert summary["device"].startswith("cpu") and summary["torch"] == torch.__version__
-    assert summary["elapsed_s"] <= summary["budget_s"]   # (its wall time is not asserted)
+    assert summary["budget_s"] is None   # (its wall time is not asserted)
     for rel in ("REPORT.md", "summary.json", "claims-float64/REPORT.md",
                 "claims-float32/results.json", "fewshot_gpu.json", "fewshot.md",
                 "fewshot_memory.png", "bandwidth.json", "tests/junit.xml", "logs/tests.log"):
@@ -115,9 +116,19 @@ def test_without_cuda_the_command_refuses_a_real_run(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- budget logic
-def _fake(status="pass", sleep=0.0, **figures):
+class _Clock:
+    """A monotonic clock that moves only when a stand-in stage says so: the budget logic is
+    tested without depending on how fast this machine is."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def _fake(status="pass", **figures):
     def runner(st, seconds):
-        time.sleep(sleep)
         return {"status": status, **figures}
     return runner
 
@@ -140,7 +151,7 @@ def test_every_stage_written_the_moment_it_ends_and_running_marker(tmp_path):
         return {"status": "pass"}
 
     s = run_gpu(tmp_path, budget=60, dry_run=True, runners={**FAKES, "fewshot": peek},
-                started_s_ago=0.0, echo=lambda *_: None)
+                started_s_ago=0.0, echo=lambda *_: None, clock=_Clock())
     assert seen["stages"]["fewshot"]["status"] == "running"
     assert seen["stages"]["tests"]["status"] == "pass"           # finished ones are kept
     assert "bandwidth" not in seen["stages"] and seen["status"] == "running"
@@ -154,7 +165,7 @@ def test_a_killed_run_keeps_finished_stages_and_shows_where_it_died(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_gpu(tmp_path, budget=60, dry_run=True, runners={**FAKES, "claims": killed},
-                started_s_ago=0.0, echo=lambda *_: None)
+                started_s_ago=0.0, echo=lambda *_: None, clock=_Clock())
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert doc["stages"]["tests"]["status"] == "pass"
     assert doc["stages"]["claims"]["status"] == "running"
@@ -163,7 +174,7 @@ def test_a_killed_run_keeps_finished_stages_and_shows_where_it_died(tmp_path):
 
 def test_budget_spent_stages_are_skipped_with_a_reason(tmp_path):
     s = run_gpu(tmp_path, budget=8.0, dry_run=True, runners=FAKES, started_s_ago=4.0,
-                echo=lambda *_: None)
+                echo=lambda *_: None, clock=_Clock())
     assert {e["status"] for e in s["stages"].values()} == {"skipped"}
     assert "under its minimum" in s["stages"]["tests"]["reason"]
     assert s["status"] == "fail"
@@ -180,14 +191,14 @@ def test_startup_counts_against_the_budget(tmp_path):
 
     runners = {n: record(n) for n in STAGES}
     run_gpu(tmp_path / "a", budget=100, dry_run=True, runners=runners, started_s_ago=0.0,
-            echo=lambda *_: None)
+            echo=lambda *_: None, clock=_Clock())
     fresh = dict(got)
     run_gpu(tmp_path / "b", budget=100, dry_run=True, runners=runners, started_s_ago=40.0,
-            echo=lambda *_: None)
+            echo=lambda *_: None, clock=_Clock())
     from verify.gpu.command import RESERVE_S, SHARES
 
-    assert fresh["tests"] == pytest.approx(SHARES["tests"] * (100 - RESERVE_S), abs=0.5)
-    assert got["tests"] == pytest.approx(SHARES["tests"] * (100 - 40 - RESERVE_S), abs=0.5)
+    assert fresh["tests"] == pytest.approx(SHARES["tests"] * (100 - RESERVE_S))
+    assert got["tests"] == pytest.approx(SHARES["tests"] * (100 - 40 - RESERVE_S))
     assert max(got.values()) <= 100 - 40 - RESERVE_S   # no stage may outlive the budget
 
 
@@ -196,17 +207,17 @@ def test_a_stage_that_crashes_fails_and_the_run_goes_on(tmp_path):
         raise RuntimeError("boom")
 
     s = run_gpu(tmp_path, budget=60, dry_run=True, runners={**FAKES, "tests": crash},
-                started_s_ago=0.0, echo=lambda *_: None)
+                started_s_ago=0.0, echo=lambda *_: None, clock=_Clock())
     assert s["stages"]["tests"]["status"] == "fail" and "boom" in s["stages"]["tests"]["reason"]
     assert s["stages"]["bandwidth"]["status"] == "pass" and s["status"] == "fail"
 
 
 def test_rerun_of_one_stage_keeps_the_others(tmp_path):
     run_gpu(tmp_path, budget=60, dry_run=True, runners={**FAKES, "bandwidth": _fake("fail")},
-            started_s_ago=0.0, echo=lambda *_: None)
+            started_s_ago=0.0, echo=lambda *_: None, clock=_Clock())
     s = run_gpu(tmp_path, budget=60, dry_run=True, stages=["bandwidth"],
                 runners={**FAKES, "bandwidth": _fake("pass", figure="again")},
-                started_s_ago=0.0, echo=lambda *_: None)
+                started_s_ago=0.0, echo=lambda *_: None, clock=_Clock())
     assert list(s["stages"]) == list(STAGES) and s["status"] == "pass"
     assert s["stages"]["bandwidth"]["figure"] == "again"
     assert s["stages"]["tests"]["figure"] == "tests"
@@ -215,20 +226,53 @@ def test_rerun_of_one_stage_keeps_the_others(tmp_path):
 
 
 def test_subprocess_timeout_kills_the_whole_process_group(tmp_path):
-    marker = tmp_path / "grandchild-alive"
-    grandchild = tmp_path / "grandchild.py"
-    grandchild.write_text(f"import time\ntime.sleep(1)\nopen({str(marker)!r}, 'w').close()\n")
+    """A timed-out stage is killed with its whole process group: the grandchild it started is
+    gone afterwards (checked by its pid, not by how long anything took)."""
+    pid_file = tmp_path / "grandchild.pid"
     child = tmp_path / "child.py"
     child.write_text(f"import subprocess, sys, time\n"
-                     f"subprocess.Popen([sys.executable, {str(grandchild)!r}])\ntime.sleep(30)\n")
-    t0 = time.monotonic()
+                     f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+                     f"open({str(pid_file)!r}, 'w').write(str(p.pid))\ntime.sleep(600)\n")
     rc, secs = _run_process([sys.executable, child], timeout=0.5, log=tmp_path / "x.log")
-    assert rc is None and time.monotonic() - t0 < 10
-    time.sleep(1.5)
-    assert not marker.exists()   # the grandchild went with its group
-    rc, _ = _run_process([sys.executable, "-c", "raise SystemExit(3)"], timeout=30,
+    assert rc is None
+    if pid_file.is_file():   # (a very busy machine may time the child out before it got there)
+        pid = int(pid_file.read_text())
+        for _ in range(600):   # reaped by init once its group is killed
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the grandchild {pid} outlived its killed group")
+    rc, _ = _run_process([sys.executable, "-c", "raise SystemExit(3)"], timeout=None,
                          log=tmp_path / "y.log")
     assert rc == 3 and "raise SystemExit(3)" in (tmp_path / "y.log").read_text()
+
+
+def test_a_slow_stage_leaves_less_for_the_next_and_none_outlives_the_budget(tmp_path):
+    """On the stand-in clock: a stage that uses 50 seconds shrinks what the others get."""
+    clock, got = _Clock(), {}
+
+    def runner(name, used):
+        def run(st, seconds):
+            got[name] = seconds
+            clock.t += used
+            return {"status": "pass"}
+        return run
+
+    from verify.gpu.command import RESERVE_S
+
+    runners = {n: runner(n, 50.0 if n == "tests" else 0.0) for n in STAGES}
+    run_gpu(tmp_path, budget=200, dry_run=True, runners=runners, started_s_ago=0.0,
+            echo=lambda *_: None, clock=clock)
+    left = 200 - RESERVE_S - 50
+    assert got["claims"] == pytest.approx(allot("claims", left, list(STAGES)[1:]))
+    # (unused seconds pass on to the stages after: each gets its share of what is left)
+    assert got["bandwidth"] == pytest.approx(left) and max(got.values()) <= 200 - RESERVE_S
 
 
 def test_write_json_is_atomic_and_readable(tmp_path):

@@ -32,7 +32,7 @@ from validation import check_kappa, check_positive, dtype_name
 
 __all__ = ["machine_epsilon", "unit_roundoff", "gamma", "relative_tolerance", "allowance",
            "rounding_allowance", "sum_rounding", "norm_upper_bound", "Magnitudes",
-           "computation_magnitudes", "abs_matrix_norm"]
+           "computation_magnitudes", "abs_matrix_norm", "sdp_allowance", "SDP_TOLERANCE"]
 
 
 def machine_epsilon(dtype) -> float:
@@ -164,3 +164,16 @@ def computation_magnitudes(task, theta, phi, g) -> Magnitudes:
     res = outer + (gv,) + tuple(h / lam for h in hvp)
     n, d = X.shape
     return Magnitudes(stat, res, outer, max(n, Xq.shape[0]) + d + 10, d)
+
+
+#: Clarabel's default stopping tolerances (tol_gap_abs = tol_gap_rel = tol_feas = 1e-8)
+SDP_TOLERANCE = 1e-8
+
+
+def sdp_allowance(value: float, *, tolerance: float = SDP_TOLERANCE) -> float:
+    """How far two solves of one performance-estimation SDP may put v = √τ apart, τ being the
+    optimal value: each stops with |τ̂ − τ| ≤ tol·(1 + |τ|) (an interior-point method's duality
+    gap and feasibility tolerances), so |v̂ − v| ≤ tol·(1 + v²)/(2v) for each, twice that for
+    the difference of two. Only for values the solver reports accurate."""
+    v = check_positive(value, "value")
+    return 2 * tolerance * (1 + v * v) / (2 * v)

@@ -49,6 +49,10 @@ def _add_run_options(p):
                    help="run claims and figures on the dask.distributed scheduler at ADDRESS "
                         "(optional extra 'dask')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--native-kernels", action="store_true",
+                   help="keep this machine's own BLAS/SIMD code paths and threads (default: the "
+                        "command restarts itself with one thread and AVX2 kernels, so that its "
+                        "numbers are the same on every x86-64 machine; docs/architecture.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +149,27 @@ def _print_table(doc, out=None):
         print(f"{f['id']} {f['status']}: {note}", file=out)
 
 
+#: options that change where or how the output is shown, not what is found
+_NOT_RECORDED = {"--out": 1, "--json": 0, "--no-progress": 0, "--native-kernels": 0}
+
+
+def recorded_command(argv) -> list:
+    """The command as results.json records it: without the options that only say where the
+    report goes or how it is shown (``--out``, ``--json``, ``--no-progress``; the kernels are
+    recorded under environment.numerics), so that a report written elsewhere is the same file."""
+    out, skip = ["imaml-verify"], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in _NOT_RECORDED:
+            skip = _NOT_RECORDED[name] if "=" not in a else 0
+            continue
+        out.append(a)
+    return out
+
+
 def _run(args, argv) -> int:
     from verify import _interrupt
     from verify.report.results import dumps
@@ -154,7 +179,7 @@ def _run(args, argv) -> int:
     out = request["out"]
     try:
         with _interrupt.recorded():
-            doc = run(**request, command=["imaml-verify", *argv])
+            doc = run(**request, command=recorded_command(argv))
     except UsageError as exc:
         print(f"imaml-verify: error: {exc}", file=sys.stderr)
         return 2
@@ -176,9 +201,14 @@ def _run(args, argv) -> int:
 
 
 def main(argv=None) -> int:
+    from_shell = argv is None
     argv = _normalize(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if from_shell and args.command in ("run", "claim", "figure") and not args.native_kernels:
+        from verify._numerics import reexec_pinned
+
+        reexec_pinned(sys.argv[1:])   # returns only where it cannot (or is already pinned)
     if args.command == "list":
         return _list()
     if args.command == "fewshot":

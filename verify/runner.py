@@ -421,6 +421,7 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
                      jobs=jobs, dask=None if dask is None else str(dask), command=list(command) if command is not None else ["verify.run"])
     claim_list, fig_ids, with_counts, ctx = validate_request(req)
     from verify.report import compact, environment, jsonable, summary, tool_version
+    from verify.report.results import machine
     from verify.report.results import SCHEMA_VERSION, now_utc
 
     start = time.perf_counter()
@@ -452,6 +453,7 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
                      "claims": [c.name for c in claim_list], "figures": fig_ids,
                      "full_results": bool(full_results)},
         "environment": environment(),
+        "machine": machine(),
         "elapsed_s": {"total": time.perf_counter() - start, "claims": t_claims,
                       "figures": t_figures},
         "summary": summary(records),

@@ -5,13 +5,14 @@
     assert report.passed, report
 
 :func:`check_meta_gradient` holds an implementation to the exact meta-gradient (converged mode) or
-to Lemma 2/3 and CG's bounds at given budgets (budget mode) on instances drawn by Hypothesis,
+to Lemma 2/3 and CG's bounds at given budgets (budget mode) on instances drawn from a seeded stream,
 shrinks a failure and names the known wrong answer it matches; :func:`check_cg` holds a CG
 routine to the exact m-step Krylov iterate; :mod:`verify.checker.peers` runs both on real
 libraries (``make check-peers``)."""
 from verify.checker.core import Failure, Report, budget_bound, check_cg, check_meta_gradient, inner_distance_bound
 from verify.checker.diagnosis import Diagnosis, diagnose
-from verify.checker.instances import Instance, build, corner_instances, diagnostic_instances, instances
+from verify.checker.instances import (Instance, build, corner_instances, diagnostic_instances, draw,
+                                      instances, sample)
 from verify.checker.reference import converged_allowance, exact_meta_gradient, krylov_iterate
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "corner_instances",
     "diagnose",
     "diagnostic_instances",
+    "draw",
     "exact_meta_gradient",
     "inner_distance_bound",
     "instances",
     "krylov_iterate",
+    "sample",
 ]

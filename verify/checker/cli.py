@@ -42,7 +42,7 @@ def add_parser(subparsers):
                    help="budget mode: the inner method whose rate bounds the inner error")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-examples", type=int, default=None,
-                   help="instances Hypothesis draws (default 100; 25 with --budget)")
+                   help="instances drawn after the fixed corners (default 100; 25 with --budget)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 

@@ -1,7 +1,7 @@
 """Check anyone's meta-gradient: :func:`check_meta_gradient` and :func:`check_cg`.
 
-Both draw instances with Hypothesis (seeded, no example database, so a seed gives the same run),
-evaluate the implementation on each, hold it to an exact reference within a derived allowance,
+Both draw instances from the checker's own seeded stream (instance i of seed s depends on (s, i)
+alone, on every machine, whatever else is imported), evaluate the implementation on each, hold it to an exact reference within a derived allowance,
 shrink a failure to a small instance and diagnose it. See docs/checker.md.
 """
 from __future__ import annotations
@@ -9,21 +9,18 @@ from __future__ import annotations
 import functools
 import json
 import math
-import random
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, find, settings
-from hypothesis.errors import NoSuchExample
 
 from theory.bounds import cg_error_bound, lemma3_B1, lemma3_bound_sharp, nesterov_distance_bound
 from theory.tolerances import rounding_allowance
 from verify._threads import single_thread
 from verify.checker.diagnosis import Diagnosis, diagnose
-from verify.checker.instances import (Instance, build, corner_instances, diagnostic_instances,
-                                      instances)
+from verify.checker.instances import (Instance, build, corner_instances, diagnostic_instances, draw,
+                                      shrink)
 from verify.checker.reference import (EXTENDED, converged_allowance, exact_meta_gradient,
                                       krylov_iterate, rel)
 
@@ -32,7 +29,7 @@ __all__ = ["check_meta_gradient", "check_cg", "Report", "Failure", "inner_distan
 
 INNER_METHODS = ("any", "nesterov", "gd")
 MAX_CONVERGED_STEPS = 20_000   #: the largest inner budget the checker asks for
-SHRINK_BUDGET = 80             #: new evaluations Hypothesis may spend shrinking a failure
+SHRINK_BUDGET = 80             #: new evaluations shrinking a failure may spend
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -43,7 +40,7 @@ class Failure:
     M-step CG iterate at a converged inner solve), 'cg' (a CG routine against the Krylov
     iterate) or 'output' (an exception, a wrong shape, NaN). measured: the error, allowed: what
     a correct implementation may reach; reference_norm: ‖reference‖; minimal: the instance is
-    Hypothesis's shrunk one."""
+    the shrunk one."""
 
     check: str
     instance: Instance
@@ -112,7 +109,7 @@ def _finite(x):
 @dataclass
 class Report:
     """The outcome of a check. passed: no comparison failed. failures: the failed comparisons,
-    the Hypothesis-shrunk one first. instances: how many distinct instances were evaluated;
+    the shrunk one first. instances: how many distinct instances were evaluated;
     worst_ratio: the largest error/allowance among comparisons that passed (how close a pass
     came to failing); diagnosis: the overall diagnosis (None when it passed); settings: how the
     check ran (seed, backend, budgets, …)."""
@@ -135,7 +132,7 @@ class Report:
         if s.get("budgets"):
             head += f", budgets K={s['budgets'][0]}, M={s['budgets'][1]}"
         lines = [head, f"  {self.instances} instances ({s.get('corners', 0)} fixed corner instances, "
-                       f"the rest drawn by Hypothesis); {len(self.failures)} failed comparison"
+                       f"the rest drawn from seed {s.get('seed')}); {len(self.failures)} failed comparison"
                        f"{'s' if len(self.failures) != 1 else ''}"
                        + (f"; {self.skipped} skipped (see docs/checker.md)" if self.skipped else "")]
         if self.passed:
@@ -146,7 +143,7 @@ class Report:
         opts = {k: s[k] for k in ("backend", "device", "dtype") if k in s}
         shown = self.failures[:6]
         for i, f in enumerate(shown):
-            title = "minimal failing instance (shrunk by Hypothesis)" if f.minimal else "failing instance"
+            title = "minimal failing instance (shrunk)" if f.minimal else "failing instance"
             lines.append(f"  {title} [{f.check}]:")
             lines.append(f.describe(indent="    ", **opts))
         if len(self.failures) > len(shown):
@@ -256,42 +253,33 @@ class _Outcome:
 
 
 class _Search:
-    """Corner instances, then a seeded Hypothesis search that shrinks the first failure
-    (memoised; after a failure at most SHRINK_BUDGET new instances are evaluated)."""
+    """Corner instances, then instances 0, 1, … of the seeded stream (:func:`draw`) until the
+    first failure, which is shrunk (:func:`shrink`, at most SHRINK_BUDGET new instances);
+    every evaluation is memoised."""
 
     def __init__(self, evaluate: Callable[[Instance], _Outcome]):
         self.evaluate = evaluate
         self.cache: dict[Instance, _Outcome] = {}
-        self.after_failure = None
 
     def probe(self, inst: Instance) -> _Outcome:
-        if inst in self.cache:
-            return self.cache[inst]
-        if self.after_failure is not None:
-            if self.after_failure >= SHRINK_BUDGET:
-                return _Outcome(True, [])  # not evaluated: the shrink has run out of budget
-            self.after_failure += 1
-        out = self.evaluate(inst)
-        self.cache[inst] = out
-        if not out.passed and self.after_failure is None:
-            self.after_failure = 0
-        return out
+        if inst not in self.cache:
+            self.cache[inst] = self.evaluate(inst)
+        return self.cache[inst]
 
-    def run(self, corners, strategy, seed, max_examples):
+    def run(self, corners, drawn: Callable[[int], Instance], max_examples: int, *,
+            max_kappa: float = 1e5):
+        """(failures, instances evaluated, worst passing ratio, comparisons skipped) after the
+        corners and up to ``max_examples`` instances ``drawn(0)``, ``drawn(1)``, …"""
         for inst in corners:
             self.probe(inst)
         corner_failed = [i for i in corners if not self.cache[i].passed]
-        self.after_failure = None
         minimal = None
-        if max_examples > 0:
-            cfg = settings(max_examples=max_examples, database=None, deadline=None,
-                           derandomize=False, phases=(Phase.generate, Phase.shrink),
-                           suppress_health_check=list(HealthCheck))
-            try:
-                minimal = find(strategy, lambda inst: not self.probe(inst).passed, settings=cfg,
-                               random=random.Random(seed))
-            except NoSuchExample:
-                minimal = None
+        for i in range(max_examples):
+            inst = drawn(i)
+            if not self.probe(inst).passed:
+                minimal = shrink(inst, lambda c: not self.probe(c).passed, budget=SHRINK_BUDGET,
+                                 max_kappa=max_kappa)
+                break
         failures = []
         if minimal is not None:
             for f in self.cache[minimal].failures:
@@ -519,7 +507,7 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
     array or tensor of shape (d,) (or an object with ``.gradient``).
 
     Instances: about twenty fixed corner instances (``corners=False`` skips them, for slow
-    implementations), then ``max_examples`` drawn by Hypothesis from ``seed`` (default 100
+    implementations), then up to ``max_examples`` drawn from ``seed`` (default 100
     converged, 25 with budgets); the first failure is shrunk. Returns a
     :class:`Report` (``.passed``, ``.failures``, ``str()``)."""
     if (inner_steps is None) != (cg_steps is None):
@@ -552,8 +540,9 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
                                dtype=dtype, families=fams)
     corners = corner_instances(families=fams, max_dim=max_dim, max_kappa=max_kappa,
                                seed=seed) if corners else []
-    strategy = instances(families=fams, max_dim=max_dim, max_kappa=max_kappa)
-    failures, n, worst, skipped = _Search(check.evaluate).run(corners, strategy, seed, max_examples)
+    drawn = functools.partial(draw, seed, families=fams, max_dim=max_dim, max_kappa=max_kappa)
+    failures, n, worst, skipped = _Search(check.evaluate).run(corners, drawn, max_examples,
+                                                              max_kappa=max_kappa)
     for f in failures[:6]:
         if f.diagnosis is None:
             f.diagnosis = check.diagnose(f)
@@ -569,16 +558,30 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
 
 
 def _overall(check, failures) -> Diagnosis:
-    """The diagnosis on a generic instance (where wrong answers are far apart) when the
-    implementation fails there too, else the most specific one among the failures."""
+    """The diagnosis decided where wrong answers can be told apart: a decisive one on a generic
+    instance (d = 7 or 9, wrong answers far apart) when the implementation fails there too, else
+    the most specific decisive one among the failures, else what the generic instance says. A
+    name matched only where candidates coincide (d = 1, or a rescaling of g*) is given only when
+    nothing else is known, and says so."""
     known = [f.diagnosis for f in failures[:6] if f.diagnosis is not None and f.diagnosis.known]
+    decisive = [d for d in known if d.decisive]
     generic = check.diagnostic_failure()
+    gd = None
     if generic is not None:
-        generic.diagnosis = check.diagnose(generic)
-        if generic.diagnosis is not None and (generic.diagnosis.known or not known):
-            return generic.diagnosis
+        generic.diagnosis = gd = check.diagnose(generic)
+    if gd is not None and gd.known and gd.decisive:
+        return gd
+    if decisive:
+        return min(decisive, key=lambda d: (len(d.also), d.explained))
+    if gd is not None and not gd.known:
+        return gd
+    if gd is not None:
+        known = [gd] + known
     if known:
-        return min(known, key=lambda d: (len(d.also), d.explained))
+        d = min(known, key=lambda d: (len(d.also), d.explained))
+        return Diagnosis(f"{d.name} — matched only on instances where the known wrong answers "
+                         f"coincide (d = 1, or a rescaling of g*), so possibly a coincidence",
+                         d.explained, d.also, d.ranking, decisive=False)
     return failures[0].diagnosis
 
 
@@ -637,8 +640,10 @@ def check_cg(cg_fn, steps=(1, 2, 3, 5, 8), *, backend: str = "numpy", device: st
         return _Outcome(True, [], worst, skipped)
 
     corners = corner_instances(families=("planted",), max_dim=max_dim, max_kappa=max_kappa, seed=seed)
-    strategy = instances(families=("planted",), max_dim=max_dim, max_kappa=max_kappa)
-    failures, n, worst, skipped = _Search(evaluate).run(corners, strategy, seed, max_examples)
+    drawn = functools.partial(draw, seed, families=("planted",), max_dim=max_dim,
+                              max_kappa=max_kappa)
+    failures, n, worst, skipped = _Search(evaluate).run(corners, drawn, max_examples,
+                                                        max_kappa=max_kappa)
     overall = failures[0].diagnosis if failures else None
     for f in failures:
         if f.diagnosis is not None and f.diagnosis.known and not f.minimal:

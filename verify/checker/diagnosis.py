@@ -33,12 +33,16 @@ class Diagnosis:
     """name: the closest known wrong answer (or a description of the error, or
     'no known defect'); explained: ‖g − candidate‖/‖g − g*‖ for it (0 = exactly that answer);
     also: other candidates that explain it equally well on this instance; ranking: the five
-    closest candidates with their ratios."""
+    closest candidates with their ratios; decisive: False when a rescaled exact answer αg*
+    explains the output as well as the named answer does (always so when d = 1, where every
+    candidate is a multiple of g*): the instance cannot tell them apart, and the name is a
+    coincidence unless a separating instance confirms it."""
 
     name: str
     explained: float | None = None
     also: list = field(default_factory=list)
     ranking: list = field(default_factory=list)
+    decisive: bool = True
 
     @property
     def known(self) -> bool:
@@ -54,7 +58,7 @@ class Diagnosis:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "explained": self.explained, "also": list(self.also),
-                "ranking": [[n, float(r)] for n, r in self.ranking]}
+                "ranking": [[n, float(r)] for n, r in self.ranking], "decisive": self.decisive}
 
 
 def _f64(x):
@@ -200,6 +204,18 @@ def candidates(task, theta, ref, *, cg_steps=None, history=()) -> list[tuple[str
     return out
 
 
+def _collinear(x, g) -> bool:
+    """Whether x is a multiple of g to rounding (always so when d = 1)."""
+    x, g = _f64(x), _f64(g)
+    if x.shape[0] == 1:
+        return True
+    ng, nx = float(np.linalg.norm(g)), float(np.linalg.norm(x))
+    if ng == 0 or nx == 0:
+        return True
+    u = g / ng
+    return float(np.linalg.norm(x - (x @ u) * u)) <= FIT_MATCH * nx
+
+
 def _inner_solution(t64, theta):
     if isinstance(t64, QuadraticTask):
         lam = float(t64.lam)
@@ -235,16 +251,21 @@ def diagnose(g_out, task, theta, ref, *, allowance=None, allowance32=None, cg_st
     lam = float(task.lam)
     d = g.shape[0]
     named, fits = [], []   # named answers match within MATCH; generic fits only to rounding
-    for name, c in candidates(task, theta, ref, cg_steps=cg_steps, history=history):
+    cands = candidates(task, theta, ref, cg_steps=cg_steps, history=history)
+    for name, c in cands:
         named.append((name, float(np.linalg.norm(g - c)) / err))
     # a constant factor: g = c g*
     ng = float(g_star @ g_star)
+    rescaled = 1.0   # how well the best rescaled g* explains the error (0: exactly; g* = 0: not)
     if ng > 0:
         c = float(g @ g_star) / ng
-        fit = float(np.linalg.norm(g - c * g_star)) / err
+        fit = rescaled = float(np.linalg.norm(g - c * g_star)) / err
+        # a known factor is named only when it explains the error (not merely when the fitted
+        # constant is near it: with λ = 1, "a missing factor λ" is g* itself)
         for name, f in _FACTORS:
-            if abs(c - f(lam)) <= 1e-6 * max(abs(f(lam)), 1.0):
-                named.append((name, max(fit, float(np.linalg.norm(g - f(lam) * g_star)) / err)))
+            explained = float(np.linalg.norm(g - f(lam) * g_star)) / err
+            if explained <= MATCH:
+                named.append((name, max(fit, explained)))
                 break
         else:
             if d >= 2:
@@ -254,8 +275,13 @@ def diagnose(g_out, task, theta, ref, *, allowance=None, allowance32=None, cg_st
     if d >= 3:
         H = _f64(ref.H)
         v = _f64(ref.outer_grad)
+        # (when Hg is a multiple of g, s and t are not determined: no shifted system to name)
         (s, t), *_ = np.linalg.lstsq(np.stack([g, H @ g], axis=1), v, rcond=None)
-        if np.isfinite(s) and np.isfinite(t) and abs(t) * np.linalg.norm(H, 2) > 1e-6 * abs(s):
+        # (sI + tH)⁻¹∇L with tλ = s is (I + H/λ)⁻¹∇L scaled by 1/s: the constant factor above,
+        # with one parameter more; it is not a second explanation
+        scaling = abs(t * lam - s) <= FIT_MATCH * abs(s)
+        if (np.isfinite(s) and np.isfinite(t) and not scaling and not _collinear(H @ g, g)
+                and abs(t) * np.linalg.norm(H, 2) > 1e-6 * abs(s)):
             try:
                 g_fit = np.linalg.solve(s * np.eye(d) + t * H, v)
                 fits.append((f"a damped/shifted system ({s:.4g}·I + H/{1 / t:.4g})⁻¹∇L",
@@ -269,7 +295,14 @@ def diagnose(g_out, task, theta, ref, *, allowance=None, allowance32=None, cg_st
         # among answers that explain the error equally well, the first listed (closed forms
         # before truncated iterations) is named
         tied = [(n, r) for n, r in named if r <= MATCH and r <= max(100 * best[1], 1e-9)]
-        return Diagnosis(tied[0][0], tied[0][1], [n for n, _ in tied[1:4]], ranking)
+        # where a rescaled g* explains the output as well as the named answer does (always so
+        # when d = 1, where every candidate is a multiple of g*), the instance cannot tell them
+        # apart: not decisive. A known constant factor is decisive where other answers are not
+        # rescalings of g* (d ≥ 2).
+        factor = tied[0][0] not in dict(cands)
+        decisive = d >= 2 and (factor or rescaled > max(100 * tied[0][1], 1e-9))
+        return Diagnosis(tied[0][0], tied[0][1], [n for n, _ in tied[1:4]], ranking,
+                         decisive=decisive)
     if fits and fits[0][1] <= FIT_MATCH:
         return Diagnosis(fits[0][0], fits[0][1], [], ranking)
     diff = np.abs(g - g_star)

@@ -2,8 +2,9 @@
 
 An :class:`Instance` is a small frozen record (family, d, κ, λ, query kind, spectrum, scales of b
 and θ, the direction of θ, a seed). :func:`build` turns it into ``(task, theta)`` in the requested
-array library, dtype and device, and :func:`instances` is the Hypothesis strategy that draws
-them. The distribution is chosen so that defects which show only in part of the space become
+array library, dtype and device; :func:`draw` is the checker's seeded stream of them (instance i
+of seed s depends on (s, i) alone), :func:`shrink` simplifies a failing one, and
+:func:`instances` offers the same distribution as a Hypothesis strategy. The distribution is chosen so that defects which show only in part of the space become
 visible: λ away from 1 (0.03 to 40), d from 1 to 40 (and the paper's d = 50), κ from 1 to 1e5,
 b and b_query zero or of norms 1e-3 to 1e3, ‖θ‖ from 0 to 1e4, query losses that share A's
 eigenvectors, reverse them, have their own, or equal the inner loss, θ along A's extreme
@@ -16,18 +17,28 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
-from hypothesis import strategies as st
 
 from theory.quadratic import QuadraticTask
-from verify.tasks import QUERY_KINDS, logistic_task, paper_synthetic_task, planted_spectrum, to_array
+from verify.tasks import logistic_task, paper_synthetic_task, planted_spectrum, to_array
 
-__all__ = ["Instance", "build", "instances", "corner_instances", "diagnostic_instances", "sample",
-           "FAMILIES", "THETA_KINDS"]
+__all__ = ["Instance", "build", "draw", "instances", "simpler", "shrink", "corner_instances",
+           "diagnostic_instances", "sample", "FAMILIES", "THETA_KINDS"]
 
 FAMILIES = ("planted", "paper", "logistic")
+# the options of each field, the plainest first (shrinking moves towards the front)
 THETA_KINDS = ("random", "bottom", "top", "cancel", "zero")
 LAMBDAS = (0.37, 1.0, 2.5, 0.05, 7.0, 40.0, 0.03, 13.0)
 SCALES = (1.0, 0.0, 1e-3, 30.0, 1e3)
+QUERIES = ("independent", "shared", "reversed", "same")
+SPECTRA = ("uniform", "log", "random", "endpoints")
+FLOORS = (0.0, 0.5, 3.0)
+THETA_SCALES = (1.0, 0.0, 1e-2, 1e2, 1e4)
+PAPER_THETA_SCALES = (1.0, 0.0, 1e2)
+PAPER_THETA_KINDS = ("random", "bottom", "top", "cancel")
+LOGISTIC_LAMBDAS = LAMBDAS[:6]
+LOGISTIC_THETA_SCALES = (1.0, 0.0, 10.0)
+LOGISTIC_THETA_KINDS = ("random", "bottom", "top", "zero")
+DATA_SCALES = (1.0, 3.0, 0.3)
 
 
 @dataclass(frozen=True)
@@ -180,61 +191,186 @@ def _paper_data(seed):
     return tuple(np.array(a, dtype=np.float64) for a in (task.A, task.b, task.A_query, task.b_query))
 
 
-# -- Hypothesis strategies ------------------------------------------------------------------------
-_seeds = st.integers(0, 2**31 - 1)
-_log_kappa = st.one_of(st.sampled_from([1.0, 10.0, 1e4]),
-                       st.floats(0.0, 5.0).map(lambda e: float(10 ** e)))
+# -- the distribution, written once ---------------------------------------------------------------
+# Instances are drawn by the checker's own counter-based stream (:func:`draw`): instance i of seed
+# s is a function of (s, i) alone — not of the Hypothesis version, of which modules are loaded,
+# or of what was drawn before (recent Hypothesis versions mix literal constants mined from loaded
+# modules into their draws). The same distribution is also offered as a Hypothesis strategy
+# (:func:`instances`) for property tests of your own.
+_SEED_MAX = 2**31 - 1
+_KAPPA_FAVOURED = (1.0, 10.0, 1e4)
+_STREAM_SALT = 0x1A3A1   #: keeps this stream apart from every other use of the same seed
 
 
-@st.composite
-def _planted(draw, max_dim, max_kappa):
-    dim = draw(st.integers(1, max_dim))
-    kappa = 1.0 if dim == 1 else min(draw(_log_kappa), max_kappa)
-    query = draw(st.sampled_from(("independent", "shared", "reversed", "same")))
+class _Stream:
+    """Choices from PCG64's raw 64-bit output (a stream NumPy guarantees), seeded by
+    ``SeedSequence([salt, seed, index])``; nothing but integer arithmetic on those bits, so a
+    (seed, index) pair gives the same instance on every machine and NumPy version."""
+
+    def __init__(self, seed: int, index: int):
+        self._bits = np.random.PCG64(np.random.SeedSequence([_STREAM_SALT, seed, index]))
+
+    def _u64(self) -> int:
+        return int(self._bits.random_raw())
+
+    def integer(self, lo: int, hi: int) -> int:
+        return lo + self._u64() % (hi - lo + 1)
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * ((self._u64() >> 11) * 2.0 ** -53)
+
+    def choice(self, options):
+        return options[self.integer(0, len(options) - 1)]
+
+
+class _HypothesisDraw:
+    """The same choices made by a Hypothesis ``draw`` (for :func:`instances`)."""
+
+    def __init__(self, draw):
+        from hypothesis import strategies as st
+
+        self._draw, self._st = draw, st
+
+    def integer(self, lo, hi):
+        return self._draw(self._st.integers(lo, hi))
+
+    def uniform(self, lo, hi):
+        return self._draw(self._st.floats(lo, hi))
+
+    def choice(self, options):
+        return self._draw(self._st.sampled_from(options))
+
+
+def _planted(c, max_dim, max_kappa):
+    dim = c.integer(1, max_dim)
+    if c.choice(("favoured", "log-uniform")) == "favoured":
+        kappa = c.choice(_KAPPA_FAVOURED)
+    else:   # log-uniform, kept to 6 digits (so that no libm's last bit of pow() shows)
+        kappa = float(f"{10 ** c.uniform(0.0, 5.0):.6g}")
+    kappa = 1.0 if dim == 1 else min(kappa, max_kappa)
     return Instance(
-        family="planted", dim=dim, kappa=float(kappa),
-        lam=draw(st.sampled_from(LAMBDAS)),
-        query=query,
-        spectrum=draw(st.sampled_from(("uniform", "log", "random", "endpoints"))),
-        floor=draw(st.sampled_from((0.0, 0.5, 3.0))),
-        b_scale=draw(st.sampled_from(SCALES)),
-        query_b_scale=draw(st.sampled_from(SCALES)),
-        theta_scale=draw(st.sampled_from((1.0, 0.0, 1e-2, 1e2, 1e4))),
-        theta_kind=draw(st.sampled_from(THETA_KINDS)),
-        seed=draw(_seeds))
+        family="planted", dim=dim, kappa=float(kappa), lam=c.choice(LAMBDAS),
+        query=c.choice(QUERIES), spectrum=c.choice(SPECTRA), floor=c.choice(FLOORS),
+        b_scale=c.choice(SCALES), query_b_scale=c.choice(SCALES),
+        theta_scale=c.choice(THETA_SCALES), theta_kind=c.choice(THETA_KINDS),
+        seed=c.integer(0, _SEED_MAX))
 
 
-@st.composite
-def _paper(draw):
+def _paper(c):
     return Instance(family="paper", dim=50, kappa=50.0, lam=5.0, query="independent",
-                    theta_scale=draw(st.sampled_from((1.0, 0.0, 1e2))),
-                    theta_kind=draw(st.sampled_from(("random", "bottom", "top", "cancel"))),
-                    seed=draw(_seeds))
+                    theta_scale=c.choice(PAPER_THETA_SCALES), theta_kind=c.choice(PAPER_THETA_KINDS),
+                    seed=c.integer(0, _SEED_MAX))
 
 
-@st.composite
-def _logistic(draw, max_dim):
-    dim = draw(st.integers(1, min(max_dim, 12)))
-    return Instance(family="logistic", dim=dim, lam=draw(st.sampled_from(LAMBDAS[:6])),
-                    theta_scale=draw(st.sampled_from((1.0, 0.0, 10.0))),
-                    theta_kind=draw(st.sampled_from(("random", "bottom", "top", "zero"))),
-                    seed=draw(_seeds), n=draw(st.integers(2, 40)), n_query=draw(st.integers(1, 30)),
-                    data_scale=draw(st.sampled_from((1.0, 3.0, 0.3))))
+def _logistic(c, max_dim):
+    dim = c.integer(1, min(max_dim, 12))
+    return Instance(family="logistic", dim=dim, lam=c.choice(LOGISTIC_LAMBDAS),
+                    theta_scale=c.choice(LOGISTIC_THETA_SCALES),
+                    theta_kind=c.choice(LOGISTIC_THETA_KINDS), seed=c.integer(0, _SEED_MAX),
+                    n=c.integer(2, 40), n_query=c.integer(1, 30),
+                    data_scale=c.choice(DATA_SCALES))
 
 
-def instances(*, families=("planted", "paper"), max_dim: int = 40, max_kappa: float = 1e5):
-    """Hypothesis strategy of :class:`Instance` (see the module docstring for the distribution).
-    'paper' is the paper's synthetic regression task (d = 50, λ = 5, κ = 50)."""
+#: weights: planted 8, logistic 4, paper 1 (its d = 50 task is the slowest to build and the
+#: least varied)
+_WEIGHTS = {"planted": 8, "logistic": 4, "paper": 1}
+
+
+def _check_families(families) -> tuple:
+    families = tuple(families)
     unknown = set(families) - set(FAMILIES)
     if unknown or not families:
         raise ValueError(f"families must be a non-empty subset of {FAMILIES}, got {families!r}")
-    # weights: planted 8, logistic 4, paper 1 (its d = 50 task is the slowest to build and the
-    # least varied); the first family listed is where a failure shrinks to
-    branches = {"planted": (8, _planted(max_dim, max_kappa)), "logistic": (4, _logistic(max_dim)),
-                "paper": (1, _paper())}
-    chosen = [f for f in ("planted", "logistic", "paper") if f in families]
-    picks = [f for f in chosen for _ in range(branches[f][0])]
-    return st.sampled_from(picks).flatmap(lambda f: branches[f][1])
+    return families
+
+
+def _instance(c, families, max_dim, max_kappa) -> Instance:
+    picks = tuple(f for f in FAMILIES if f in families for _ in range(_WEIGHTS[f]))
+    family = c.choice(picks)
+    if family == "planted":
+        return _planted(c, max_dim, max_kappa)
+    if family == "logistic":
+        return _logistic(c, max_dim)
+    return _paper(c)
+
+
+def draw(seed: int, index: int, *, families=("planted", "paper"), max_dim: int = 40,
+         max_kappa: float = 1e5) -> Instance:
+    """Instance ``index`` of the stream of ``seed``: a function of its arguments alone (see the
+    module docstring for the distribution)."""
+    families = _check_families(families)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return _instance(_Stream(int(seed), int(index)), families, max_dim, max_kappa)
+
+
+def instances(*, families=("planted", "paper"), max_dim: int = 40, max_kappa: float = 1e5):
+    """The same distribution as a Hypothesis strategy of :class:`Instance`, for property tests of
+    your own ('paper' is the paper's synthetic regression task, d = 50, λ = 5, κ = 50). The
+    checker itself draws with :func:`draw`."""
+    from hypothesis import strategies as st
+
+    families = _check_families(families)
+    return st.composite(lambda d: _instance(_HypothesisDraw(d), families, max_dim, max_kappa))()
+
+
+# -- shrinking --------------------------------------------------------------------------------------
+def _earlier(options, value):
+    """The options listed before ``value`` (simplest first), or all of them if it is not listed."""
+    options = tuple(options)
+    return options[:options.index(value)] if value in options else options
+
+
+def simpler(inst: Instance, *, max_kappa: float = 1e5) -> list[Instance]:
+    """Simpler neighbours of ``inst`` within the distribution, simplest first: smaller d, κ, n;
+    and every categorical field moved to an option listed before its own (the first option of
+    each is the plainest: random θ of norm 1, λ = 0.37, an independent query, ...); seed 0."""
+    out: list[Instance] = []
+    add = lambda **kw: out.append(replace(inst, **kw))  # noqa: E731
+    if inst.family != "paper":
+        for d in sorted({1, 2, inst.dim // 2, inst.dim - 1}):
+            if 1 <= d < inst.dim:
+                add(dim=d, **({"kappa": 1.0} if d == 1 and inst.family == "planted" else {}))
+    if inst.family == "planted":
+        for k in (1.0, 10.0):
+            if inst.dim > 1 and k < inst.kappa and k <= max_kappa:
+                add(kappa=k)
+        fields_ = (("lam", LAMBDAS), ("query", QUERIES), ("spectrum", SPECTRA), ("floor", FLOORS),
+                   ("b_scale", SCALES), ("query_b_scale", SCALES),
+                   ("theta_scale", THETA_SCALES), ("theta_kind", THETA_KINDS))
+    elif inst.family == "logistic":
+        for name, lo in (("n", 2), ("n_query", 1)):
+            v = getattr(inst, name)
+            for w in sorted({lo, (v + lo) // 2}):
+                if lo <= w < v:
+                    add(**{name: w})
+        fields_ = (("lam", LOGISTIC_LAMBDAS), ("theta_scale", LOGISTIC_THETA_SCALES),
+                   ("theta_kind", LOGISTIC_THETA_KINDS), ("data_scale", DATA_SCALES))
+    else:
+        fields_ = (("theta_scale", PAPER_THETA_SCALES), ("theta_kind", PAPER_THETA_KINDS))
+    for name, options in fields_:
+        for v in _earlier(options, getattr(inst, name)):
+            add(**{name: v})
+    if inst.seed != 0:
+        add(seed=0)
+    return out
+
+
+def shrink(inst: Instance, fails, *, budget: int, max_kappa: float = 1e5) -> Instance:
+    """Greedy shrinking: move to the first simpler neighbour on which ``fails`` still holds,
+    until none does or ``budget`` calls of ``fails`` are spent. Deterministic."""
+    spent = 0
+    improved = True
+    while improved and spent < budget:
+        improved = False
+        for cand in simpler(inst, max_kappa=max_kappa):
+            if spent >= budget:
+                break
+            spent += 1
+            if fails(cand):
+                inst, improved = cand, True
+                break
+    return inst
 
 
 def corner_instances(*, families=("planted", "paper"), max_dim: int = 40,
@@ -283,24 +419,7 @@ def diagnostic_instances(*, family: str = "planted") -> list[Instance]:
                      theta_scale=3.0, spectrum="log")]
 
 
-def sample(n: int, *, seed: int = 0, **strategy_kwargs) -> list[Instance]:
-    """``n`` instances drawn from :func:`instances` (seeded, reproducible): for sweeps and tests
+def sample(n: int, *, seed: int = 0, **draw_kwargs) -> list[Instance]:
+    """The first ``n`` instances of the stream of ``seed`` (:func:`draw`): for sweeps and tests
     that want the checker's distribution without its search."""
-    import random
-
-    from hypothesis import HealthCheck, Phase, find, settings
-    from hypothesis.errors import NoSuchExample
-
-    drawn: list[Instance] = []
-
-    def keep(inst):
-        drawn.append(inst)
-        return False
-
-    cfg = settings(max_examples=n, database=None, deadline=None, derandomize=False,
-                   phases=(Phase.generate,), suppress_health_check=list(HealthCheck))
-    try:
-        find(instances(**strategy_kwargs), keep, settings=cfg, random=random.Random(seed))
-    except NoSuchExample:
-        pass
-    return drawn[:n]
+    return [draw(seed, i, **draw_kwargs) for i in range(n)]

@@ -28,6 +28,7 @@ its verdicts hold, 1 otherwise, 2 without the CUDA device asked for.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 import time
@@ -60,7 +61,9 @@ TRAIN_METHODS = ("imaml_gd", "maml", "imaml_gd:fixed", "imaml_gd:damped", "fomam
                  "reptile", "pretrain")
 
 #: sizes of a GPU run, a CPU run and a dry run. ``budget_s``: the run's time when no deadline is
-#: given; ``train_seconds``: a cap per method (None: the fair share of what is left)
+#: given (None: no deadline); ``train_seconds``: a cap per method (None: the fair share of what is
+#: left); ``meta_steps`` (dry run): a fixed number of meta-steps per method instead of a time, so
+#: that a dry run does the same work however busy the machine is
 SIZES = {
     "full": dict(image_size=28, filters=64, layers=4, train_classes=120, test_classes=60,
                  samples=10, k_query=5, meta_batch=4, eval_episodes=100, memory_steps=(16, 64),
@@ -75,8 +78,8 @@ SIZES = {
     "dry": dict(image_size=8, filters=4, layers=3, train_classes=20, test_classes=10,
                 samples=8, k_query=3, meta_batch=2, eval_episodes=10, memory_steps=(4, 16),
                 max_cg_steps=10, lanczos_steps=20, reference_steps=200, hvp_repeats=5,
-                mode_episodes=(0,), mode_reference_steps=100, budget_s=60.0,
-                train_seconds=0.25),
+                mode_episodes=(0,), mode_reference_steps=100, budget_s=None,
+                train_seconds=None, meta_steps=3),
 }
 META_STEPS_CAP = 100_000  #: training is bounded by time; this only bounds the checkpoint config
 
@@ -94,7 +97,7 @@ def run_checks(*, device: str, size: str = "full", seed: int = 0, progress: bool
     if train_seconds is not None:
         s["train_seconds"] = float(train_seconds)
     if deadline is None:
-        deadline = time.time() + s["budget_s"]
+        deadline = math.inf if s["budget_s"] is None else time.time() + s["budget_s"]
     train, test = glyph_splits(s["train_classes"], s["test_classes"], samples=s["samples"],
                                image_size=s["image_size"], seed=seed)
     train_sampler = EpisodeSampler(train, 5, 1, s["k_query"], seed=seed)
@@ -105,7 +108,7 @@ def run_checks(*, device: str, size: str = "full", seed: int = 0, progress: bool
     if size == "dry":
         from dataclasses import replace
 
-        cfg = replace(cfg, inner_steps=4)
+        cfg = replace(cfg, inner_steps=4, meta_steps=s["meta_steps"])
     out = {"device": _device_name(device), "dry_run": size == "dry", "size": size, "seed": seed,
            "torch": torch.__version__, "python": platform.python_version(),
            "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
@@ -114,7 +117,7 @@ def run_checks(*, device: str, size: str = "full", seed: int = 0, progress: bool
                    f"{s['train_classes']} training / {s['test_classes']} held-out classes",
            "config": cfg.as_dict(), "sizes": {k: list(v) if isinstance(v, tuple) else v
                                                for k, v in s.items()},
-           "deadline_s": deadline - time.time(), "parts_done": [], "parts_skipped": [],
+           "deadline_s": None if deadline == math.inf else deadline - time.time(), "parts_done": [], "parts_skipped": [],
            "complete": False, "verdicts": {}}
     timings = {"data": time.perf_counter() - t_start}
     out["seconds"] = timings
@@ -137,7 +140,8 @@ def run_checks(*, device: str, size: str = "full", seed: int = 0, progress: bool
         "training": lambda: short_training(cfg, train_sampler, test_sampler,
                                            methods=TRAIN_METHODS,
                                            eval_episodes=s["eval_episodes"],
-                                           time_limit_s=s["train_seconds"], deadline=deadline,
+                                           time_limit_s=s["train_seconds"],
+                                           deadline=None if deadline == math.inf else deadline,
                                            progress=progress,
                                            on_method=lambda tr: (out.__setitem__("training", tr),
                                                                  update())),

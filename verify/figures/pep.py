@@ -4,12 +4,15 @@ Lemma 2's implied bound and the worst quadratic (docs/mathematics.md §3). Needs
 
 The worst case depends only on (k, κ), and building PEPit's problem dominates its cost (about
 16 s for k = 1…24 on a 2-core machine), so the values are kept in ``pep_cache.json`` beside this
-module. Every full run recomputes the smallest and the largest k (a quick run the smallest only)
-and compares them with the cache (relative 1e-5); a mismatch (another PEPit or solver version)
-recomputes every k. Refresh the
-cache with ``make pep-cache`` (``verify.figures.pep.refresh()``)."""
+module together with what they were made with (PEPit, cvxpy and Clarabel versions, a digest of
+the problem's source). A run reads the cache when that matches this environment (the locked one
+does) and recomputes nothing; otherwise it computes every k and says why. The cache itself is
+tested by :func:`recheck` (k = 1…3 recomputed, compared within the SDP solver's accuracy).
+Refresh it with ``make pep-cache`` (``verify.figures.pep.refresh()``)."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import math
 import warnings
@@ -53,40 +56,79 @@ KAPPA = 10.0
 FULL_STEPS = list(range(1, 25))
 QUICK_STEPS = [1, 2, 4, 6, 8, 10, 12]
 CACHE = Path(__file__).with_name("pep_cache.json")
-CACHE_RTOL = 1e-5
+PACKAGES = ("PEPit", "cvxpy", "clarabel")
+#: a digest of the problem's source, taken when this module is loaded
+_PROBLEM_DIGEST = hashlib.sha256(inspect.getsource(_pep_worst_case).encode("utf-8")).hexdigest()[:16]
 
 
-def _cache() -> dict:
-    """{k: (value, accurate)} at :data:`KAPPA` from the committed cache (empty if absent)."""
+def made_with() -> dict:
+    """What the values depend on: the versions of PEPit, cvxpy and Clarabel here and a digest of
+    the problem's source (:func:`_pep_worst_case`). The cache is used when they are what it was
+    made with, so an unchanged tree and locked environment recompute nothing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    out["problem"] = _PROBLEM_DIGEST
+    return out
+
+
+def _cache() -> tuple[dict, dict]:
+    """({k: (value, accurate)} at :data:`KAPPA`, what the cache was made with) from the
+    committed cache (empty if absent or for another κ)."""
     try:
         doc = json.loads(CACHE.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
+        return {}, {}
     if doc.get("kappa") != KAPPA:
-        return {}
-    return {int(k): (float(v), bool(ok)) for k, v, ok in
-            zip(doc["steps"], doc["pep"], doc["pep_accurate"])}
+        return {}, {}
+    return ({int(k): (float(v), bool(ok)) for k, v, ok in
+             zip(doc["steps"], doc["pep"], doc["pep_accurate"])}, doc.get("made_with", {}))
 
 
-def worst_cases(steps, kappa=KAPPA, *, spot=None) -> tuple[list, list, dict]:
-    """(values, accurate flags, provenance) for ``steps``: the cache, checked by recomputing the
-    ``spot`` steps (default: the smallest and the largest k), or everything recomputed when the
-    cache is missing or disagrees."""
-    cached = _cache() if kappa == KAPPA else {}
-    spot = sorted({min(steps), max(steps)} if spot is None else set(spot))
-    fresh = {k: _pep_worst_case(k, kappa) for k in spot}
-    agree = all(k in cached and abs(cached[k][0] - fresh[k][0]) <= CACHE_RTOL * abs(fresh[k][0])
-                for k in spot)
-    if agree and all(k in cached for k in steps):
-        source = {"source": "cache", "recomputed": spot,
-                  "spot_check_max_rel_diff": max(abs(cached[k][0] - fresh[k][0]) / fresh[k][0]
-                                                 for k in spot)}
-        values = {k: (fresh[k] if k in fresh else cached[k]) for k in steps}
+def worst_cases(steps, kappa=KAPPA) -> tuple[list, list, dict]:
+    """(values, accurate flags, provenance) for ``steps``: the committed cache when it covers them
+    and was made with this environment's PEPit, cvxpy, Clarabel and problem source (nothing is
+    recomputed), else every value computed here (and the provenance says why)."""
+    cached, cache_env = _cache() if kappa == KAPPA else ({}, {})
+    here = made_with()
+    if cached and all(k in cached for k in steps) and cache_env == here:
+        values = {k: cached[k] for k in steps}
+        source = {"source": "cache", "made_with": here}
     else:
-        values = {k: (fresh[k] if k in fresh else _pep_worst_case(k, kappa)) for k in steps}
-        source = {"source": "computed", "recomputed": list(steps),
-                  "cache": "missing" if not cached else "disagreed with this run"}
+        values = {k: _pep_worst_case(k, kappa) for k in steps}
+        if not cached:
+            why = "no cache"
+        elif cache_env != here:
+            diff = [f"{n} {cache_env.get(n)} in the cache, {here[n]} here" for n in here
+                    if cache_env.get(n) != here[n]]
+            why = "; ".join(diff)
+        else:
+            why = "the cache does not cover these steps"
+        source = {"source": "computed", "made_with": here, "why": why}
     return [values[k][0] for k in steps], [values[k][1] for k in steps], source
+
+
+def recheck(steps=(1, 2, 3), kappa=KAPPA) -> list[dict]:
+    """Recompute ``steps`` and compare with the cache: one row per k with the cached and fresh
+    values, both accuracy flags and whether they agree within the SDP solver's accuracy
+    (:func:`theory.tolerances.sdp_allowance`; only values Clarabel reports accurate are
+    compared). The test of the cache; a run never does this."""
+    from theory.tolerances import sdp_allowance
+
+    cached, _ = _cache()
+    rows = []
+    for k in steps:
+        fresh, ok = _pep_worst_case(k, kappa)
+        old, old_ok = cached.get(k, (math.nan, False))
+        allowed = sdp_allowance(fresh)
+        rows.append({"k": k, "cached": old, "fresh": fresh, "accurate": ok and old_ok,
+                     "allowed": allowed, "agree": abs(old - fresh) <= allowed})
+    return rows
 
 
 def compute(ctx, records=()) -> dict:
@@ -101,8 +143,7 @@ def compute(ctx, records=()) -> dict:
     except ImportError as exc:
         return {"missing": f"the optional 'pep' extra is not installed ({exc.name}); "
                            f"pip install 'imaml-verify[pep]'", "kappa": kappa}
-    # quick runs spot-check the cache at the smallest k only (a fraction of a second)
-    pep, accurate, provenance = worst_cases(steps, kappa, spot=[min(steps)] if ctx.quick else None)
+    pep, accurate, provenance = worst_cases(steps, kappa)
     # quadratics: every eigen-direction evolves on its own, so one run on a diagonal quadratic
     # with a dense spectrum in [mu, beta] and x0 = (1, ..., 1) gives each eigenvalue's contraction
     mu, beta = 1.0 / kappa, 1.0
@@ -154,12 +195,13 @@ def caption(data):
 def _provenance_text(prov) -> str:
     if not prov:
         return ""
+    env = prov["made_with"]
+    versions = f"PEPit {env['PEPit']}, cvxpy {env['cvxpy']}, Clarabel {env['clarabel']}"
     if prov["source"] == "cache":
-        ks = " and ".join(f"k = {k}" for k in prov["recomputed"])
-        return (f" Exact values from the committed cache (verify/figures/pep_cache.json); {ks} "
-                f"recomputed in this run agree with it to "
-                f"{prov['spot_check_max_rel_diff']:.1e} (relative).")
-    return f" Every exact value computed in this run (cache {prov['cache']})."
+        return (f" Exact values read from the committed cache (verify/figures/pep_cache.json), "
+                f"made by `make pep-cache` with {versions}, the versions installed here; "
+                f"they are not recomputed in a run.")
+    return f" Every exact value computed in this run with {versions} ({prov['why']})."
 
 
 FIGURE = register(FigureSpec("fig7", "pep", "Worst-case contraction of Nesterov's method (PEPit)",
@@ -168,10 +210,10 @@ FIGURE = register(FigureSpec("fig7", "pep", "Worst-case contraction of Nesterov'
 
 
 def refresh(kappa=KAPPA) -> dict:
-    """Recompute every k of a full run and rewrite :data:`CACHE`."""
+    """Recompute every k of a full run and rewrite :data:`CACHE` (with what it was made with)."""
     values = [_pep_worst_case(k, kappa) for k in FULL_STEPS]
     doc = {"kappa": kappa, "steps": FULL_STEPS, "pep": [v for v, _ in values],
-           "pep_accurate": [ok for _, ok in values],
+           "pep_accurate": [ok for _, ok in values], "made_with": made_with(),
            "note": "exact worst case of ||x_k - x*|| / ||x_0 - x*|| (PEPit + cvxpy/Clarabel); "
                    "make pep-cache (verify.figures.pep.refresh()) rewrites this file"}
     CACHE.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")

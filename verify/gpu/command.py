@@ -47,6 +47,7 @@ STAGES = ("tests", "claims", "fewshot", "bandwidth")
 SHARES = {"tests": 0.17, "claims": 0.30, "fewshot": 0.47, "bandwidth": 0.06}
 #: below this many seconds a stage is skipped rather than started (GPU run; dry run: 3 s)
 MIN_SECONDS = {"tests": 30.0, "claims": 30.0, "fewshot": 60.0, "bandwidth": 12.0}
+DEFAULT_BUDGET_S = 420.0  #: the budget of a device run (a dry run has none unless given one)
 RESERVE_S = 5.0        #: kept back for the final summary and REPORT.md
 KILL_GRACE_S = 3.0     #: SIGTERM, then SIGKILL this long after
 MAX_TEST_SECONDS = 60.0  #: no single gpu test may take longer on a GPU
@@ -121,7 +122,7 @@ def _run_process(argv, *, timeout, log, env=None):
         proc = subprocess.Popen([str(a) for a in argv], cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
-            rc = proc.wait(timeout=max(timeout, 0.1))
+            rc = proc.wait(timeout=None if timeout is None else max(timeout, 0.1))
         except subprocess.TimeoutExpired:
             rc = None
             for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
@@ -202,11 +203,10 @@ def _junit_figures(path) -> dict:
 
 def _stage_claims(st, seconds):
     entry = {"runs": {}}
-    deadline = time.monotonic() + seconds
+    deadline = None if seconds is None else time.monotonic() + seconds
     for i, (dtype, share) in enumerate(CLAIM_DTYPES):
-        left = deadline - time.monotonic()
         rest = sum(s for _, s in CLAIM_DTYPES[i:])
-        budget = left * share / rest
+        budget = None if deadline is None else (deadline - time.monotonic()) * share / rest
         folder = st.out / f"claims-{dtype}"
         argv = [st.python, "-m", "verify", "run", "--quick", "--device", st.device,
                 "--dtype", dtype, "--array", "torch", "--no-figures", "--no-progress", "--full-results",
@@ -261,11 +261,10 @@ def _stage_fewshot(st, seconds):
     doc_path = st.out / OUTPUT_NAME
     if doc_path.exists():
         doc_path.unlink()
-    # the child's own deadline: a few seconds before the timeout, so it ends by itself
-    deadline = time.time() + seconds - KILL_GRACE_S - 2.0
     argv = [st.python, "-m", "verify.fewshot.gpu_check", "--out", st.out,
-            "--size", "dry" if st.dry_run else "full", "--device", st.device,
-            "--deadline", f"{deadline:.3f}"]
+            "--size", "dry" if st.dry_run else "full", "--device", st.device]
+    if seconds is not None:   # the child's own deadline: before the timeout, so it ends by itself
+        argv += ["--deadline", f"{time.time() + seconds - KILL_GRACE_S - 2.0:.3f}"]
     rc, secs = _run_process(argv, timeout=seconds, log=st.log("fewshot"))
     entry = {"command": [str(a) for a in argv[1:]], "returncode": rc,
              "section": "fewshot.md"}
@@ -355,11 +354,12 @@ RUNNERS = {"tests": _stage_tests, "claims": _stage_claims, "fewshot": _stage_few
 
 # -- the command ------------------------------------------------------------------------------------
 def run_gpu(out, *, budget=420.0, dry_run=False, stages=None, claims=None, python=None,
-            runners=None, started_s_ago=None, echo=print) -> dict:
+            runners=None, started_s_ago=None, echo=print, clock=time.monotonic) -> dict:
     """Run the stages (all, or ``stages``) into ``out`` within ``budget`` seconds counted from
-    this process's start; returns the summary (also DIR/summary.json, DIR/REPORT.md).
-    ``runners`` replaces stage runners (tests of the budget logic); ``started_s_ago`` the
-    measured start-up time."""
+    this process's start (``budget=None``: no time limit, as a dry run has by default); returns
+    the summary (also DIR/summary.json, DIR/REPORT.md). ``runners`` replaces stage runners and
+    ``clock`` the monotonic clock (tests of the budget logic); ``started_s_ago`` the measured
+    start-up time."""
     from verify.gpu.report import write_report
 
     out = Path(out)
@@ -370,14 +370,14 @@ def run_gpu(out, *, budget=420.0, dry_run=False, stages=None, claims=None, pytho
     if unknown:
         raise ValueError(f"stage must be among {STAGES}, got {sorted(unknown)}")
     age = seconds_since_process_start() if started_s_ago is None else float(started_s_ago)
-    t_start = time.monotonic() - age
-    deadline = t_start + float(budget)
+    t_start = clock() - age
+    deadline = None if budget is None else t_start + float(budget)
     path = out / "summary.json"
     summary = {}
     if stages and path.is_file():   # rerun of some stages: keep the others
         summary = json.loads(path.read_text(encoding="utf-8"))
     summary.update({"schema": "imaml-verify-gpu/1", "dry_run": bool(dry_run),
-                    **_device_info(dry_run), "budget_s": float(budget),
+                    **_device_info(dry_run), "budget_s": None if budget is None else float(budget),
                     "startup_s": age, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                time.gmtime(time.time() - age)),
                     "argv": list(sys.argv), "status": "running"})
@@ -386,13 +386,15 @@ def run_gpu(out, *, budget=420.0, dry_run=False, stages=None, claims=None, pytho
     minimum = {k: (3.0 if dry_run else v) for k, v in MIN_SECONDS.items()}
 
     def save():
-        summary["elapsed_s"] = time.monotonic() - t_start
+        summary["elapsed_s"] = clock() - t_start
         write_json(path, summary)
 
     for i, name in enumerate(chosen):
-        remaining = deadline - time.monotonic() - RESERVE_S
-        seconds = allot(name, remaining, chosen[i:])
-        if seconds < minimum[name]:
+        if deadline is None:   # no budget (a dry run): no stage is timed out or skipped
+            seconds = None
+        else:
+            seconds = allot(name, deadline - clock() - RESERVE_S, chosen[i:])
+        if seconds is not None and seconds < minimum[name]:
             summary["stages"][name] = {"status": "skipped", "seconds": 0.0,
                                        "reason": f"{seconds:.0f} s left for it, under its minimum "
                                                  f"{minimum[name]:.0f} s (budget {budget:.0f} s)"}
@@ -400,10 +402,10 @@ def run_gpu(out, *, budget=420.0, dry_run=False, stages=None, claims=None, pytho
             echo(f"gpu: {name}: skipped ({summary['stages'][name]['reason']})")
             continue
         summary["stages"][name] = {"status": "running", "timeout_s": seconds,
-                                   "started_at_s": time.monotonic() - t_start}
+                                   "started_at_s": clock() - t_start}
         save()
-        echo(f"gpu: {name}: running (timeout {seconds:.0f} s)")
-        t0 = time.monotonic()
+        echo(f"gpu: {name}: running" + ("" if seconds is None else f" (timeout {seconds:.0f} s)"))
+        t0 = clock()
         try:
             entry = runners[name](st, seconds)
         except Exception as exc:  # a stage that crashes in this process is a failed stage
@@ -411,7 +413,7 @@ def run_gpu(out, *, budget=420.0, dry_run=False, stages=None, claims=None, pytho
 
             entry = {"status": "fail", "reason": f"{type(exc).__name__}: {exc}",
                      "traceback": traceback.format_exc()}
-        entry.update(seconds=time.monotonic() - t0, timeout_s=seconds)
+        entry.update(seconds=clock() - t0, timeout_s=seconds)
         summary["stages"][name] = entry
         save()
         echo(f"gpu: {name}: {entry['status']} in {entry['seconds']:.1f} s"
@@ -420,7 +422,7 @@ def run_gpu(out, *, budget=420.0, dry_run=False, stages=None, claims=None, pytho
     summary["status"] = "pass" if ran and all(s == "pass" for s in ran) else "fail"
     save()
     write_report(out, summary)
-    summary["elapsed_s"] = time.monotonic() - t_start
+    summary["elapsed_s"] = clock() - t_start
     write_json(path, summary)
     return summary
 
@@ -431,8 +433,9 @@ def add_parser(subparsers):
                                           "few-shot, CG bandwidth) within a time budget")
     p.add_argument("--out", default=None,
                    help="output folder (default reports/gpu, reports/gpu-dry with --dry-run)")
-    p.add_argument("--budget", type=float, default=420.0,
-                   help="seconds for the whole run, Python start-up included (default 420)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole run, Python start-up included (default 420; a "
+                        "dry run has no time limit unless given one)")
     p.add_argument("--dry-run", action="store_true",
                    help="every stage at tiny sizes on the CPU (under 2 minutes)")
     p.add_argument("--stage", action="append", choices=STAGES, default=None,
@@ -444,9 +447,10 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     """Run the ``gpu`` command parsed by :func:`add_parser`."""
-    if args.budget <= 0:
+    if args.budget is not None and not args.budget > 0:
         print("imaml-verify gpu: error: --budget must be > 0", file=sys.stderr)
         return 2
+    budget = args.budget if args.budget is not None or args.dry_run else DEFAULT_BUDGET_S
     if not args.dry_run:
         import torch
 
@@ -455,10 +459,11 @@ def run(args) -> int:
                   "sizes on the CPU", file=sys.stderr)
             return 2
     out = args.out or ("reports/gpu-dry" if args.dry_run else "reports/gpu")
-    summary = run_gpu(out, budget=args.budget, dry_run=args.dry_run, stages=args.stage,
+    summary = run_gpu(out, budget=budget, dry_run=args.dry_run, stages=args.stage,
                       claims=args.claim)
+    limit = "no budget" if budget is None else f"budget {budget:.0f} s"
     print(f"gpu: {summary['status']} on {summary['device']} in {summary['elapsed_s']:.0f} s "
-          f"(budget {summary['budget_s']:.0f} s); {out}/summary.json, {out}/REPORT.md")
+          f"({limit}); {out}/summary.json, {out}/REPORT.md")
     return 0 if summary["status"] == "pass" else 1
 
 

@@ -54,9 +54,12 @@ def render(summary: dict, fewshot_md: str | None = None) -> str:
         out += ["> **CPU dry run at tiny sizes.** These numbers show that every stage runs as "
                 "written; they are not GPU measurements and judge none of the GPU targets.", ""]
     out += [f"torch {summary.get('torch')} (CUDA {summary.get('cuda')}), numpy "
-            f"{summary.get('numpy')}, Python {summary.get('python')}. Budget "
-            f"{summary.get('budget_s', 0):.0f} s for the whole run, Python start-up "
-            f"({summary.get('startup_s', 0):.1f} s) included; took "
+            f"{summary.get('numpy')}, Python {summary.get('python')}. "
+            + ("No time budget (a dry run does the same work however busy the machine is)"
+               if summary.get("budget_s") is None else
+               f"Budget {summary['budget_s']:.0f} s for the whole run, Python start-up "
+               f"({summary.get('startup_s', 0):.1f} s) included")
+            + "; took "
             f"{summary.get('elapsed_s', 0):.0f} s. Overall: **{summary.get('status')}**.", "",
             "| stage | status | seconds | timeout | figures |", "|---|---|---:|---:|---|"]
     for name, e in summary.get("stages", {}).items():

@@ -168,7 +168,8 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None,
         f"`run.json`)",
         f"- versions: imaml-verify {doc['tool']['version']}, Python {doc['environment']['python']}, "
         + ", ".join(f"{k} {v}" for k, v in pk.items() if v and k != "imaml-verify")
-        + f"; {doc['environment']['cpu_count']} CPUs",
+        + f"; numerical kernels {doc['environment'].get('numerics', 'native')} "
+        f"([why]({docs_base}/architecture.md#reproducible-numbers))",
         "- everything below is in `results.json` (schema: `results.schema.json`).", "",
         "## Summary", "",
         "A bound check passes when measured ≤ bound + a rounding allowance derived from the dtype, "

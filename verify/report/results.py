@@ -124,7 +124,7 @@ def compact(record: dict) -> dict:
 
 
 #: what differs between two runs of the same code with the same seed on the same machine
-VOLATILE = ("created", "elapsed_s")
+VOLATILE = ("created", "elapsed_s", "machine")
 
 
 def split_timing(doc: dict) -> tuple[dict, dict]:
@@ -177,8 +177,33 @@ def tool_version() -> str:
 
 
 def environment() -> dict:
+    """What the numbers depend on and the lock fixes (results.json): Python's minor version, the
+    package versions and whether the numerical kernels were pinned (verify._numerics)."""
+    from verify._numerics import state
+
+    return {"python": ".".join(platform.python_version_tuple()[:2]),
+            "packages": {p: _version(p) for p in PACKAGES}, "numerics": state()}
+
+
+def machine() -> dict:
+    """What differs from machine to machine and not the numbers (run.json only)."""
+    from verify._numerics import VARIABLES
+
+    pinned = {k: os.environ.get(k) for k in VARIABLES}
     return {"python": sys.version.split()[0], "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "packages": {p: _version(p) for p in PACKAGES}}
+            "processor": _processor(), "cpu_count": os.cpu_count(),
+            "numerics_environment": {k: v for k, v in pinned.items() if v is not None}}
+
+
+def _processor() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def now_utc() -> str:
