@@ -30,6 +30,7 @@ Usage::
     python tools/mutate.py theory/bounds.py --list
     python tools/mutate.py solvers --jobs 2 --out .mutation/solvers.json
     python tools/mutate.py verify/checks --sample 60     # a seeded estimate of the score
+    python tools/mutate.py verify/checks --always-pass   # each claim's comparisons always pass
 
 Survivors are printed with their location and change; the committed list of surviving mutants,
 each with why it is equivalent (or what test would kill it), is tools/surviving_mutants.md.
@@ -40,6 +41,7 @@ import argparse
 import ast
 import copy
 import json
+import math
 import os
 import signal
 import sys
@@ -309,10 +311,48 @@ def _forget_registrations(name: str) -> None:
             del registry.CLAIMS[key]
 
 
+def _always_pass(name: str) -> None:
+    """The claim ``name``'s comparisons made to always pass: every CheckResult that
+    verify.checks._result.compare builds for that claim has ``passed = True``, wherever the
+    check modules call it from."""
+    import verify.checks  # noqa: F401  (every check module, so that every `compare` is bound)
+    import verify.checks._result as result
+
+    original = result.compare
+
+    def compare(claim, *args, **kwargs):
+        out = original(claim, *args, **kwargs)
+        if claim == name:
+            out.passed = True
+        return out
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "compare", None) is original:
+            module.compare = compare
+
+
+def always_pass_mutants():
+    """One mutant per registered claim: its comparisons made to always pass (``kind``
+    'always-pass'; the claim's name is in ``change``)."""
+    from verify.registry import all_claims
+
+    out = []
+    for name, c in sorted(all_claims().items()):
+        rel = str(Path(sys.modules[c.run.__module__].__file__).resolve().relative_to(ROOT))
+        out.append(Mutant(rel, 0, 0, "always-pass", f"claim {name}: every comparison passes",
+                          None, name))
+    return out
+
+
 def _load(mutant: Mutant) -> None:
     """Compile the mutant (``index`` None: the unmutated module) and swap it into the live
-    module; raises whatever the re-execution raises."""
+    module; raises whatever the re-execution raises. An 'always-pass' mutant wraps the claim's
+    comparisons instead (:func:`_always_pass`)."""
     import importlib
+
+    if mutant.kind == "always-pass":
+        _always_pass(mutant.text)
+        return
 
     source = _SOURCES.get(mutant.file) or (ROOT / mutant.file).read_text(encoding="utf-8")
     tree = ast.parse(source) if mutant.index is None else mutated_tree(source, mutant.index)
@@ -408,16 +448,20 @@ def line_map(tests, files, path):
     return json.loads(path.read_text())
 
 
-def tests_for(mutant, lines, scopes, tests):
+def tests_for(mutant, lines, scopes, tests, durations=None):
     """The test ids that execute any line of the function (or class) enclosing the mutant; all
-    tests for module-level code."""
+    tests for module-level code. With ``durations`` ({test id: seconds}), quickest first: the
+    first failing test ends a mutant's run (``-x``), so a kill costs the cheap tests only."""
     lo, hi = scopes.get((mutant.file, mutant.line), (None, None))
     if lo is None:
         return list(tests)
     ids = []
     for ln in range(lo, hi + 1):
         ids += lines.get(f"{mutant.file}:{ln}", [])
-    return sorted(set(ids), key=ids.index)
+    ids = sorted(set(ids), key=ids.index)
+    if durations:
+        ids.sort(key=lambda t: durations.get(t, math.inf))
+    return ids
 
 
 def enclosing_scopes(files):
@@ -503,7 +547,20 @@ def check_reloads(files, lines, scopes, tests, timeout) -> dict:
     return out
 
 
-def _baseline(tests) -> float:
+class _Durations:
+    """A pytest plugin: each test's duration (call phase), by test id."""
+
+    def __init__(self):
+        self.seconds: dict = {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call":
+            self.seconds[report.nodeid] = report.duration
+
+
+def _baseline(tests, durations_path=None) -> float:
+    """Run the tests once, unmutated (they must pass); with ``durations_path``, write each
+    test's duration there (the mutants run their tests quickest first)."""
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:
@@ -512,12 +569,24 @@ def _baseline(tests) -> float:
         fd = os.open(os.devnull, os.O_WRONLY)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        os._exit(int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-                                  "-W", "error", *tests])))
+        rec = _Durations()
+        code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                                "-W", "error", *tests], plugins=[rec]))
+        if durations_path is not None and code == 0:
+            Path(durations_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(durations_path).write_text(json.dumps(rec.seconds))
+        os._exit(code)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("the unmutated code fails its tests: fix that first")
     return time.perf_counter() - start
+
+
+def _key(m) -> tuple:
+    """What identifies a mutant across runs: file, source line text, kind, change (and the
+    claim of an always-pass mutant)."""
+    return (m["file"], m.get("text", ""), m["kind"], m["change"]) if isinstance(m, dict) else \
+        (m.file, m.text, m.kind, m.change)
 
 
 def main(argv=None) -> int:
@@ -531,6 +600,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, default=None,
                     help="a seeded random sample of this many mutants (an estimate of the score)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the mutants already finished in OUT.partial.jsonl (written as "
+                         "each mutant finishes) and run the others")
+    ap.add_argument("--always-pass", action="store_true",
+                    help="instead of operator mutants: one mutant per claim whose comparisons "
+                         "always pass (every claim must have a test that then fails)")
     ap.add_argument("--no-reload-check", action="store_true",
                     help="skip the unmutated reload of each file (then a mutant that does not "
                          "load is reported as an error, never as a kill)")
@@ -545,6 +620,8 @@ def main(argv=None) -> int:
         path = ROOT / p
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
     mutants = enumerate_mutants(files)
+    if args.always_pass:
+        mutants = always_pass_mutants()
     if args.only:
         mutants = [m for m in mutants if args.only in f"{m.file}:{m.line}"]
     if args.rerun:
@@ -568,24 +645,40 @@ def main(argv=None) -> int:
     tests = args.tests or tests_of(args.paths[0])
     print(f"{len(mutants)} mutants in {len(files)} files; tests: {' '.join(tests)}", flush=True)
     _prepare_parent(tests)
-    base = _baseline(tests)
-    timeout = 3 * base + 10
-    print(f"unmutated run {base:.1f} s; timeout per mutant {timeout:.0f} s", flush=True)
     import hashlib
 
     digest = hashlib.sha1("\0".join([*tests, *(Path(f).read_text(encoding="utf-8") for f in files),
                                       *(Path(t.split("::")[0]).read_text(encoding="utf-8")
                                         for t in tests if Path(t.split("::")[0]).is_file())]
                                      ).encode()).hexdigest()[:16]
+    durations_path = ROOT / ".mutation" / f"durations-{digest}.json"
+    base = _baseline(tests, durations_path)
+    durations = json.loads(durations_path.read_text()) if durations_path.is_file() else None
+    timeout = 3 * base + 10
+    print(f"unmutated run {base:.1f} s; timeout per mutant {timeout:.0f} s", flush=True)
     cache = ROOT / ".mutation" / f"lines-{digest}.json"
-    lines = line_map(tests, [Path(f).resolve().relative_to(ROOT) for f in files], cache)
+    lines = {} if args.always_pass else line_map(
+        tests, [Path(f).resolve().relative_to(ROOT) for f in files], cache)
     scopes = enclosing_scopes(files)
     print(f"line map: {len(lines)} lines covered", flush=True)
     mutated = sorted({m.file for m in mutants})
-    reload_ok = ({} if args.no_reload_check else
+    reload_ok = ({} if args.no_reload_check or args.always_pass else
                  check_reloads([ROOT / f for f in mutated], lines, scopes, tests, timeout))
     finished, queue = [], []
+    partial = Path(args.out + ".partial.jsonl") if args.out else None
+    done = {}
+    if partial is not None and args.resume and partial.is_file():
+        for line in partial.read_text().splitlines():
+            rec = json.loads(line)
+            done[_key(rec)] = rec
+    elif partial is not None and partial.exists():
+        partial.unlink()
     for m in mutants:
+        if _key(m) in done:
+            rec = done.pop(_key(m))
+            m.status, m.seconds = rec["status"], rec["seconds"]
+            finished.append(m)
+            continue
         if reload_ok.get(m.file) is not None:
             m.status = f"error (the unmutated module does not reload cleanly: {reload_ok[m.file]})"
             finished.append(m)
@@ -600,7 +693,8 @@ def main(argv=None) -> int:
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                selected = tests_for(m, lines, scopes, tests)
+                selected = (list(tests) if m.kind == "always-pass"
+                            else tests_for(m, lines, scopes, tests, durations))
                 if not selected:
                     m.status = "survived (no test runs this code)"
                     res = m
@@ -620,6 +714,10 @@ def main(argv=None) -> int:
         if args.no_reload_check and res.status.startswith("killed (does not load"):
             res.status = "error" + res.status[len("killed"):]
         finished.append(res)
+        if partial is not None:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            with partial.open("a") as fh:
+                fh.write(json.dumps(asdict(res)) + "\n")
         mark = "." if res.status.startswith("killed") else "S"
         if res.status == "survived (no test runs this code)":
             print(f"\nUNCOVERED {res.file}:{res.line} [{res.kind}] {res.change}", flush=True)
