@@ -32,3 +32,447 @@ def test_budget_mode_holds_the_converged_budget_to_the_rounding_allowance():
     ok = check_meta_gradient(_off_by(0.5), inner_steps=8, cg_steps=4, max_examples=2,
                              max_kappa=30.0, corners=False)
     assert not any(f.check == "budget" for f in ok.failures), ok
+
+
+# -- diagnosis: every named wrong answer is what its name says ----------------------------------
+import math
+
+import pytest
+
+from _tolerances import assert_within_rounding
+from verify.checker import diagnosis as dg
+from verify.checker.instances import build, diagnostic_instances
+
+
+@pytest.fixture(scope="module")
+def setting():
+    """A diagnostic instance (d = 7, κ = 40, λ = 0.37, A invertible) with its exact reference,
+    the candidates by name, and the float64 data."""
+    inst = diagnostic_instances()[0]
+    task, theta = build(inst)
+    ref = exact_meta_gradient(task, theta)
+    cands = dg.candidates(task, theta, ref)
+    A, b, Aq, bq = (np.asarray(x, dtype=float) for x in (task.A, task.b, task.A_query, task.b_query))
+    return dict(inst=inst, task=task, theta=np.asarray(theta, float), ref=ref, cands=cands,
+                by_name=dict(cands), A=A, b=b, Aq=Aq, bq=bq, lam=float(task.lam), d=task.dim)
+
+
+def _same(got, want, s, *, roundings=2):
+    C = s["A"] + s["lam"] * np.eye(s["d"])
+    scale = float(np.linalg.norm(want)) + float(np.linalg.norm(got)) + 1.0
+    assert_within_rounding(got, want, dtype="float64", kappa=float(np.linalg.cond(C)) ** 2,
+                           scale=scale, dim=s["d"], roundings=roundings)
+
+
+def _closed_forms(s):
+    """The closed-form wrong answers, computed here from the task's data."""
+    A, b, Aq, bq, lam, th, d = (s[k] for k in ("A", "b", "Aq", "bq", "lam", "theta", "d"))
+    eye = np.eye(d)
+    C = A + lam * eye
+    solve = np.linalg.solve
+    phi = solve(C, lam * th - b)
+    v = Aq @ phi + bq
+    H = A
+
+    def mg(phi_at, lam_=lam, C_=C):
+        return lam_ * solve(C_, Aq @ phi_at + bq)
+
+    phi_u = solve(A, -b)
+    return {
+        "first-order MAML: ∇L(φ*) without the implicit Jacobian": v,
+        "Reptile's direction θ − φ* (not a gradient)": th - phi,
+        "the inner loss's gradient ∇L̂(φ*) = λ(θ − φ*) in place of ∇L(φ*)": A @ phi + b,
+        "the inverse without λ: (I + H)⁻¹∇L": solve(eye + H, v),
+        "H⁻¹∇L: the identity of I + H/λ dropped": solve(H, v),
+        "(I − H/λ)∇L: a Neumann series cut after one term": v - H @ v / lam,
+        "the paper's reference code defaults: (2I + H/(λ + 10))⁻¹∇L": solve(2 * eye + H / (lam + 10), v),
+        "the implicit gradient at θ (θ in place of φ*)": mg(th),
+        "∇L(θ): the outer gradient at θ, no inner solve": Aq @ th + bq,
+        "θ ignored: the meta-gradient at θ = 0": mg(solve(C, -b)),
+        "the answer for λ = 1 (λ ignored)": mg(solve(A + eye, th - b), 1.0, A + eye),
+        "∇L evaluated with A in place of A_query": lam * solve(C, A @ phi + bq),
+        "∇L evaluated with b in place of b_query": lam * solve(C, Aq @ phi + b),
+        "the inner loss used as the outer loss: λ(A + λI)⁻¹∇L̂(φ*)": lam * solve(C, A @ phi + b),
+        "the inner solution computed with λ = 1": lam * solve(C, Aq @ solve(A + eye, th - b) + bq),
+        "the implicit system built with A_query: (I + A_query/λ)⁻¹∇L": lam * solve(Aq + lam * eye, v),
+        "the inner problem solved with A_query in place of A":
+            lam * solve(C, Aq @ solve(Aq + lam * eye, lam * th - b) + bq),
+        "λ(A + λI)⁻¹ and A_query multiplied in the wrong order":
+            lam * Aq @ solve(C, phi) + lam * solve(C, bq),
+        "the inner solution with the sign of b flipped": lam * solve(C, Aq @ solve(C, lam * th + b) + bq),
+        "an unregularised inner solve φ = argmin L̂": lam * solve(C, Aq @ phi_u + bq),
+        "an unregularised inner solve with first-order MAML": Aq @ phi_u + bq,
+    }
+
+
+def test_closed_form_candidates_are_their_formulas(setting):
+    """Mutants: any operator or constant of a candidate's formula (the paper's λ + 10, a sign,
+    A for A_query ...). Each closed-form candidate equals its formula recomputed here."""
+    forms = _closed_forms(setting)
+    assert set(forms) <= set(setting["by_name"])
+    for name, want in forms.items():
+        _same(setting["by_name"][name], want, setting)
+
+
+def _cg(mv, rhs, k, x0=None):
+    x = np.zeros_like(rhs) if x0 is None else x0.copy()
+    r = rhs - mv(x)
+    p = r.copy()
+    for _ in range(k):
+        Mp = mv(p)
+        a = (r @ r) / (p @ Mp)
+        x = x + a * p
+        r_new = r - a * Mp
+        p = r_new + (r_new @ r_new) / (r @ r) * p
+        r = r_new
+    return x
+
+
+def _betty(mv, rhs, k):
+    x, r, p = np.zeros_like(rhs), rhs.copy(), rhs.copy()
+    for _ in range(k):
+        Mp = mv(p)
+        a = (r @ r) / (p @ Mp)
+        x, r_new = x + a * p, r - a * Mp
+        p = r + (r_new @ r_new) / (r @ r) * p
+        r = r_new
+    return x
+
+
+def test_iterative_candidates_are_their_iterations(setting):
+    """CG stopped after k steps (three systems, two starts), the previous-residual CG, and the
+    inner solve stopped after k gradient or Nesterov steps: recomputed here for every k listed."""
+    s = setting
+    A, lam, d, th = s["A"], s["lam"], s["d"], s["theta"]
+    forms = _closed_forms(s)
+    v = forms["first-order MAML: ∇L(φ*) without the implicit Jacobian"]
+    M = lambda w: w + A @ w / lam  # noqa: E731
+    systems = {"CG on I + H/λ": (M, v, None),
+               "CG on the normal equations (I + H/λ)²g = (I + H/λ)∇L": (lambda w: M(M(w)), M(v), None),
+               "CG on the paper's defaults 2I + H/(λ + 10)": (lambda w: 2 * w + A @ w / (lam + 10), v, None),
+               "CG on I + H/λ started at ∇L": (M, v, v)}
+    kmax = min(d + 2, 40)
+    for label, (mv, rhs, x0) in systems.items():
+        for k in range(1, kmax + 1):
+            name = f"{label} stopped after {k} step{'s' if k > 1 else ''}"
+            if name in s["by_name"]:
+                _same(s["by_name"][name], _cg(mv, rhs, k, x0), s)
+        assert f"{label} stopped after 1 step" in s["by_name"]
+    betty = [n for n in s["by_name"] if n.startswith("CG with its direction built")]
+    assert betty and betty[0].endswith(", 1 step") and len(betty) <= max(kmax, 2 * d)
+    for k in range(1, len(betty) + 1):
+        name = (f"CG with its direction built from the previous residual (betty's cg), {k} "
+                f"step{'s' if k > 1 else ''}")
+        _same(s["by_name"][name], lam * _betty(lambda w: A @ w + lam * w, v, k), s)
+    w = np.linalg.eigvalsh(A) + lam
+    beta, mu = w[-1], w[0]
+    q = (math.sqrt(beta / mu) - 1) / (math.sqrt(beta / mu) + 1)
+    C = A + lam * np.eye(d)
+    for label, mom in (("gradient descent", 0.0), ("Nesterov", q)):
+        x = y = th.copy()
+        for k in range(1, 61):
+            x_new = y - (A @ y + s["b"] + lam * (y - th)) / beta
+            y, x = x_new + mom * (x_new - x), x_new
+            name = f"the inner solve stopped after {k} {label} step{'s' if k > 1 else ''}"
+            if k in (1, 2, 3, 5, 10, 20, 30, 60):
+                _same(s["by_name"][name], lam * np.linalg.solve(C, s["Aq"] @ x + s["bq"]), s)
+            else:
+                assert name not in s["by_name"]
+
+
+def test_the_catalogue_of_candidates_is_pinned(setting):
+    """The names and their order (the first listed wins a tie): 21 closed forms, 9 steps of each
+    of four CGs, the previous-residual CG, 8 stops of each inner solver."""
+    names = [n for n, _ in setting["cands"]]
+    assert names[:21] == list(_closed_forms(setting))
+    assert len(names) == len(set(names)) == 21 + 4 * 9 + 14 + 16
+    assert names[21] == "CG on I + H/λ stopped after 1 step"
+    assert names[-1] == "the inner solve stopped after 60 Nesterov steps"
+
+
+def test_candidates_with_a_budget_and_a_history(setting):
+    s = setting
+    task, theta, ref = s["task"], s["theta"], s["ref"]
+    with_budget = [n for n, _ in dg.candidates(task, theta, ref, cg_steps=12)]
+    assert "CG on I + H/λ stopped after 12 steps" in with_budget       # beyond d + 2 = 9
+    assert with_budget.index("CG on I + H/λ stopped after 12 steps") < with_budget.index(
+        "CG on I + H/λ stopped after 1 step")                            # the budget first
+    old = np.ones(s["d"])
+    hist = dg.candidates(task, theta, ref, history=[("earlier", old), ("same", np.asarray(ref.g, float)),
+                                                     ("other shape", np.ones(3))])
+    cached = [(n, x) for n, x in hist if "earlier task" in n]
+    assert len(cached) == 1 and np.array_equal(cached[0][1], old) and "'earlier'" in cached[0][0]
+    out = dg.diagnose(old, task, theta, ref, history=[("earlier", old)])
+    assert "cached result" in out.name
+
+
+@pytest.mark.parametrize("name, factor", [(n, f(0.37)) for n, f in dg._FACTORS])
+def test_known_factors_are_named(setting, name, factor):
+    """Mutants: any factor of the table (λ² for λ⁻², a sign). λ = 0.37 keeps them apart."""
+    s = setting
+    g = np.asarray(s["ref"].g, float)
+    out = dg.diagnose(factor * g, s["task"], s["theta"], s["ref"])
+    assert out.name == name and out.explained <= dg.MATCH and out.decisive
+    assert out.known and name in str(out) and out.as_dict()["name"] == name
+
+
+def test_fitted_factor_shifted_system_coordinate_and_small_errors(setting):
+    s = setting
+    task, theta, ref = s["task"], s["theta"], s["ref"]
+    g = np.asarray(ref.g, float)
+    out = dg.diagnose(1.7 * g, task, theta, ref)
+    assert out.name == "the exact meta-gradient scaled by 1.7" and out.explained <= dg.FIT_MATCH
+    v = np.asarray(ref.outer_grad, float)
+    shifted = np.linalg.solve(1.5 * np.eye(s["d"]) + s["A"] / 3.0, v)
+    out = dg.diagnose(shifted, task, theta, ref)
+    assert out.name.startswith("a damped/shifted system (1.5·I + H/3") and out.explained <= dg.FIT_MATCH
+    bumped = g.copy()
+    bumped[4] += 0.1 * np.linalg.norm(g)
+    out = dg.diagnose(bumped, task, theta, ref)
+    assert out.name.startswith("an error confined to coordinate 4 (relative error 1.0e-01")
+    rng = np.random.default_rng(0)
+    small = g + 1e-5 * np.linalg.norm(g) * rng.standard_normal(s["d"]) / math.sqrt(s["d"])
+    out = dg.diagnose(small, task, theta, ref)
+    assert out.name.startswith("a small relative error") and dg.NO_DEFECT in out.name
+    big = g + np.linalg.norm(g) * rng.standard_normal(s["d"])
+    assert dg.diagnose(big, task, theta, ref).name == dg.NO_DEFECT
+    assert dg.diagnose(g, task, theta, ref).name == dg.NO_DEFECT
+    assert dg.diagnose(g * np.nan, task, theta, ref).name == "non-finite output"
+    eps32 = float(np.finfo(np.float32).eps)
+    f32 = g + 3 * eps32 * np.linalg.norm(g) * rng.standard_normal(s["d"]) / math.sqrt(s["d"])
+    out = dg.diagnose(f32, task, theta, ref, allowance32=100 * eps32 * np.linalg.norm(g))
+    assert out.name.startswith("consistent with single-precision (float32) rounding")
+    assert not dg.diagnose(f32, task, theta, ref,
+                           allowance32=eps32 * np.linalg.norm(g)).name.startswith("consistent")
+
+
+def test_diagnosis_text_and_dict():
+    d = dg.Diagnosis("x", 0.01, ["y", "z"], [("x", 0.01)], decisive=False)
+    assert str(d) == "x (explains the error to 1.0e-02); equally: y, z"
+    assert str(dg.Diagnosis("plain")) == "plain" and not dg.Diagnosis("plain").known
+    assert d.known and not dg.Diagnosis("w", 0.06).known and dg.Diagnosis("w", 0.05).known
+    assert d.as_dict() == {"name": "x", "explained": 0.01, "also": ["y", "z"],
+                           "ranking": [["x", 0.01]], "decisive": False}
+    assert str(dg.Diagnosis("x", 0.0)) == "x (explains the error to 0.0e+00)"
+
+
+def test_cg_iterates_helper():
+    M = np.diag([1.0, 3.0, 10.0])
+    rhs = np.array([1.0, -2.0, 0.5])
+    its = list(dg.cg_iterates(lambda w: M @ w, rhs, 5))
+    assert len(its) == 5
+    for k, x in enumerate(its[:3], start=1):
+        assert np.allclose(x, _cg(lambda w: M @ w, rhs, k), rtol=0, atol=1e-14)
+    assert np.allclose(its[-1], np.linalg.solve(M, rhs), rtol=0, atol=1e-14)   # converged, held
+    x0 = np.array([0.5, 0.5, 0.5])
+    assert np.allclose(next(dg.cg_iterates(lambda w: M @ w, rhs, 1, x0=x0)),
+                       _cg(lambda w: M @ w, rhs, 1, x0), rtol=0, atol=1e-14)
+    assert list(dg.cg_iterates(lambda w: -w, rhs, 3)) == []      # pᵀMp ≤ 0: stops
+
+
+# -- instances: the stream, the corners, the data they build -------------------------------------
+import hashlib
+import importlib
+
+from verify.checker.instances import Instance
+
+ci = importlib.import_module("verify.checker.instances")   # (verify.checker.instances is also a function)
+
+ALL = ("planted", "paper", "logistic")
+
+
+def _h(x) -> str:
+    return hashlib.sha256(repr(x).encode()).hexdigest()[:16]
+
+
+def _grid(a):
+    """An array on a grid of 1e-9 of its largest entry (rounding noise below that vanishes, so
+    the digest is the same on every machine)."""
+    a = np.asarray(a, dtype=float).ravel()
+    top = float(np.max(np.abs(a))) if a.size else 0.0
+    if top == 0:
+        return [0] * a.size
+    return [f"{top:.9g}"] + [int(x) for x in np.rint(a / (1e-9 * top))]
+
+
+def _data_digest(inst):
+    task, theta = build(inst)
+    th = np.asarray(theta, float)
+    i = int(np.argmax(np.abs(th)))
+    sign = np.sign(th[i]) if th[i] != 0 else 1.0       # an eigenvector's sign is LAPACK's choice
+    parts = ([task._X64, task._y64, task._Xq64, task._yq64] if inst.family == "logistic"
+             else [task.A, task.b, task.A_query, task.b_query])
+    return _h([_grid(p) for p in parts] + [_grid(sign * th), float(task.lam)])
+
+
+def test_the_streams_and_fixed_lists_are_pinned():
+    """Mutants: any constant of the distribution (an option list, a weight, a range, the salt)
+    or of the fixed corner and diagnostic lists. Instance i of seed s is a function of (s, i)
+    (PCG64's raw bits and integer arithmetic): these digests are the same on every machine; a
+    change to them changes every checker run and must be deliberate."""
+    assert _h(ci.sample(200, seed=0)) == "fbaa714f26c8a482"
+    assert _h(ci.sample(200, seed=7, families=ALL)) == "af530fa44157d911"
+    assert _h(ci.sample(100, seed=3, families=("logistic",), max_dim=6, max_kappa=50.0)) == \
+        "44944ba87d82fb99"
+    assert _h(ci.corner_instances(families=ALL)) == "791663b17fc24f41"
+    assert _h(ci.corner_instances(families=ALL, max_dim=8, max_kappa=100.0, seed=3)) == \
+        "288635108b65a80e"
+    assert _h(ci.diagnostic_instances()) == "e6fcf05f03639352"
+    assert _h(ci.diagnostic_instances(family="logistic")) == "42aa09166f4352f8"
+
+
+BUILD = [Instance(),
+         Instance(dim=5, kappa=30.0, lam=0.37, query="shared", spectrum="log", floor=0.5,
+                  theta_kind="bottom", seed=3),
+         Instance(dim=5, kappa=30.0, lam=2.5, query="reversed", spectrum="random", floor=3.0,
+                  theta_kind="top", theta_scale=1e2, seed=4),
+         Instance(dim=6, kappa=1e3, lam=0.05, query="same", spectrum="endpoints", theta_kind="cancel",
+                  theta_scale=1e2, seed=5),
+         Instance(dim=6, kappa=10.0, lam=7.0, theta_kind="cancel", theta_scale=0.0, b_scale=1e3,
+                  query_b_scale=1e-3, seed=6),
+         Instance(dim=3, kappa=5.0, lam=1.0, theta_kind="zero", b_scale=0.0, query_b_scale=0.0,
+                  seed=7),
+         Instance(dim=1, kappa=1.0, lam=13.0, seed=8),
+         Instance(family="paper", dim=50, kappa=50.0, lam=5.0, seed=10),
+         Instance(family="paper", dim=50, kappa=50.0, lam=5.0, seed=11, theta_kind="bottom",
+                  theta_scale=1e2),
+         Instance(family="logistic", dim=4, lam=0.37, n=12, n_query=7, seed=12, data_scale=3.0,
+                  theta_kind="top", theta_scale=10.0),
+         Instance(family="logistic", dim=3, lam=2.5, n=5, n_query=2, seed=13, theta_kind="zero")]
+BUILT = ['44679a9c3a0aacbb', 'bec2314bbb311ae6', '5e80b88e36b4bfbc', '5e5eb199035ef33c',
+         'd36fc67ab35cee8f', '8ddaa0309df0a230', '27d87d0135f34087', '3e40e618c762ec2a',
+         '68aca7cdc011e249', '81c0eb7fd40f362d', '08c7d5b60c50dec5']
+
+
+@pytest.mark.parametrize("i", range(len(BUILD)))
+def test_built_data_is_pinned(i):
+    """Mutants: any constant or operator of how an instance becomes (task, θ): the planted
+    spectrum and floor, the query kinds, the scales, each θ kind (the cancellation's 1e-3),
+    the paper's and the logistic family's data. The numbers on a 1e-9 grid, digested."""
+    assert _data_digest(BUILD[i]) == BUILT[i]
+
+
+@pytest.mark.parametrize("inst", BUILD[:6], ids=lambda x: f"{x.query}-{x.theta_kind}")
+def test_built_planted_data_has_its_properties(inst):
+    task, theta = build(inst)
+    A, Aq, lam = np.asarray(task.A), np.asarray(task.A_query), task.lam
+    w = np.linalg.eigvalsh(A)
+    assert (w[-1] + lam) / (w[0] + lam) == pytest.approx(inst.kappa, rel=1e-9)
+    assert w[0] == pytest.approx(inst.floor * lam, abs=1e-9 * (w[-1] + lam))
+    if inst.query == "same":
+        assert np.array_equal(Aq, A) and np.array_equal(task.b_query, task.b)
+    th = np.asarray(theta)
+    if inst.theta_kind in ("random", "bottom", "top"):
+        assert np.linalg.norm(th) == pytest.approx(inst.theta_scale, rel=1e-12)
+    if inst.theta_kind in ("bottom", "top"):
+        u = np.linalg.eigh(A)[1][:, 0 if inst.theta_kind == "bottom" else -1]
+        assert abs(u @ th) == pytest.approx(inst.theta_scale, rel=1e-9)
+    if inst.theta_kind == "zero":
+        assert not th.any()
+    if inst.theta_kind == "cancel" and np.linalg.matrix_rank(Aq) == inst.dim:
+        # (with a singular query Hessian, b_query's part in its kernel cannot cancel)
+        ref = exact_meta_gradient(task, theta)
+        v = np.asarray(ref.outer_grad, float)
+        assert np.linalg.norm(v) < 1e-2 * np.linalg.norm(Aq @ np.asarray(ref.phi, float))
+    for x, scale in ((task.b, inst.b_scale), (task.b_query, inst.query_b_scale)):
+        if scale == 0:
+            assert not np.asarray(x).any()
+
+
+def test_build_in_torch_float32_is_the_same_data_rounded():
+    import torch
+
+    for inst in (BUILD[1], BUILD[9]):
+        t64, th64 = build(inst)
+        t32, th32 = build(inst, backend="torch", dtype="float32")
+        assert th32.dtype == torch.float32 and torch.equal(
+            th32, torch.as_tensor(np.asarray(th64), dtype=torch.float32))
+    with pytest.raises(ValueError, match="backend"):
+        build(BUILD[0], backend="jax")
+    with pytest.raises(ValueError, match="family"):
+        ci.build64(Instance(family="nonsense"))
+
+
+def test_instance_records():
+    inst = Instance(family="logistic", dim=3, lam=2.5, n=5, n_query=2, seed=13, theta_kind="zero")
+    d = inst.as_dict()
+    assert "kappa" not in d and "query" not in d and d["n"] == 5 and d["data_scale"] == 1.0
+    p = Instance(dim=5, kappa=30.0, seed=3).as_dict()
+    assert "n" not in p and p["kappa"] == 30.0 and p["floor"] == 0.0
+    assert Instance.from_dict(dict(d, unknown=1)) == inst
+    assert repr(Instance(dim=5, kappa=30.0, seed=3)) == \
+        "Instance(family='planted', dim=5, kappa=30.0, lam=1.0, seed=3)"
+    assert repr(inst) == ("Instance(family='logistic', dim=3, lam=2.5, theta_kind='zero', "
+                          "seed=13, n=5, n_query=2)")
+
+
+def test_draw_and_instances_refuse_bad_arguments_and_keep_within_limits():
+    for bad in (True, -1, 1.5):
+        with pytest.raises(ValueError, match="seed"):
+            ci.draw(bad, 0)
+    for fams in ((), ("planted", "tensor")):
+        with pytest.raises(ValueError, match="families"):
+            ci.draw(0, 0, families=fams)
+        with pytest.raises(ValueError, match="families"):
+            ci.instances(families=fams)
+    drawn = ci.sample(300, seed=1, families=ALL, max_dim=9, max_kappa=20.0)
+    assert {i.family for i in drawn} == set(ALL)
+    counts = {f: sum(i.family == f for i in drawn) for f in ALL}
+    assert counts["planted"] > counts["logistic"] > counts["paper"] > 0      # weights 8 : 4 : 1
+    for i in drawn:
+        if i.family == "planted":
+            assert 1 <= i.dim <= 9 and 1.0 <= i.kappa <= 20.0 and (i.dim > 1 or i.kappa == 1.0)
+            assert i.lam in ci.LAMBDAS and i.theta_scale in ci.THETA_SCALES
+        elif i.family == "logistic":
+            assert 1 <= i.dim <= 9 and 2 <= i.n <= 40 and 1 <= i.n_query <= 30
+            assert i.lam in ci.LOGISTIC_LAMBDAS and i.data_scale in ci.DATA_SCALES
+        else:
+            assert (i.dim, i.kappa, i.lam) == (50, 50.0, 5.0) and i.theta_kind in ci.PAPER_THETA_KINDS
+        assert 0 <= i.seed <= 2**31 - 1
+    assert max(i.dim for i in ci.sample(300, seed=1, families=("logistic",))) == 12
+    kappas = {i.kappa for i in ci.sample(300, seed=2) if i.family == "planted" and i.dim > 1}
+    assert {1.0, 10.0, 1e4} <= kappas and max(kappas) <= 1e5
+
+
+def test_the_hypothesis_strategy_draws_the_same_kind_of_instances():
+    from hypothesis import given, settings
+
+    seen = []
+
+    @settings(max_examples=30, derandomize=True, database=None)
+    @given(ci.instances(families=ALL, max_dim=6, max_kappa=30.0))
+    def collect(inst):
+        seen.append(inst)
+        assert inst.family in ALL and inst.dim <= (50 if inst.family == "paper" else 6)
+        if inst.family == "planted":
+            assert inst.kappa <= 30.0
+
+    collect()
+    assert len(seen) == 30
+
+
+def test_simpler_neighbours_and_shrinking():
+    inst = Instance(dim=9, kappa=300.0, lam=13.0, query="same", spectrum="endpoints", floor=3.0,
+                    b_scale=1e3, query_b_scale=30.0, theta_scale=1e4, theta_kind="zero", seed=5)
+    out = ci.simpler(inst)
+    assert [o.dim for o in out[:4]] == [1, 2, 4, 8] and out[0].kappa == 1.0
+    assert [o.kappa for o in out[4:6]] == [1.0, 10.0]
+    assert out[-1] == Instance(**{**inst.as_dict(), "seed": 0})
+    assert _h(out) == _h(ci.simpler(inst)) and len(out) == 4 + 2 + 7 + 3 + 3 + 1 + 4 + 4 + 4 + 4 + 1
+    assert [o.kappa for o in ci.simpler(inst, max_kappa=5.0)[4:5]] == [1.0]
+    assert not any(o.kappa == 10.0 for o in ci.simpler(inst, max_kappa=5.0) if o.dim == 9)
+    log = Instance(family="logistic", dim=3, lam=2.5, n=10, n_query=3, seed=0, data_scale=0.3,
+                   theta_scale=10.0, theta_kind="zero")
+    out = ci.simpler(log)
+    assert [(o.dim, o.n, o.n_query) for o in out[:6]] == [(1, 10, 3), (2, 10, 3), (3, 2, 3),
+                                                          (3, 6, 3), (3, 10, 1), (3, 10, 2)]
+    assert all(o.seed == 0 for o in out)
+    paper = Instance(family="paper", dim=50, kappa=50.0, lam=5.0, theta_scale=1e2,
+                     theta_kind="cancel", seed=4)
+    assert [(o.theta_scale, o.theta_kind, o.seed) for o in ci.simpler(paper)] == [
+        (1.0, "cancel", 4), (0.0, "cancel", 4), (1e2, "random", 4), (1e2, "bottom", 4),
+        (1e2, "top", 4), (1e2, "cancel", 0)]
+    calls = []
+    ci.shrink(inst, lambda c: calls.append(c) or False, budget=5)
+    assert len(calls) == 5
+    assert ci.shrink(inst, lambda c: c.dim >= 4, budget=1000).dim == 4
