@@ -476,3 +476,130 @@ def test_simpler_neighbours_and_shrinking():
     ci.shrink(inst, lambda c: calls.append(c) or False, budget=5)
     assert len(calls) == 5
     assert ci.shrink(inst, lambda c: c.dim >= 4, budget=1000).dim == 4
+
+
+# -- core: results, their text and JSON, the bounds of budget mode, the search --------------------
+from verify.checker import core
+
+
+def _failure(**kw):
+    base = dict(check="converged", instance=Instance(dim=3, seed=4), measured=2.0, allowed=0.5,
+                reference_norm=4.0, statement="‖g − g*‖ ≤ allowance")
+    return core.Failure(**{**base, **kw})
+
+
+def test_failure_numbers_text_and_dict():
+    f = _failure()
+    assert f.relative == 0.5 and f.ratio == 4.0
+    assert _failure(reference_norm=0.0).relative == math.inf and _failure(allowed=0.0).ratio == math.inf
+    assert f.reproduce() == ("from verify.checker import Instance, build; task, theta = "
+                             "build(Instance(family='planted', dim=3, lam=1.0, seed=4)); fn(task, theta)")
+    assert f.reproduce(backend="torch", device="cuda", dtype="float32").endswith(
+        "seed=4), backend='torch', device='cuda', dtype='float32'); fn(task, theta)")
+    b = _failure(check="budget", budgets=(8, 4))
+    assert b.reproduce().endswith("fn(task, theta, inner_steps=8, cg_steps=4)")
+    c = _failure(check="cg", budgets=(0, 5))
+    assert c.reproduce().endswith("; M = I + A/λ, rhs = ∇L(Alg*(θ)); cg_fn(lambda w: M @ w, rhs, 5)")
+    text = f.describe()
+    assert text.splitlines() == [
+        "  Instance(family='planted', dim=3, lam=1.0, seed=4)",
+        "    error 2.000e+00 (relative 5.00e-01) > allowed 5.000e-01  [4 × the allowance]; "
+        "‖g − g*‖ ≤ allowance",
+        "    reproduce: " + f.reproduce()]
+    assert b.describe(indent="").splitlines()[0].endswith(" at budgets K=8, M=4")
+    assert c.describe(indent="").splitlines()[0].endswith(" at m = 5 CG steps")
+    e = _failure(check="output", error="returned NaN or Inf", diagnosis=dg.Diagnosis("x"))
+    lines = e.describe(indent="").splitlines()
+    assert lines[1] == "  returned NaN or Inf" and lines[2] == "  diagnosis: x"
+    d = _failure(allowed=0.0, details={"output": np.ones(3), "bound": 1.5}).as_dict()
+    assert d["ratio"] is None and d["relative"] == 0.5 and d["details"] == {"bound": 1.5}
+    assert d["budgets"] is None and d["diagnosis"] is None and d["instance"]["dim"] == 3
+    assert b.as_dict()["budgets"] == [8, 4] and e.as_dict()["diagnosis"]["name"] == "x"
+
+
+def _report(passed, failures=(), **settings):
+    s = {"seed": 3, "backend": "numpy", "dtype": "float64", "device": "cpu", "corners": 2, **settings}
+    return core.Report("mod:fn", "converged", passed, list(failures), 7, 0.25,
+                       None if passed else dg.Diagnosis("a wrong sign (−1 ×)", 0.0), s)
+
+
+def test_report_text_and_json():
+    ok = _report(True)
+    assert str(ok).splitlines() == [
+        "PASS: mod:fn — converged check, numpy float64 on cpu, seed 3",
+        "  7 instances (2 fixed corner instances, the rest drawn from seed 3); 0 failed comparisons",
+        "  every error within its allowance; the closest came to 0.25 × the allowance"]
+    one = _report(False, [_failure(minimal=True)], budgets=[8, 4])
+    lines = str(one).splitlines()
+    assert lines[0].endswith("seed 3, budgets K=8, M=4") and lines[0].startswith("FAIL: mod:fn")
+    assert lines[1].endswith("; 1 failed comparison")
+    assert lines[2] == "  diagnosis: a wrong sign (−1 ×) (explains the error to 0.0e+00)"
+    assert lines[3] == "  minimal failing instance (shrunk) [converged]:"
+    many = _report(False, [_failure() for _ in range(8)])
+    many.skipped = 2
+    text = str(many)
+    assert "; 8 failed comparisons; 2 skipped (see docs/checker.md)" in text
+    assert text.count("  failing instance [converged]:") == 6
+    assert text.endswith("  … and 2 more (see .failures)")
+    d = many.as_dict()
+    assert d["passed"] is False and d["instances"] == 7 and d["skipped"] == 2 and len(d["failures"]) == 8
+    assert d["worst_ratio"] == 0.25 and d["diagnosis"]["name"] == "a wrong sign (−1 ×)"
+    assert _report(True).as_dict()["diagnosis"] is None
+    inf = core.Report("f", "cg", True, [], 1, math.inf, None, {})
+    assert inf.as_dict()["worst_ratio"] is None
+    import json
+
+    j = json.loads(core.Report("f", "cg", True, [], 1, 0.5, None,
+                               {"a": np.float64(1.5), "b": np.int64(2), "c": np.arange(2),
+                                "d": object}).to_json())
+    assert j["settings"]["a"] == 1.5 and j["settings"]["b"] == 2 and j["settings"]["c"] == [0, 1]
+    assert j["settings"]["d"].startswith("<class")
+    assert core.Report("f", "cg", True, [], 1, 0.5, None, {}).to_json(indent=None).startswith('{"implementation"')
+
+
+def test_budget_bounds_and_the_step_search():
+    from theory.bounds import cg_error_bound, lemma3_bound_sharp, nesterov_distance_bound
+
+    assert core.inner_distance_bound(16.0, 10, 2.0, "gd") == pytest.approx((1 - 1 / 16) ** 10 * 2.0)
+    assert core.inner_distance_bound(16.0, 10, 2.0, "nesterov") == nesterov_distance_bound(16.0, 10, 2.0)
+    assert core.inner_distance_bound(16.0, 10, 2.0) == max(
+        core.inner_distance_bound(16.0, 10, 2.0, "gd"), core.inner_distance_bound(16.0, 10, 2.0, "nesterov"))
+    assert core.inner_distance_bound(1.0, 3, 2.0, "gd") == 0.0
+    assert core.inner_distance_bound(1.0, 0, 2.0, "gd") == 2.0
+    with pytest.raises(ValueError, match="inner"):
+        core.inner_distance_bound(4.0, 1, 1.0, "newton")
+    from theory.constants import Constants
+
+    c = Constants(beta=8.0, mu=0.5, kappa=16.0, L=3.0, B=2.0, rho=0.0, D=1.0, lam=1.0)
+    bound, delta, dp = core.budget_bound(c, 2.0, 10, 4, "gd")
+    assert delta == core.inner_distance_bound(16.0, 10, 2.0, "gd")
+    assert dp == cg_error_bound(16.0, 4, 1.0 / 0.5 * (2.0 + 3.0 * delta))
+    assert bound == lemma3_bound_sharp(c, delta, dp)
+    f = lambda k: 100.0 / (k + 1)  # noqa: E731
+    assert core._steps_until(f, 10.0, cap=1000) == 9
+    assert core._steps_until(f, 100.0, cap=1000) == 0
+    assert core._steps_until(f, 0.01, cap=1000) is None
+    assert core._steps_until(f, 100.0 / 1001, cap=1000) == 1000
+    assert core.MAX_CONVERGED_STEPS == 20_000 and core.SHRINK_BUDGET == 80
+
+
+def test_the_search_reports_the_shrunk_failure_first_then_corners_then_the_rest():
+    fail = lambda inst: inst.dim >= 3  # noqa: E731
+    outcomes = {}
+
+    def evaluate(inst):
+        outcomes[inst] = outcomes.get(inst, 0) + 1
+        ok = not fail(inst)
+        return core._Outcome(ok, [] if ok else [_failure(instance=inst)], 0.1 * inst.dim, 1)
+
+    corners = [Instance(dim=1, seed=1), Instance(dim=5, seed=2)]
+    stream = [Instance(dim=2, seed=3), Instance(dim=9, seed=4), Instance(dim=2, seed=5)]
+    failures, n, ratio, skipped = core._Search(evaluate).run(corners, lambda i: stream[i], 3)
+    assert failures[0].minimal and failures[0].instance.dim == 3      # shrunk from d = 9
+    assert failures[1].instance == corners[1] and not failures[1].minimal
+    assert all(v == 1 for v in outcomes.values())                     # memoised
+    assert n == len(outcomes) and skipped == n
+    assert ratio == pytest.approx(0.2)                                # the worst passing one
+    assert Instance(dim=2, seed=5) not in outcomes                    # stops at the first failure
+    none = core._Search(lambda i: core._Outcome(True, [], 0.3)).run([], lambda i: stream[i], 2)
+    assert none == ([], 2, 0.3, 0)
