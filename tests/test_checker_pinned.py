@@ -603,3 +603,82 @@ def test_the_search_reports_the_shrunk_failure_first_then_corners_then_the_rest(
     assert Instance(dim=2, seed=5) not in outcomes                    # stops at the first failure
     none = core._Search(lambda i: core._Outcome(True, [], 0.3)).run([], lambda i: stream[i], 2)
     assert none == ([], 2, 0.3, 0)
+
+
+# -- the command line: what reaches the checks -------------------------------------------------
+import argparse
+import json
+import sys
+
+import verify.checker as vc
+from verify.checker import cli as ccli
+
+
+def _args(*argv):
+    p = argparse.ArgumentParser()
+    ccli.add_parser(p.add_subparsers(dest="command"))
+    return p.parse_args(["check", *argv])
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """check_meta_gradient and check_cg replaced by recorders returning a fixed report."""
+    calls = []
+
+    def fake(kind, passed):
+        def f(fn, *args, **kwargs):
+            calls.append((kind, fn, args, kwargs))
+            return core.Report("f", kind, passed, [], 1, 0.5, None, {"seed": kwargs.get("seed")})
+        return f
+
+    monkeypatch.setattr(vc, "check_meta_gradient", fake("converged", True))
+    monkeypatch.setattr(vc, "check_cg", fake("cg", False))
+    return calls
+
+
+def test_cli_passes_every_option_through(captured, capsys):
+    assert ccli.run(_args("_checker_catalogue:textbook_solve", "--budget", "7,3", "--backend",
+                          "torch", "--dtype", "float32", "--seed", "5", "--max-examples", "9",
+                          "--family", "planted", "--family", "logistic", "--inner", "gd")) == 0
+    kind, fn, args, kw = captured[-1]
+    assert kind == "converged" and fn.__name__ == "textbook_solve" and args == ()
+    assert kw == dict(inner_steps=7, cg_steps=3, backend="torch", device="cpu", dtype="float32",
+                      seed=5, max_examples=9, families=["planted", "logistic"], inner="gd")
+    assert capsys.readouterr().out.startswith("PASS: f")
+    assert ccli.run(_args("_checker_catalogue:textbook_solve")) == 0
+    assert captured[-1][3]["inner_steps"] is None and captured[-1][3]["cg_steps"] is None
+    assert captured[-1][3]["max_examples"] is None and captured[-1][3]["families"] is None
+    capsys.readouterr()
+    assert ccli.run(_args("_checker_catalogue:textbook_solve", "--cg", "1,4", "--json")) == 1
+    kind, fn, args, kw = captured[-1]
+    assert kind == "cg" and args == ([1, 4],) and "max_examples" not in kw and kw["seed"] == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "cg"
+    ccli.run(_args("_checker_catalogue:textbook_solve", "--cg", "2", "--max-examples", "4"))
+    assert captured[-1][3]["max_examples"] == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("_checker_catalogue:textbook_solve", "--budget", "5,2", "--cg", "1"), "exclude each other"),
+    (("_checker_catalogue:textbook_solve", "--budget", "5"), "--budget must be 2 non-negative"),
+    (("_checker_catalogue:textbook_solve", "--budget", "5,-1"), "--budget must be 2 non-negative"),
+    (("_checker_catalogue:textbook_solve", "--budget", "5,x"), "--budget must be comma-separated"),
+    (("_checker_catalogue:textbook_solve", "--cg", "1,-2"), "--cg must be some non-negative"),
+    (("textbook_solve",), "expected module:function"),
+    (("no_such_module_xyz:f",), "cannot import 'no_such_module_xyz'"),
+    (("_checker_catalogue:nothing_here",), "has no attribute 'nothing_here'"),
+    (("_checker_catalogue:DEFECTS",), "is not callable"),
+])
+def test_cli_usage_errors_name_what_is_wrong(captured, capsys, argv, message):
+    assert ccli.run(_args(*argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("imaml-verify check: error: ") and message in err
+    assert not captured
+
+
+def test_cli_loads_methods_and_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "mymod_i18.py").write_text("class K:\n    @staticmethod\n    def f(task, theta):\n"
+                                           "        return theta\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
+    f = ccli.load("mymod_i18:K.f")
+    assert f(None, 3) == 3 and "" in sys.path
