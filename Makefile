@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow --hypothesis-profile=thorough
+	$(PY) -m pytest -q -m "slow or mutation" --hypothesis-profile=thorough
 
 # The report commands pin the numerical kernels themselves (one thread, AVX2 code paths: see
 # docs/architecture.md), so that on any x86-64 machine with the locked versions they rewrite

@@ -1,7 +1,9 @@
 """The plan of every claim, pinned: which instances it checks and which statements it makes,
 in quick mode (seed 1, what tests/test_claims.py runs) and in full mode (seed 0, what
 `make report` runs). A claim's plan is the list of its results' (statement, relation, kind,
-instance), the instance's numbers to 9 significant digits; the pin keeps, per claim and mode,
+instance, verdict, and the exact part of its details: the step counts and other integers,
+booleans and strings the report shows), the instance's numbers to 9 significant digits; the
+pin keeps, per claim and mode,
 the number of results, how many results make each statement, and a SHA-256 digest of the whole
 list. The evidence behind REPORT.md cannot then change silently — a different grid, seed,
 family, or a result dropped — and a deliberate change is one regeneration:
@@ -36,8 +38,30 @@ def _canonical(x):
     return str(x)
 
 
+def _exact_part(x):
+    """The parts of a result's details that are exact on every machine: integers (step counts,
+    counts), booleans, strings and None, in lists and dicts; floats (which may differ in their
+    last bits between processors) are left out."""
+    if isinstance(x, dict):
+        out = {str(k): _exact_part(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
+        return {k: v for k, v in out.items() if v is not _FLOAT}
+    if isinstance(x, (list, tuple)):
+        return [_exact_part(v) for v in x]
+    if hasattr(x, "item") and not hasattr(x, "__len__"):
+        x = x.item()
+    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
+        return x
+    return _FLOAT
+
+
+_FLOAT = "<float>"
+
+
 def plan(results) -> list:
-    return [[r.statement, r.relation, r.kind, _canonical(r.instance)] for r in results]
+    """Per result: statement, relation, kind, the instance (numbers to 9 digits), the verdict
+    and the exact part of its details (:func:`_exact_part`)."""
+    return [[r.statement, r.relation, r.kind, _canonical(r.instance), bool(r.passed),
+             _exact_part(r.details)] for r in results]
 
 
 def summary(results) -> dict:

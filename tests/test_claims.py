@@ -1,5 +1,6 @@
 """Every registered claim holds: in quick mode on a seed other than the report's (the CLI test
-runs seed 0), in full mode on the report's seed 0, and in full mode on seed 7 under
+runs seed 0), in full mode on the report's seed 0 (marker `mutation`: `make mutate` and
+`make test-slow` run it, `make test` does not), and in full mode on seed 7 under
 `make test-slow`. The quick and full plans (which instances, which statements) are pinned
 (tests/_claim_plans.py). Claim-specific properties and negative controls live in the test
 module of each claim."""
@@ -46,6 +47,7 @@ def test_claim_holds_in_quick_mode(name):
     _plan_is_pinned(name, "quick", results)
 
 
+@pytest.mark.mutation        # about a minute for all claims: make mutate and make test-slow
 @pytest.mark.parametrize("name", NAMES)
 def test_claim_holds_in_full_mode_on_the_reports_seed(name):
     results = all_claims()[name].run(RunContext(**MODES["full"]))

@@ -12,7 +12,8 @@ How it runs fast: one parent process imports NumPy, torch, the project and the t
 once (a pytest collection pass), then forks a child per mutant. The child compiles the mutated
 module and swaps the mutated functions' code objects into the existing function objects
 (``f.__code__``, defaults, class attributes), so every ``from module import f`` elsewhere sees the
-mutant, then runs pytest (``-x``) on the module's tests. A child whose tests fail, error or time out
+mutant, then runs pytest (``-x``, quickest first) on the module's tests: the fast tests and those marked
+``mutation`` (every claim in full mode with its pinned plan: too long for ``make test``). A child whose tests fail, error or time out
 (3× the unmutated run + 10 s) kills the mutant.
 
 No fake kills. A mutant that cannot be loaded at all (its module raises on re-execution) counts
