@@ -78,6 +78,7 @@ def test_check_result_ratio_dict_and_text():
 def test_unit_and_exact_reference():
     assert np.array_equal(_common.unit(np.zeros(3)), np.zeros(3))
     assert np.allclose(_common.unit(np.array([3.0, 4.0])), [0.6, 0.8], rtol=0, atol=1e-16)
+    assert np.allclose(_common.unit(np.array([0.3, 0.4])), [0.6, 0.8], rtol=0, atol=1e-16)
     from theory.exact import QuadraticReference
     from verify.tasks import planted_spectrum_task
 
