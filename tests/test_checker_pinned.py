@@ -682,3 +682,187 @@ def test_cli_loads_methods_and_the_current_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
     f = ccli.load("mymod_i18:K.f")
     assert f(None, 3) == 3 and "" in sys.path
+
+
+# -- peers: the table, and each re-implementation is what its description says ----------------
+import importlib.util
+
+from verify.checker import peers as P
+
+_HAS_PEERS = all(importlib.util.find_spec(m) for m in ("torchopt", "jax", "jaxopt"))
+
+
+def test_the_peers_table_is_pinned():
+    rows = [(p.name, p.mode, p.budgets, p.backend, p.requires) for p in P.peers()]
+    assert rows[:8] == [
+        ("imaml-verify solvers.imaml_meta_gradient (converged)", "converged", None, "numpy", ()),
+        ("imaml-verify solvers.imaml_meta_gradient (Algorithm 2)", "budget", (10, 5), "numpy", ()),
+        ("imaml-verify solvers.fomaml_meta_gradient (control)", "converged", None, "numpy", ()),
+        ("re-implementation: torchopt's normal-equation CG, 5 steps", "converged", None, "numpy", ()),
+        ("re-implementation: paper's reference code defaults, 5 CG steps", "converged", None, "numpy", ()),
+        ("re-implementation: paper's reference code defaults, solved exactly", "converged", None,
+         "numpy", ()),
+        ("re-implementation: betty's cg, 50 iterations (cg_alpha = 1)", "converged", None, "numpy", ()),
+        ("re-implementation: paper's reference code defaults, Algorithm 2", "budget", (10, 5), "numpy", ())]
+    assert [(m, b, be, r) for _, m, b, be, r in rows[8:]] == (
+        [("converged", None, "torch", ("torch", "torchopt"))] * 3
+        + [("budget", (10, 5), "torch", ("torch", "torchopt"))] * 2
+        + [("converged", None, "numpy", ("jax", "jaxopt"))] * 2)
+    assert P.peers()[2].note == "first-order MAML: must be flagged"
+    assert P.ISSUE_INSTANCE == Instance(family="planted", dim=50, kappa=16.7, lam=2.0, seed=2019)
+
+
+@pytest.fixture(scope="module")
+def small():
+    task, theta = build(Instance(dim=6, kappa=20.0, lam=0.37, floor=0.5, seed=21))
+    A, b = np.asarray(task.A, float), np.asarray(task.b, float)
+    lam = float(task.lam)
+    phi = np.linalg.solve(A + lam * np.eye(6), lam * np.asarray(theta) - b)
+    return task, np.asarray(theta, float), A, lam, phi, np.asarray(task.outer_grad(phi), float)
+
+
+def _close(a, b, scale, kappa=1e4):
+    assert_within_rounding(a, b, dtype="float64", kappa=kappa, scale=scale, dim=6, roundings=2)
+
+
+def test_reimplementations_compute_what_they_describe(small):
+    task, theta, A, lam, phi, v = small
+    M = lambda w: w + A @ w / lam  # noqa: E731
+    s = float(np.linalg.norm(v)) * 10
+    _close(P.normal_cg_reimpl(task, theta), _cg(lambda w: M(M(w)), M(v), 5), s)
+    _close(P.normal_cg_reimpl(task, theta, cg_steps=2), _cg(lambda w: M(M(w)), M(v), 2), s)
+    paper = lambda w: 2 * w + A @ w / (lam + 10)  # noqa: E731
+    _close(P.paper_defaults_reimpl(task, theta), _cg(paper, v, 5), s)
+    _close(P.paper_defaults_reimpl(task, theta, cg_steps=4 * 6 + 20), np.linalg.solve(
+        2 * np.eye(6) + A / (lam + 10), v), s)
+    _close(P.paper_defaults_reimpl(task, theta, regu_coef=0.5, lam_damping=3.0, cg_steps=40),
+           np.linalg.solve(1.5 * np.eye(6) + A / (lam + 3.0), v), s)
+    C = lambda w: A @ w + lam * w  # noqa: E731
+    _close(P.betty_cg_reimpl(task, theta), lam * _betty(C, v, 50), s)
+    _close(P.betty_cg_reimpl(task, theta, cg_steps=3), lam * _betty(C, v, 3), s)
+
+    def betty_alpha(a, k):        # step length from a·Hp, residual update from Hp
+        x, r, p = np.zeros(6), v.copy(), v.copy()
+        for _ in range(k):
+            Hp = C(p)
+            step = (r @ r) / (p @ (a * Hp))
+            x, r_new = x + step * p, r - step * Hp
+            p = r + (r_new @ r_new) / (r @ r) * p
+            r = r_new
+        return lam * a * x
+    _close(P.betty_cg_reimpl(task, theta, cg_steps=4, cg_alpha=0.5), betty_alpha(0.5, 4), s)
+    # with budgets the inner solve is the suite's Nesterov from θ
+    import solvers
+
+    phi3 = np.asarray(solvers.inner_solve(task, theta, inner_steps=3).x)
+    Mb = lambda w: w + np.asarray(task.inner_hvp(phi3, w)) / lam  # noqa: E731
+    _close(P.normal_cg_reimpl(task, theta, inner_steps=3, cg_steps=2),
+           _cg(lambda w: Mb(Mb(w)), Mb(np.asarray(task.outer_grad(phi3))), 2), s)
+
+
+def test_own_peers_and_their_step_counts(small):
+    task, theta, A, lam, phi, v = small
+    beta, mu = task.curvature_bounds()
+    K = int(math.ceil(2 * math.sqrt(beta / mu) * math.log(1e22 * beta / mu))) + 20
+    assert P._converged_steps(task) == (K, 4 * 6 + 20)
+    ref = exact_meta_gradient(task, theta)
+    g = np.asarray(ref.g, float)
+    _close(P.ours_converged(task, theta), g, float(np.linalg.norm(g)))
+    import solvers
+
+    _close(P.ours_fomaml(task, theta), solvers.fomaml_meta_gradient(
+        task, theta, inner_steps=K).gradient, float(np.linalg.norm(v)))
+    _close(P.ours_algorithm2(task, theta, 4, 2), solvers.imaml_meta_gradient(
+        task, theta, inner_steps=4, cg_steps=2).gradient, float(np.linalg.norm(v)))
+
+
+def test_issue_instance_error_and_diagnosis():
+    ok = P.Peer("ours", P.ours_converged)
+    task, theta = build(P.ISSUE_INSTANCE)
+    ref = exact_meta_gradient(task, theta)
+    g_norm = float(np.linalg.norm(np.asarray(ref.g, float)))
+    assert P._issue_instance_error(ok) <= converged_allowance(task, theta, ref).total / g_norm
+    assert P._issue_instance_diagnosis(ok).startswith("on the issue's instance: a small relative")
+    boom = P.Peer("boom", lambda task, theta: 1 / 0)
+    assert P._issue_instance_error(boom) is None and P._issue_instance_diagnosis(boom) is None
+    flipped = P.Peer("flipped", lambda task, theta: -P.ours_converged(task, theta))
+    assert P._issue_instance_error(flipped) == pytest.approx(2.0, rel=1e-9)
+    assert P._issue_instance_diagnosis(flipped).startswith(
+        "on the issue's instance: a wrong sign (−1 ×) (explains the error to")
+    budget = P.Peer("alg2", P.ours_algorithm2, "budget", (10, 5))
+    # budget peers are measured at a converged inner solve and M = 5 CG steps
+    assert 0.05 < P._issue_instance_error(budget) < 0.2
+    nan = P.Peer("nan", lambda task, theta: np.full(task.dim, np.nan))
+    P._issue_instance_error(nan)
+    assert P._issue_instance_diagnosis(nan) is None
+
+
+def test_markdown_rows():
+    doc = {"rows": [
+        {"implementation": "a|b", "mode": "converged", "budgets": None, "verdict": "SKIPPED",
+         "reason": "not installed: x"},
+        {"implementation": "p", "mode": "budget", "budgets": [10, 5], "verdict": "PASS",
+         "measured": None, "worst_ratio": 0.123, "relative_error": None,
+         "issue_instance_relative_error": 0.0996, "diagnosis": None},
+        {"implementation": "f", "mode": "converged", "budgets": None, "verdict": "FAIL",
+         "measured": 2.0, "allowed": 1e-12, "relative_error": 0.5,
+         "issue_instance_relative_error": None, "diagnosis": "x | y"},
+        {"implementation": "e", "mode": "converged", "budgets": None, "verdict": "FAIL",
+         "measured": None, "error": "raised ValueError: no", "relative_error": None,
+         "issue_instance_relative_error": 1.0, "diagnosis": None}]}
+    lines = P.render_markdown(doc).splitlines()
+    assert lines[0] == "## Third-party implementations" and lines[-5].startswith("|---|")
+    assert lines[-4] == "| a|b | converged | skipped | — | — | — | not installed: x |"
+    assert lines[-3] == "| p | budget K=10, M=5 | PASS | within allowance (worst 0.12×) | — | 0.0996 |  |"
+    assert lines[-2] == "| f | converged | FAIL | 2.00e+00 (1.00e-12) | 5.00e-01 | — | x / y |"
+    assert lines[-1] == "| e | converged | FAIL | raised ValueError: no | — | 1 |  |"
+
+
+def test_run_peers_rows_and_skips(monkeypatch):
+    doc = P.run_peers(quick=True, only=["paper's reference code defaults, 5 CG steps"], seed=2)
+    assert doc["seed"] == 2 and doc["quick"] is True and doc["issue_instance"]["dim"] == 50
+    (row,) = doc["rows"]
+    assert row["verdict"] == "FAIL" and row["mode"] == "converged" and row["budgets"] is None
+    assert row["instances"] >= 1 and row["worst_ratio"] is None and row["check"] == "converged"
+    assert row["measured"] > row["allowed"] and row["relative_error"] == pytest.approx(
+        row["measured"] / (row["measured"] / row["relative_error"]))
+    assert "2I + H/(λ + 10)" in row["diagnosis"] and row["note"] == ""
+    monkeypatch.setattr(P, "_missing", lambda req: list(req))
+    doc = P.run_peers(quick=True, only=["torchopt custom_root + solve_cg() (defaults"])
+    (row,) = doc["rows"]
+    assert row["verdict"] == "SKIPPED" and row["reason"] == (
+        "not installed: torch, torchopt (pip install -e '.[peers]')")
+
+
+@pytest.mark.skipif(not _HAS_PEERS, reason="optional extra 'peers' not installed")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # torchopt, jax
+def test_torch_peers_compute_what_they_describe(small):
+    """torchopt's custom_root with CG at M steps is Algorithm 2 with gradient-descent inner steps;
+    the Newton inner solve reaches Alg*(θ); jaxopt's tight solve is the exact meta-gradient."""
+    import warnings
+
+    import torch
+
+    import solvers
+
+    with warnings.catch_warnings():       # torchopt's import warns about torch.jit.script
+        warnings.simplefilter("ignore")
+        import jaxopt  # noqa: F401
+        import torchopt  # noqa: F401
+    task, theta, A, lam, phi, v = small
+    tt, th = build(Instance(dim=6, kappa=20.0, lam=0.37, floor=0.5, seed=21), backend="torch")
+    newton = P.torch_newton_inner(tt, th).numpy()
+    _close(newton, phi, float(np.linalg.norm(phi)))
+    beta, _ = task.curvature_bounds()
+    gd = P.torch_newton_inner(tt, th, inner_steps=7).numpy()
+    _close(gd, np.asarray(solvers.inner_solve(task, theta, inner_steps=7, inner="gd").x),
+           float(np.linalg.norm(theta)))
+    budget = next(p for p in P.torchopt_peers() if p.name.startswith(
+        "torchopt custom_root + solve_cg(maxiter=M)"))
+    g = budget.fn(tt, th, inner_steps=7, cg_steps=3).detach().numpy()
+    want = solvers.imaml_meta_gradient(task, theta, inner_steps=7, cg_steps=3, inner="gd").gradient
+    _close(g, want, float(np.linalg.norm(v)) * 10)
+    tight = P.jaxopt_peers()[1]
+    ref = exact_meta_gradient(task, theta)
+    _close(tight.fn(task, theta), np.asarray(ref.g, float), float(np.linalg.norm(v)))
+    assert isinstance(th, torch.Tensor)
