@@ -124,17 +124,43 @@ def test_far_instances_families_order_and_conversion(quick):
             assert beta / mu == pytest.approx(1e6)
 
 
-def test_far_instances_in_float32_torch_are_the_same_data_rounded():
+@pytest.mark.parametrize("array, dtype", [("torch", "float32"), ("torch", "float64"),
+                                          ("numpy", "float32")])
+def test_far_instances_in_other_arrays_are_the_same_data_rounded(array, dtype):
     import torch
 
     ref = _common.far_instances(RunContext(quick=True, seed=2))
-    out = _common.far_instances(RunContext(quick=True, seed=2, array="torch", dtype="float32"))
-    for (t64, th64, _), (t32, th32, inst) in zip(ref, out):
-        assert isinstance(th32, torch.Tensor) and th32.dtype == torch.float32
-        assert inst["array"] == "torch" and inst["dtype"] == "float32"
-        assert torch.equal(t32.A, torch.as_tensor(t64.A, dtype=torch.float32))
-        assert torch.equal(th32, torch.as_tensor(th64, dtype=torch.float32))
-        assert t32.lam == t64.lam
+    out = _common.far_instances(RunContext(quick=True, seed=2, array=array, dtype=dtype))
+    for (t64, th64, _), (t, th, inst) in zip(ref, out):
+        assert inst["array"] == array and inst["dtype"] == dtype and t.lam == t64.lam
+        for a, b in ((t.A, t64.A), (t.b_query, t64.b_query), (th, th64)):
+            if array == "torch":
+                assert isinstance(a, torch.Tensor) and a.dtype == getattr(torch, dtype)
+                assert torch.equal(a, torch.as_tensor(b, dtype=getattr(torch, dtype)))
+            else:
+                assert isinstance(a, np.ndarray) and a.dtype == np.dtype(dtype)
+                assert np.array_equal(a, np.asarray(b).astype(dtype))
+
+
+def test_far_crafted_instances_have_the_meta_gradient_norm_they_record():
+    from _tolerances import assert_within_rounding
+
+    for task, theta, inst in _common.far_instances(RunContext(seed=4)):
+        if inst["family"].startswith("crafted"):
+            ref = _common.exact_reference(task)
+            g = np.linalg.norm(ref.as_float(ref.meta_gradient(theta)))
+            beta, mu = task.curvature_bounds()
+            assert_within_rounding(g, inst["meta_gradient_norm"], dtype="float64",
+                                   kappa=beta / mu, dim=5,
+                                   scale=float(np.linalg.norm(task.b_query)))
+            assert np.linalg.norm(theta) == pytest.approx(inst["theta_norm"], rel=1e-12)
+
+
+def test_check_result_defaults():
+    from verify.checks._result import CheckResult
+
+    r = CheckResult("c", "§1", "s", 1.0, 2.0, True)
+    assert (r.relation, r.allowance, r.instance, r.details, r.kind) == ("<=", 0.0, {}, {}, "claim")
 
 
 def test_meta_gradient_allowance_on_a_logistic_task_takes_its_certified_L():
@@ -168,3 +194,91 @@ def test_make_instance_builds_the_twin_and_theta_of_its_seed():
     assert np.array_equal(theta64, np.random.default_rng(seed + 1).standard_normal(4).astype(
         np.float32).astype(np.float64))
     assert isinstance(twin.A, np.ndarray) and twin.A.dtype == np.float64
+
+
+# -- verify/checks/cg_bound.py ---------------------------------------------------------------------
+
+def _cg_rows(task, theta, steps, norm, matvec=None):
+    """(k, error, bound) of CG at φ = Alg*(θ), recomputed here."""
+    from solvers import cg
+    from theory.bounds import cg_error_bound
+
+    phi = task.inner_solution(theta)
+    g_star = task.implicit_gradient(phi)
+    beta, mu = task.curvature_bounds()
+    M = np.eye(task.dim) + task.A / task.lam
+    size = (lambda e: float(np.sqrt(e @ M @ e))) if norm == "M" else np.linalg.norm
+    mv = matvec or (lambda v: v + task.inner_hvp(phi, v) / task.lam)
+    res = cg(mv, task.outer_grad(phi), max_steps=steps, rtol=0.0, atol=0.0, history=True)
+    e0 = size(g_star)
+    return [(k, size(np.asarray(g) - g_star), cg_error_bound(beta / mu, k, e0, norm=norm))
+            for k, g in enumerate(res.history.iterates)]
+
+
+@pytest.mark.parametrize("norm", ["2", "M"])
+def test_cg_bound_runs_until_its_bound_is_at_rounding_and_reports_the_worst_step(norm):
+    from verify.checks import cg_bound
+    from verify.checks._common import cg_allowance
+    from verify.tasks import planted_spectrum_task
+
+    capped, _ = planted_spectrum_task(12, 1e3, 1.0, seed=5, query="independent", spectrum="log")
+    assert cg_bound.check_cg_bound(capped, np.ones(12), norm=norm).details["steps"] == 10 * 12 + 50
+    task, _ = planted_spectrum_task(12, 10.0, 1.0, seed=5, query="independent", spectrum="log")
+    theta = np.ones(12)
+    r = cg_bound.check_cg_bound(task, theta, norm=norm)
+    phi = task.inner_solution(theta)
+    floor = cg_allowance("float64", task, theta, phi, task.implicit_gradient(phi))
+    beta, mu = task.curvature_bounds()
+    if norm == "M":
+        floor *= np.sqrt(beta / task.lam)
+    assert r.allowance == pytest.approx(floor, rel=1e-12)
+    steps = r.details["steps"]
+    rows = _cg_rows(task, theta, steps, norm)
+    # the run stops where the Chebyshev bound has fallen below the allowance (at least d steps)
+    from theory.bounds import cg_error_bound
+
+    e0 = float(np.linalg.norm(task.implicit_gradient(phi)))
+    b2 = lambda k: cg_error_bound(beta / mu, k, e0)  # noqa: E731  (the 2-norm bound decides)
+    assert 12 < steps < 10 * 12 + 50 and b2(steps) <= floor < b2(steps - 1)
+    informative = [x for x in rows if x[2] > floor]
+    k, err, bound = max(informative, key=lambda x: x[1] / x[2])
+    assert r.instance["step"] == k and r.measured == pytest.approx(err) and r.bound == bound
+    assert r.details["steps_above_rounding"] == len(informative) and r.details["steps_failing"] == 0
+    assert r.details["initial_error"] == pytest.approx(rows[0][1])
+
+
+def test_cg_bound_reports_the_worst_failing_step_of_a_defect():
+    from verify.checks import cg_bound
+    from verify.tasks import planted_spectrum_task
+
+    task, _ = planted_spectrum_task(8, 100.0, 1.0, seed=2, query="independent", spectrum="log")
+    theta = np.ones(8)
+    phi = task.inner_solution(theta)
+    bad = lambda v: 1.3 * (v + task.inner_hvp(phi, v) / task.lam)  # noqa: E731  (a scaled system)
+    r = cg_bound.check_cg_bound(task, theta, steps=60, matvec=bad)
+    assert not r.passed
+    rows = _cg_rows(task, theta, 60, "2", matvec=bad)
+    failing = [x for x in rows if x[1] > x[2] + r.allowance]
+    k = max(failing, key=lambda x: x[1] / (x[2] + r.allowance))[0]
+    assert r.instance["step"] == k and r.details["steps_failing"] == len(failing)
+    ok = cg_bound.check_cg_bound(task, theta, steps=3)
+    assert ok.details["steps"] == 3 and ok.passed
+
+
+def test_finite_termination_allowance_and_its_control():
+    from verify.checks import cg_bound
+    from verify.checks._common import cg_allowance
+    from theory.quadratic import QuadraticTask
+
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    A = (Q * np.array([0.0, 9.0] * 3)) @ Q.T
+    task = QuadraticTask((A + A.T) / 2, rng.standard_normal(6), np.eye(6), rng.standard_normal(6), 1.0)
+    theta = rng.standard_normal(6)
+    r = cg_bound.check_finite_termination(task, theta, 2)
+    phi = task.inner_solution(theta)
+    assert r.passed and r.bound == cg_allowance("float64", task, theta, phi,
+                                                task.implicit_gradient(phi), dim_factor=2)
+    assert not cg_bound.check_finite_termination(task, theta, 1).passed
+    assert cg_bound.check_finite_termination(task, theta, 0).bound == cg_allowance(
+        "float64", task, theta, phi, task.implicit_gradient(phi), dim_factor=1)
