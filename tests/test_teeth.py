@@ -374,3 +374,19 @@ def test_check_allowances_default_their_phi_and_g_to_the_exact_ones():
         machine_epsilon("float32") * 3 * 10.0 * 2.0)
     assert _common.allowance(RunContext(dtype="float32"), 10.0, 2.0, 3) == _common.allowance(
         "float32", 10.0, 2.0, 3)
+
+
+def test_proof_typo_finding_fails_with_the_count_that_suffices():
+    """Always-pass mutant of theorem2-proof-typo: the finding's control. With Lemma 2's count
+    (the √κ kept, δ = ε/(2B₁)) in place of the proof's, Nesterov needs no more than it."""
+    from theory.bounds import lemma2_steps, lemma3_B1
+
+    task, theta, inst = theorem2.paper_instance(RunContext())
+    typo = theorem2.check_proof_typo(task, theta, 1e-8, instance=inst)
+    assert typo.passed and typo.kind == "finding" and typo.measured > typo.bound
+
+    def lemma2_count(c, eps):
+        return lemma2_steps(c.kappa, c.D, eps / (2 * lemma3_B1(c)))
+
+    kept = theorem2.check_proof_typo(task, theta, 1e-8, count=lemma2_count, instance=inst)
+    assert not kept.passed and kept.measured == typo.measured <= kept.bound

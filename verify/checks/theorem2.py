@@ -170,24 +170,30 @@ def run(ctx):
     return results
 
 
-@claim("theorem2-proof-typo", title="Theorem 2's proof: the inner count without √κ is too small",
-       section=SECTION, statement=TYPO_STATEMENT, loose=LOOSE)
-def run_typo(ctx):
+def check_proof_typo(task, theta, eps, *, count=theorem2_inner_steps_proof_typo, instance=None):
     """A finding about the appendix: measured = Nesterov's steps needed to bring ‖φ − Alg*(θ)‖
-    below δ (the proof's split), bound = the proof's count; it must be exceeded for the
-    smallest ε (as docs/mathematics.md §6 reports)."""
-    task, theta, inst = paper_instance(ctx)
-    eps = 1e-8 if ctx.dtype == "float64" else 1e-3
+    below δ = ε/(2B₁) (the proof's split), bound = ``count(constants, ε)``, by default the
+    proof's count without √κ; it must be exceeded. A count that suffices (Lemma 2's, with its
+    √κ) makes the finding fail: the negative control."""
     twin = float64_twin(task)
     theta64 = to_numpy64(theta)
     c, delta = theorem2_constants(twin, theta64, eps)
     t_inner, _ = theorem2_steps(c, eps)
     need = steps_needed(task, theta, eps, c, delta, t_inner)["inner_proof_split"]
-    typo = theorem2_inner_steps_proof_typo(c, eps)
-    return [compare("theorem2-proof-typo", SECTION, TYPO_STATEMENT,
-                    need if need is not None else np.inf, typo, relation=">", kind="finding",
-                    instance=dict(inst, eps=eps),
-                    details={"T_inner": t_inner, "needed_definition": "‖φ − Alg*(θ)‖ ≤ ε/(2B₁)"})]
+    return compare("theorem2-proof-typo", SECTION, TYPO_STATEMENT,
+                   need if need is not None else np.inf, count(c, eps), relation=">",
+                   kind="finding", instance=dict(instance or {}, eps=eps),
+                   details={"T_inner": t_inner, "needed_definition": "‖φ − Alg*(θ)‖ ≤ ε/(2B₁)"})
+
+
+@claim("theorem2-proof-typo", title="Theorem 2's proof: the inner count without √κ is too small",
+       section=SECTION, statement=TYPO_STATEMENT, loose=LOOSE)
+def run_typo(ctx):
+    """The proof's inner count without √κ, exceeded at the smallest ε on the paper's task (as
+    docs/mathematics.md §6 reports)."""
+    task, theta, inst = paper_instance(ctx)
+    return [check_proof_typo(task, theta, 1e-8 if ctx.dtype == "float64" else 1e-3,
+                             instance=inst)]
 
 
 def slip_numbers(task, theta, eps):
