@@ -866,3 +866,130 @@ def test_torch_peers_compute_what_they_describe(small):
     ref = exact_meta_gradient(task, theta)
     _close(tight.fn(task, theta), np.asarray(ref.g, float), float(np.linalg.norm(v)))
     assert isinstance(th, torch.Tensor)
+
+
+# -- budget mode and converged mode, reconstructed on one instance ------------------------------
+from verify.checker.reference import krylov_iterate, rel
+
+
+def _evaluate_alone(fn, budgets, inst):
+    check = core._MetaGradientCheck(fn, budgets=budgets, inner="any", backend="numpy",
+                                    device="cpu", dtype="float64", families=("planted",))
+    return check.evaluate(inst)
+
+
+def test_budget_mode_asks_for_its_ladder_and_reports_its_worst_ratio():
+    """The budgets asked for, on one instance: (K, M), (2K, 2M), (4K, 4M), the budget where the
+    bounds reach 1e-3 of the allowance, then m ∈ {1, 2, 3, M} CG steps at that inner budget
+    (Krylov iterates); the worst ratio is the largest error/(bound + allowance) over the ladder."""
+    from theory.bounds import cg_error_bound, lemma3_B1
+    from verify.tasks import float64_twin
+
+    inst = Instance(dim=6, kappa=20.0, lam=0.37, floor=0.5, seed=31)
+    calls = []
+
+    def alg2(task, theta, inner_steps, cg_steps):
+        calls.append((inner_steps, cg_steps))
+        return solvers.imaml_meta_gradient(task, theta, inner_steps=inner_steps,
+                                           cg_steps=cg_steps).gradient
+
+    out = _evaluate_alone(alg2, (4, 2), inst)
+    task, theta = build(inst)
+    ref = exact_meta_gradient(task, theta)
+    al = converged_allowance(task, theta, ref).total
+    c = float64_twin(task).constants(np.asarray(theta))
+    dist = float(np.linalg.norm(np.asarray(theta) - np.asarray(ref.phi, float)))
+    lam, mu = c.lam, c.mu
+    target = 1e-3 * al / (lemma3_B1(c, sharp=True) + lam / mu * c.L)
+    k_conv = core._steps_until(lambda k: core.inner_distance_bound(c.kappa, k, dist), target)
+    m_conv = core._steps_until(lambda m: cg_error_bound(c.kappa, m, lam / mu * (c.B + c.L * dist)),
+                               1e-3 * al, cap=max(50 * 6, 200))
+    ladder = [(4, 2), (8, 4), (16, 8), (max(k_conv, 4), max(m_conv, 2))]
+    assert calls[:4] == ladder and calls[4:] == [(max(k_conv, 4), m) for m in (1, 2, 3)]
+    assert out.passed
+    worst = 0.0
+    for k, m in ladder:
+        g = alg2(task, theta, k, m)
+        bound = core.budget_bound(c, dist, k, m)[0]
+        worst = max(worst, rel(g, ref.g) / (bound + al))
+    assert out.ratio == pytest.approx(worst, rel=1e-6) and 0 < out.ratio <= 1
+
+
+def test_budget_mode_krylov_stage_holds_m_steps_to_the_krylov_iterate():
+    """At the converged inner budget, m CG steps must give the m-step Krylov iterate: CG with
+    one step fewer (at m ≥ 2) is a 'krylov' failure; an output error there is an 'output' one."""
+    inst = Instance(dim=6, kappa=20.0, lam=0.37, floor=0.5, seed=31)
+    task, theta = build(inst)
+    ref = exact_meta_gradient(task, theta)
+    H = np.asarray(ref.H, float)
+    Msys = np.eye(6) + H / task.lam
+    v = np.asarray(ref.outer_grad, float)
+
+    def one_short_at_2(task, theta, inner_steps, cg_steps):
+        m = cg_steps - 1 if cg_steps == 2 and inner_steps > 100 else cg_steps
+        return solvers.imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=m).gradient
+
+    out = _evaluate_alone(one_short_at_2, (4, 5), inst)
+    (f,) = out.failures
+    assert f.check == "krylov" and f.budgets[1] == 2 and f.budgets[0] > 100
+    assert np.allclose(f.details["krylov_iterate"], krylov_iterate(Msys, v, 2)[0], rtol=0, atol=1e-12)
+
+    def raises_at_3(task, theta, inner_steps, cg_steps):
+        if cg_steps == 3:
+            raise RuntimeError("boom")
+        return solvers.imaml_meta_gradient(task, theta, inner_steps=inner_steps,
+                                           cg_steps=cg_steps).gradient
+
+    (f,) = _evaluate_alone(raises_at_3, (4, 5), inst).failures
+    assert f.check == "output" and f.budgets[1] == 3 and f.error == "raised RuntimeError: boom"
+    # budgets of at least d CG steps have no Krylov stage beyond m < d
+    calls = []
+
+    def rec(task, theta, inner_steps, cg_steps):
+        calls.append(cg_steps)
+        return solvers.imaml_meta_gradient(task, theta, inner_steps=inner_steps,
+                                           cg_steps=cg_steps).gradient
+
+    _evaluate_alone(rec, (4, 7), inst)
+    assert calls[4:] == [1, 2, 3]
+
+
+def test_converged_mode_ratio_and_failure_details():
+    inst = Instance(dim=5, kappa=10.0, lam=2.5, seed=8)
+    task, theta = build(inst)
+    ref = exact_meta_gradient(task, theta)
+    al = converged_allowance(task, theta, ref)
+    exact = lambda task, theta: np.asarray(ref.g, float)  # noqa: E731
+    out = _evaluate_alone(exact, None, inst)
+    assert out.passed and out.ratio == rel(exact(task, theta), ref.g) / al.total
+    off = lambda task, theta: np.asarray(ref.g, float) + 3 * al.total * np.eye(5)[0]  # noqa: E731
+    out = _evaluate_alone(off, None, inst)
+    (f,) = out.failures
+    assert not out.passed and f.check == "converged" and f.allowed == al.total
+    assert f.measured == rel(off(task, theta), ref.g) and out.ratio == f.measured / al.total
+    assert f.details["allowance"] == al.parts and np.array_equal(f.details["output"], off(task, theta))
+    assert f.reference_norm == pytest.approx(float(np.linalg.norm(np.asarray(ref.g, float))))
+    (f,) = _evaluate_alone(lambda task, theta: None, None, inst).failures
+    assert f.check == "output" and f.measured == math.inf and f.allowed == 0.0
+    assert f.diagnosis.name == f"the implementation {f.error}"
+
+
+def test_checks_run_on_one_blas_and_torch_thread():
+    import torch
+
+    seen = []
+
+    def fn(task, theta):
+        seen.append(torch.get_num_threads())
+        return np.asarray(exact_meta_gradient(task, theta).g, float)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        report = core.check_meta_gradient(fn, max_examples=1, corners=False)
+        cg_report = core.check_cg(lambda mv, rhs, m: np.asarray(krylov_iterate(
+            np.eye(1), np.zeros(1), 0)[0]) * 0, max_examples=1, steps=(1,))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert report.passed and set(seen) == {1} and isinstance(cg_report, core.Report)
