@@ -282,3 +282,81 @@ def test_finite_termination_allowance_and_its_control():
     assert not cg_bound.check_finite_termination(task, theta, 1).passed
     assert cg_bound.check_finite_termination(task, theta, 0).bound == cg_allowance(
         "float64", task, theta, phi, task.implicit_gradient(phi), dim_factor=1)
+
+
+# -- verify/checks/corollary1.py -------------------------------------------------------------------
+
+def test_corollary1_batched_routine_uses_the_largest_theorem2_counts():
+    from solvers import imaml_meta_gradient
+    from theory.bounds import theorem2_steps
+    from theory.quadratic import QuadraticTask
+    from verify.checks import corollary1
+    from verify.tasks import multitask_quadratic
+
+    tasks = multitask_quadratic(3, 4, 10.0, 1.0, seed=6)
+    theta = np.linspace(-30, 30, 4)
+    counts = [theorem2_steps(t.constants(theta), 5e-3) for t in tasks]
+    K, M = max(c[0] for c in counts), max(c[1] for c in counts)
+    assert K != M
+    stack = QuadraticTask.stack(tasks)
+    got = corollary1.batched_imaml_routine(stack, tasks, theta, 5e-3)
+    want = imaml_meta_gradient(stack, np.tile(theta, (3, 1)), inner_steps=K, cg_steps=M,
+                               warm_start="zero").gradient
+    assert np.array_equal(got, want)
+
+
+def test_corollary1_loop_asks_for_eps_half_and_stops_at_the_cap(monkeypatch):
+    from verify.checks import corollary1
+    from verify.tasks import multitask_quadratic
+
+    tasks = multitask_quadratic(2, 4, 10.0, 1.0, seed=2)
+    asked = []
+    original = corollary1.batched_imaml_routine
+
+    def spy(stack, tasks_, theta, eps_half):
+        asked.append(eps_half)
+        return original(stack, tasks_, theta, eps_half)
+
+    monkeypatch.setattr(corollary1, "batched_imaml_routine", spy)
+    out = corollary1.run_corollary1(tasks, 1e-2)
+    assert asked and set(asked) == {5e-3} and out["reached"]
+    F = corollary1.meta_objective(tasks)
+    assert out["gap"] == F.value(np.zeros(4)) - F.minimum and out["n_tasks"] == 2
+    assert out["L_F"] == F.L_F and out["calls"] == 2 * len(asked)
+
+    def flipped(task, theta, eps_half):
+        res = corollary1.imaml_routine(task, theta, eps_half)
+        res.gradient = -res.gradient
+        return res
+
+    for cap in (4, 5):
+        out = corollary1.run_corollary1(tasks, 1e-2, routine=flipped, max_calls=cap)
+        assert out["calls"] == 4 and not out["reached"]
+
+
+def test_corollary1_accuracy_check_passes_an_error_just_under_eps_half():
+    """The accuracy result is ε/2 exactly: an error of 0.8·ε/2 passes it."""
+    from verify.checks import corollary1
+
+    tasks, F = corollary1.slow_descent_tasks(1, 4, 10.0, 1.0, seed=5, eps=1e-2, residual0=10.0)
+    u = np.ones(4) / 2.0
+
+    def off(task, theta, eps_half):
+        res = corollary1.imaml_routine(task, theta, eps_half)
+        res.gradient = res.gradient + 0.8 * eps_half * u
+        return res
+
+    accurate = corollary1.check_corollary1(tasks, 1e-2, routine=off, objective=F, max_calls=3)[1]
+    assert accurate.passed and accurate.ratio > 0.79
+
+
+def test_meta_objective_of_weakly_curved_tasks():
+    """λmin(H_F) below 1 (but positive) is still a strongly convex F."""
+    from theory.quadratic import QuadraticTask
+    from verify.checks import corollary1
+    from verify.tasks import multitask_quadratic
+
+    base = multitask_quadratic(2, 3, 10.0, 1.0, seed=1)
+    small = [QuadraticTask(t.A, t.b, 1e-3 * t.A_query, t.b_query, t.lam) for t in base]
+    F = corollary1.meta_objective(small)
+    assert 0 < np.linalg.eigvalsh(F.hessian)[0] < F.L_F < 1
