@@ -360,3 +360,27 @@ def test_meta_objective_of_weakly_curved_tasks():
     small = [QuadraticTask(t.A, t.b, 1e-3 * t.A_query, t.b_query, t.lam) for t in base]
     F = corollary1.meta_objective(small)
     assert 0 < np.linalg.eigvalsh(F.hessian)[0] < F.L_F < 1
+
+
+# -- verify/checks/certificate.py ------------------------------------------------------------------
+
+def test_certificate_details_are_its_certificate():
+    from solvers import imaml_meta_gradient
+    from theory.bounds import certify
+    from verify.checks import certificate
+    from verify.tasks import planted_spectrum_task
+
+    task, _ = planted_spectrum_task(6, 100.0, 1.0, seed=3, query="reversed")
+    theta = np.ones(6)
+    r = certificate.check_certificate(task, theta, inner="nesterov", inner_steps=30, cg_steps=4)
+    res = imaml_meta_gradient(task, theta, inner="nesterov", inner_steps=30, cg_steps=4)
+    cert = certify(res, task.constants(theta), task=task, theta=theta)
+    ref = _common.exact_reference(task)
+    err = ref.error(np.asarray(res.gradient), ref.meta_gradient(theta))
+    assert r.passed and r.measured == err and r.bound == cert.bound
+    d = r.details
+    assert d["factor"] == cert.bound / err and d["rounding_share"] == cert.rounding / cert.bound
+    assert (d["delta_hat"], d["delta_prime_hat"], d["B_hat"]) == (cert.delta, cert.delta_prime, cert.B)
+    assert d["stationarity"] == res.stationarity and d["cg_residual"] == res.cg_residual
+    assert r.instance == {"inner": "nesterov", "inner_steps": 30, "cg_steps": 4}
+    assert certificate.SETTINGS[-1] == ("nesterov", 200, 100) and len(certificate.SETTINGS) == 5
