@@ -384,3 +384,54 @@ def test_certificate_details_are_its_certificate():
     assert d["stationarity"] == res.stationarity and d["cg_residual"] == res.cg_residual
     assert r.instance == {"inner": "nesterov", "inner_steps": 30, "cg_steps": 4}
     assert certificate.SETTINGS[-1] == ("nesterov", 200, 100) and len(certificate.SETTINGS) == 5
+
+
+@pytest.mark.parametrize("family", ["cauchy", "huber"])
+def test_query_loss_constants_are_their_formulas_and_hold(family):
+    """L, B, D, ρ of the Cauchy and pseudo-Huber query tasks as their docstrings state them, and
+    valid: ‖∇L(φ)‖ ≤ B and ‖∇²L(φ)‖ ≤ L at random φ; L_F bounds ‖∇²F(θ)‖ at random θ."""
+    from verify.checks import corollary1
+
+    if family == "cauchy":
+        tasks, F = corollary1.cauchy_tasks(2, 4, 10.0, 1.0, seed=7)
+        lmax = 2.0
+    else:
+        tasks, F = corollary1.slow_descent_tasks(2, 4, 10.0, 1.0, seed=7, eps=1e-2)
+        lmax = tasks[0].c
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(4)
+    for t in tasks:
+        c = t.constants(theta)
+        RtR = t.R.T @ t.R
+        assert c.L == lmax * float(np.linalg.eigvalsh(RtR)[-1]) / t.m
+        assert c.B == (1.0 if family == "cauchy" else t.c) * float(np.mean(np.linalg.norm(t.R, axis=1)))
+        assert c.D == float(np.linalg.norm(t.inner_solution(theta))) and c.rho == 0.0
+        beta, mu = t.curvature_bounds()
+        assert (c.beta, c.mu, c.kappa, c.lam) == (beta, mu, beta / mu, t.lam)
+        for _ in range(20):
+            phi = 5 * rng.standard_normal(4)
+            assert np.linalg.norm(t.outer_grad(phi)) <= c.B
+            assert np.linalg.norm(t.outer_hessian(phi), 2) <= c.L * (1 + 1e-12)
+        assert t.constants(theta, radius=3.0, delta=0.5) == c
+    if family == "cauchy":
+        J = [t.jacobian() for t in tasks]
+        H = np.mean([j @ t.R.T @ t.R @ j / t.m for j, t in zip(J, tasks)], axis=0)
+        assert F.L_F == 2 * float(np.linalg.eigvalsh((H + H.T) / 2)[-1]) and F.minimum == 0.0
+        for s_, t in zip(np.random.SeedSequence(7).generate_state(2), tasks):   # the defaults
+            r = np.random.default_rng(int(s_) + 1)
+            assert np.array_equal(t.R, r.standard_normal((8, 4)) / 2.0)
+            assert np.array_equal(t.y, 4.0 * r.standard_normal(8))
+    for _ in range(10):
+        th = 3 * rng.standard_normal(4)
+        assert np.linalg.norm(F.hessian(th), 2) <= F.L_F * (1 + 1e-12)
+        assert F.value(th) >= F.minimum
+
+
+def test_nonconvex_check_measures_the_smallest_eigenvalue():
+    from verify.checks import corollary1
+
+    tasks, F = corollary1.cauchy_tasks(2, 4, 10.0, 1.0, seed=3)
+    neg, bounded = corollary1.check_nonconvex(tasks, F)
+    eig = np.linalg.eigvalsh(F.hessian(np.zeros(4)))
+    assert neg.measured == -eig[0] > 0 and neg.relation == ">" and neg.kind == "claim"
+    assert bounded.measured == float(np.max(np.abs(eig))) and bounded.bound == F.L_F

@@ -153,9 +153,9 @@ def run(ctx):
     for i, (M, d, kappa, lam, eps) in enumerate([(2, 4, 10.0, 1.0, 1e-2)] if ctx.quick else
                                                 [(2, 4, 10.0, 1.0, 1e-2), (3, 6, 50.0, 2.0, 1e-2)]):
         seed = ctx.rng_seed(19, i)
-        tasks, F = cauchy_tasks(M, d, kappa, lam, seed=seed)
+        tasks, F = cauchy_tasks(M, d, kappa, lam, seed=seed, m=2 * d, target_scale=4.0)
         inst = dict(family="non-convex F (Cauchy query loss)", n_tasks=M, dim=d, kappa=kappa,
-                    lam=lam, seed=seed)
+                    lam=lam, seed=seed, query_rows=2 * d, target_scale=4.0)
         out += check_nonconvex(tasks, F, instance=inst)
         out += check_corollary1(tasks, eps, objective=F, instance=inst)
     # the count approached: a meta-objective whose gradient stays just above ε over a long
