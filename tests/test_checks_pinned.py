@@ -435,3 +435,128 @@ def test_nonconvex_check_measures_the_smallest_eigenvalue():
     eig = np.linalg.eigvalsh(F.hessian(np.zeros(4)))
     assert neg.measured == -eig[0] > 0 and neg.relation == ">" and neg.kind == "claim"
     assert bounded.measured == float(np.max(np.abs(eig))) and bounded.bound == F.L_F
+
+
+# -- verify/checks/first_order.py ------------------------------------------------------------------
+
+def _fo_setting():
+    from verify.tasks import planted_spectrum_task
+
+    task, _ = planted_spectrum_task(5, 40.0, 0.5, seed=11, query="independent")
+    return task, np.random.default_rng(12).standard_normal(5)
+
+
+@pytest.mark.parametrize("inner", ["gd", "nesterov"])
+def test_first_order_allowances_and_distance_bounds_are_their_rules(inner):
+    from theory.bounds import nesterov_distance_bound
+    from verify.checks import first_order as fo
+    from verify.checks._common import cg_allowance, inner_allowance, meta_gradient_allowance
+
+    task, theta = _fo_setting()
+    K = 7
+    phi_k = fo.closed_form_iterate(task, theta, inner, K)
+    expected = task.outer_grad(phi_k)
+    L = float(np.linalg.eigvalsh(task.A_query)[-1])
+    r = fo.check_fomaml_direction(task, theta, inner_steps=K, inner=inner)
+    assert r.allowance == L * inner_allowance("float64", task, theta, phi_k, dim_factor=K + 1) \
+        + cg_allowance("float64", task, theta, phi_k, expected)
+    assert r.details["norm"] == float(np.linalg.norm(expected)) and r.bound == 0.0
+    rep = fo.check_reptile_direction(task, theta, inner_steps=K, inner=inner)
+    floor = inner_allowance("float64", task, theta, phi_k, dim_factor=K + 1)
+    assert rep[0].allowance == rep[1].allowance == floor
+    beta, mu = task.curvature_bounds()
+    phi_star = task.inner_solution(theta)
+    r0 = float(np.linalg.norm(theta - phi_star))
+    want = (1 - mu / beta) ** K * r0 if inner == "gd" else nesterov_distance_bound(beta / mu, K, r0)
+    assert fo.distance_bound(task, theta, inner, K, phi_star) == pytest.approx(want, rel=1e-12)
+    assert rep[1].bound == pytest.approx(want, rel=1e-9)
+    limit = (task.A @ phi_star + task.b) / task.lam
+    assert rep[1].details["limit_norm"] == pytest.approx(float(np.linalg.norm(limit)), rel=1e-12)
+    same_task, _ = __import__("verify.tasks", fromlist=["x"]).planted_spectrum_task(
+        5, 40.0, 0.5, seed=11, query="same")
+    s = fo.check_reptile_same_loss(same_task, theta, inner_steps=K, inner=inner)
+    phi_s = fo.closed_form_iterate(same_task, theta, inner, K)
+    g_fo = fomaml = fo.fomaml_meta_gradient(same_task, theta, inner_steps=K, inner=inner).gradient
+    sb, _ = same_task.curvature_bounds()
+    assert s.allowance == sb * inner_allowance("float64", same_task, theta, phi_s, dim_factor=K + 1) \
+        + meta_gradient_allowance("float64", same_task, theta, phi_s, g_fo)
+    assert s.bound == pytest.approx(sb * fo.distance_bound(same_task, theta, inner, K,
+                                                           same_task.inner_solution(theta)))
+    assert fomaml is g_fo
+    with pytest.raises(ValueError, match="inner"):
+        fo.closed_form_iterate(task, theta, "newton_cg", 3)
+
+
+def test_opposite_tasks_and_the_exact_inner_result():
+    from solvers import Status
+    from verify.checks import first_order as fo
+
+    task, theta = fo.opposite_tasks_example()
+    assert task.lam == 1.0 and np.array_equal(theta, np.zeros(2))
+    assert np.array_equal(task.b, [-1.0, 0.0]) and np.array_equal(task.b_query, [1.0, 0.0])
+    nums = fo.reptile_numbers(task, theta)
+    assert nums["cosine_reptile_fomaml"] == pytest.approx(-1.0) and \
+        nums["ratio_reptile_fomaml"] == pytest.approx(1 / 3)
+    t2, _ = fo.opposite_tasks_example(c=2.0, lam=3.0)
+    n2 = fo.reptile_numbers(t2, np.zeros(2))
+    assert n2["ratio_reptile_fomaml"] == pytest.approx(3 / 5) and t2.b[0] == -2.0
+    assert np.allclose(t2.inner_solution(np.zeros(2)), [0.5, 0.0])
+    assert n2["reptile_identity_error"] == pytest.approx(0.0, abs=1e-15)
+    ftask, ftheta = _fo_setting()
+    res = fo._exact_inner_result(ftask, ftheta, ftask)
+    assert res.steps == 0 and res.residual_norm == 0.0 and res.status == Status.CONVERGED
+    assert np.allclose(res.x, ftask.inner_solution(ftheta), rtol=0, atol=1e-14)
+
+
+def test_interpolation_results_recomputed():
+    from solvers import implicit_gradient_at
+    from verify.checks import first_order as fo
+    from verify.checks._common import cg_allowance
+
+    task, theta = _fo_setting()
+    for start in ("gradient", "zero"):
+        res = fo.check_interpolation(task, theta, start=start)
+        m = fo.distinct_eigenvalues(task, start=start)
+        assert m == (4 if start == "gradient" else 5)
+        inner = fo._exact_inner_result(task, theta, task)
+        phi = inner.x
+        its = [np.asarray(implicit_gradient_at(task, theta, inner, cg_steps=k, cg_start=start).gradient)
+               for k in range(m + 1)]
+        v, target = task.outer_grad(phi), task.implicit_gradient(phi)
+        errs = [fo.m_norm(task, g - target) for g in its]
+        g0 = v if start == "gradient" else np.zeros(5)
+        opt = fo.krylov_errors(task, phi, g0, m)
+        floor = cg_allowance("float64", task, theta, phi, target, dim_factor=5)
+        assert res[0].measured == float(np.linalg.norm(its[0] - v))
+        assert res[0].allowance == cg_allowance("float64", task, theta, phi, v)
+        assert res[1].measured == float(np.linalg.norm(its[m] - target)) and res[1].allowance == floor
+        assert res[1].details["first_order_error"] == float(np.linalg.norm(v - target))
+        lmax = 1 + float(np.linalg.eigvalsh(task.A)[-1]) / task.lam
+        assert (len(res) == 4) == (opt[m - 1] / np.sqrt(lmax) > floor)
+        last = res[-1]
+        assert last.details["m_norm_errors"] == errs and last.details["krylov_optimal_m_norm_errors"] == opt
+        assert last.measured == max(max(e - o for e, o in zip(errs, opt)), 0.0)
+        beta, mu = task.curvature_bounds()
+        assert last.allowance == pytest.approx(np.sqrt(beta / mu) * floor, rel=1e-12)
+        assert last.details["largest_increase"] == max(max(b - a for a, b in zip(errs, errs[1:])), 0.0)
+        if len(res) == 4:
+            assert res[2].measured == float(np.linalg.norm(its[m - 1] - target))
+            assert res[2].bound == floor and res[2].details["krylov_optimal_m_norm_error"] == opt[m - 1]
+        # the Krylov optimum: from g₀ at k = 0, non-increasing, 0 at m, never above CG's error
+        assert opt[0] == pytest.approx(fo.m_norm(task, g0 - target), rel=1e-12)
+        assert all(b <= a * (1 + 1e-9) for a, b in zip(opt, opt[1:]))
+        assert opt[m] <= 1e-9 * opt[0] and all(o <= e * (1 + 1e-6) + 1e-14 for o, e in zip(opt, errs))
+
+
+def test_distinct_eigenvalues_and_the_m_norm():
+    from theory.quadratic import QuadraticTask
+    from verify.checks import first_order as fo
+
+    A = np.diag([0.0, 2.0, 2.0 + 1e-12, 5.0])
+    t = QuadraticTask(A, np.zeros(4), np.eye(4), np.ones(4), 1.0)
+    assert fo.distinct_eigenvalues(t) == 2 and fo.distinct_eigenvalues(t, start="zero") == 3
+    t0 = QuadraticTask(np.zeros((2, 2)), np.zeros(2), np.eye(2), np.ones(2), 1.0)
+    assert fo.distinct_eigenvalues(t0) == 0 and fo.distinct_eigenvalues(t0, start="zero") == 1
+    assert fo.m_norm(t, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(np.sqrt(1 + 3))
+    t2 = QuadraticTask(np.diag([1.0, 4.0]), np.zeros(2), np.eye(2), np.ones(2), 2.0)
+    assert fo.m_norm(t2, np.array([0.0, 1.0])) == pytest.approx(np.sqrt(3.0))
