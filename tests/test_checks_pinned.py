@@ -560,3 +560,61 @@ def test_distinct_eigenvalues_and_the_m_norm():
     assert fo.m_norm(t, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(np.sqrt(1 + 3))
     t2 = QuadraticTask(np.diag([1.0, 4.0]), np.zeros(2), np.eye(2), np.ones(2), 2.0)
     assert fo.m_norm(t2, np.array([0.0, 1.0])) == pytest.approx(np.sqrt(3.0))
+
+
+# -- verify/checks/lemma1.py, lemma2.py -------------------------------------------------------------
+
+def test_lemma1_step_and_allowance():
+    from theory.tolerances import machine_epsilon
+    from verify.checks import lemma1
+    from verify.checks._common import allowance, inner_allowance
+    from verify.tasks import planted_spectrum_task
+
+    task, _ = planted_spectrum_task(4, 30.0, 0.7, seed=2, query="independent")
+    for theta in (np.full(4, 0.1), np.full(4, 5.0)):
+        r = lemma1.check_lemma1(task, theta)
+        h = machine_epsilon("float64") ** (1 / 3) * max(1.0, float(np.linalg.norm(theta)))
+        J = lemma1.lemma1_jacobian(task, task.inner_solution(theta))
+        beta, mu = task.curvature_bounds()
+        assert r.details["fd_step"] == h and r.details["jacobian_norm"] == float(np.linalg.norm(J, 2))
+        assert r.bound == inner_allowance("float64", task, theta, task.inner_solution(theta)) / h \
+            + allowance("float64", beta / mu, float(np.linalg.norm(J, 2)), 4)
+        assert r.passed and r.allowance == 0.0
+
+
+def test_lemma2_worst_case_and_its_numbers(monkeypatch):
+    from theory.bounds import gd_steps_estimate, lemma2_steps
+    from verify.checks import lemma2
+    from verify.tasks import planted_spectrum_task
+
+    task, theta = lemma2.worst_case_task(5, 50.0, 0.5, seed=3, distance=2.0)
+    base, _ = planted_spectrum_task(5, 50.0, 0.5, seed=3, query="independent")
+    phi_star = np.random.default_rng(3 + 7).standard_normal(5)
+    assert np.allclose(task.inner_solution(theta), phi_star, rtol=0, atol=1e-12)
+    u = np.linalg.eigh(task.A)[1][:, 0]
+    assert abs(u @ (theta - phi_star)) == pytest.approx(2.0, rel=1e-12)
+    assert np.array_equal(task.A_query, base.A_query) and np.array_equal(task.b_query, base.b_query)
+    r = lemma2.check_lemma2(task, theta, 1e-6)
+    beta, mu = task.curvature_bounds()
+    budget = lemma2_steps(beta / mu, 2.0, 1e-6)
+    d = r.details
+    assert d["steps_budget"] == budget and d["steps_needed_over_budget"] == d["steps_needed"] / budget
+    assert r.instance["distance"] == pytest.approx(2.0) and r.instance["kappa"] == beta / mu
+    g = lemma2.check_lemma2(task, theta, 1e-6, inner="gd", relation=">")
+    cap = max(2 * budget, gd_steps_estimate(beta / mu, 2.0, 1e-6) + 10)
+    assert g.details["cap"] == cap and g.measured == g.details["steps_needed"] and g.bound == budget
+
+    import solvers
+
+    real = solvers.inner_solve
+
+    def stuck(task_, theta_, **kw):           # a solver that never gets within δ
+        res = real(task_, theta_, **dict(kw, inner_steps=1))
+        res.history.iterates = [theta_] * (kw["inner_steps"] + 1)
+        return res
+
+    monkeypatch.setattr(lemma2, "inner_solve", stuck)
+    g = lemma2.check_lemma2(task, theta, 1e-6, inner="gd", relation=">")
+    assert g.details["steps_needed"] is None and g.measured == cap + 1
+    r = lemma2.check_lemma2(task, theta, 1e-6)
+    assert r.details["steps_needed"] is None and r.details["steps_needed_over_budget"] is None
