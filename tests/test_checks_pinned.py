@@ -618,3 +618,36 @@ def test_lemma2_worst_case_and_its_numbers(monkeypatch):
     assert g.details["steps_needed"] is None and g.measured == cap + 1
     r = lemma2.check_lemma2(task, theta, 1e-6)
     assert r.details["steps_needed"] is None and r.details["steps_needed_over_budget"] is None
+
+
+# -- verify/checks/lemma3.py -----------------------------------------------------------------------
+
+def test_lemma3_planted_points_are_at_their_distances():
+    from _tolerances import assert_within_rounding
+    from verify.checks import lemma3
+    from verify.tasks import planted_spectrum_task
+
+    task, _ = planted_spectrum_task(5, 100.0, 1.0, seed=4, query="reversed")
+    theta = np.ones(5)
+    phi_star = task.inner_solution(theta)
+    u = lemma3._worst_direction(task)
+    assert lemma3._worst_direction(task) is u                       # kept on the task
+    K = task.lam * np.linalg.solve(task.A + task.lam * np.eye(5), task.A_query)
+    assert abs(u @ np.linalg.svd(K)[2][0]) == pytest.approx(1.0, rel=1e-12)
+    for delta, dp in ((1e-2, 0.0), (1e-3, 1e-3), (0.0, 1e-2)):
+        for phi, g in (lemma3.adversarial_point(task, theta, delta, dp),
+                       lemma3.random_point(task, theta, delta, dp, np.random.default_rng(1))):
+            assert_within_rounding(np.linalg.norm(phi - phi_star), delta, dtype="float64",
+                                   scale=float(np.linalg.norm(phi_star)), dim=5, kappa=100.0)
+            assert_within_rounding(np.linalg.norm(g - task.implicit_gradient(phi)), dp,
+                                   dtype="float64", scale=float(np.linalg.norm(g)), dim=5,
+                                   kappa=100.0)
+    phi, g = lemma3.adversarial_point(task, theta, 1e-2, 0.0)
+    assert abs(u @ (phi - phi_star)) == pytest.approx(1e-2, rel=1e-9)
+    # δ = 0: the CG error goes along the unit vector of ones
+    phi, g = lemma3.adversarial_point(task, theta, 0.0, 1e-2)
+    assert np.allclose(g - task.implicit_gradient(phi), 1e-2 * np.ones(5) / np.sqrt(5), atol=1e-15)
+    # the planted worst case attains the bound: the sharper form equals the stated one here (ρ = 0)
+    r = lemma3.judge(task, theta, *lemma3.adversarial_point(task, theta, 1e-2, 1e-3))
+    assert r.ratio > 1 - 1e-6 and r.details["bound_sharp"] == r.bound
+    assert r.details["delta"] == pytest.approx(1e-2) and r.details["delta_prime"] == pytest.approx(1e-3)
