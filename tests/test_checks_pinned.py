@@ -651,3 +651,35 @@ def test_lemma3_planted_points_are_at_their_distances():
     r = lemma3.judge(task, theta, *lemma3.adversarial_point(task, theta, 1e-2, 1e-3))
     assert r.ratio > 1 - 1e-6 and r.details["bound_sharp"] == r.bound
     assert r.details["delta"] == pytest.approx(1e-2) and r.details["delta_prime"] == pytest.approx(1e-3)
+
+
+# -- verify/checks/logistic.py ---------------------------------------------------------------------
+
+def test_lemma1_fd_constant_step_and_bound_recomputed():
+    from theory.tolerances import rounding_allowance
+    from verify.checks import logistic
+    from verify.tasks import logistic_task
+
+    task, _ = logistic_task(20, 3, 0.1, seed=5, scale=2.0)
+    theta = np.array([0.5, -1.0, 2.0])
+    c0 = task.constants(np.zeros(3), radius=0.0)
+    M3 = (c0.lam / c0.mu) ** 3 * (3 * c0.rho ** 2 / c0.mu ** 2 + task.rho_second() / c0.mu)
+    assert logistic.fd_truncation_constant(task) == M3 > 0
+    r = logistic.check_lemma1_fd(task, theta)
+    sol = task.certified_solution(theta)
+    e_scale = max(sol.error_bound, rounding_allowance("float64", scale=1.0 + np.linalg.norm(sol.phi)))
+    h = (3 * e_scale / M3) ** (1 / 3)
+    assert r.details["fd_step"] == h and r.details["M3"] == M3
+    J = np.asarray(task.jacobian(theta))
+    c = task.constants(theta)
+    rows = []
+    for i, e in enumerate(np.eye(3)):
+        p, m = task.certified_solution(theta + h * e), task.certified_solution(theta - h * e)
+        err = float(np.linalg.norm((p.phi - m.phi) / (2 * h) - J[:, i]))
+        rows.append((err, h * h * M3 / 6 + (p.error_bound + m.error_bound) / (2 * h)))
+    i = int(np.argmax([a / b for a, b in rows]))
+    assert r.details["column"] == i and r.measured == rows[i][0]
+    assert r.bound == rows[i][1] + c.lam * c.rho * sol.error_bound / c.mu ** 2
+    assert r.allowance == rounding_allowance("float64", kappa=c.kappa,
+                                             scale=float(np.linalg.norm(J, 2)), dim=3)
+    assert r.details["rho"] == c.rho and r.details["reference_error"] == sol.error_bound
