@@ -683,3 +683,110 @@ def test_lemma1_fd_constant_step_and_bound_recomputed():
     assert r.allowance == rounding_allowance("float64", kappa=c.kappa,
                                              scale=float(np.linalg.norm(J, 2)), dim=3)
     assert r.details["rho"] == c.rho and r.details["reference_error"] == sol.error_bound
+
+
+def _logistic_setting():
+    from verify.tasks import logistic_task
+
+    task, _ = logistic_task(20, 3, 0.05, seed=6, scale=2.0)
+    return task, np.array([0.3, -0.7, 1.1])
+
+
+def test_lemma1_autograd_count_bound_and_allowance():
+    from theory.maml import maml_jacobian_error_bound
+    from theory.tolerances import rounding_allowance
+    from verify.checks import logistic
+
+    task, theta = _logistic_setting()
+    r = logistic.check_lemma1_autograd(task, theta, tol=1e-6)
+    sol = task.certified_solution(theta)
+    c = task.constants(theta)
+    r0 = float(np.linalg.norm(theta - sol.phi)) + sol.error_bound
+    gap = lambda k: maml_jacobian_error_bound(c, step_size=1 / c.beta, inner_steps=k,  # noqa: E731
+                                              initial_distance=r0)
+    K = r.instance["inner_steps"]
+    assert K & (K - 1) == 0 and gap(K) <= 1e-6 < gap(K // 2)       # the first power of 2
+    assert r.bound == gap(K) + c.lam * c.rho * sol.error_bound / c.mu ** 2
+    assert r.allowance == rounding_allowance("float64", kappa=c.kappa, scale=1.0, dim=3 * (K + 1))
+    assert r.passed and r.details == {"rho": c.rho}
+
+
+def test_lemma1_autograd_step_cap(monkeypatch):
+    # kappa = 8.6 here: the certified gap underflows to 0 long before 65536 steps, so the cap is
+    # reached only through a gap that never falls (a bound that stays at 1)
+    from verify.checks import logistic
+
+    task, theta = _logistic_setting()
+    monkeypatch.setattr(logistic, "maml_jacobian_error_bound", lambda *a, **k: 1.0)
+    with pytest.raises(ValueError, match="65536"):
+        logistic.check_lemma1_autograd(task, theta, tol=1e-6)
+
+
+def test_lemma3_logistic_numbers_recomputed():
+    from theory.bounds import lemma3_bound, lemma3_bound_sharp
+    from verify.checks import logistic
+    from verify.checks._common import cg_allowance, meta_gradient_allowance
+
+    task, theta = _logistic_setting()
+    c = task.constants(theta)
+    cap = c.mu / (2 * c.rho)
+    u = np.array([1.0, 2.0, -2.0])
+    for delta, dp, stated in ((0.1 * cap, 0.0, True), (0.5 * cap, 1e-3, True), (3 * cap, 0.0, False)):
+        n = logistic.lemma3_instance(task, theta, direction=u, delta=delta, delta_prime=dp)
+        sol = task.certified_solution(theta)
+        phi = sol.phi + delta * u / 3.0
+        target = task.implicit_gradient_at(phi)
+        g_ref = task.implicit_gradient_at(sol.phi)
+        w = (target - g_ref) / np.linalg.norm(target - g_ref)
+        g = target + dp * w
+        d_hat = float(np.linalg.norm(phi - sol.phi)) + sol.error_bound
+        dp_hat = float(np.linalg.norm(g - target)) + cg_allowance("float64", task, theta, phi, target)
+        assert n["delta"] == pytest.approx(d_hat, rel=1e-12)
+        assert n["delta_prime"] == pytest.approx(dp_hat, rel=1e-9, abs=1e-300)
+        assert n["measured"] == pytest.approx(float(np.linalg.norm(g - g_ref)), rel=1e-12)
+        assert n["sharp"] == pytest.approx(lemma3_bound_sharp(c, n["delta"], n["delta_prime"]), rel=1e-12)
+        assert n["reference_error"] == task.reference_error(theta)[1]
+        rho_term = c.lam * c.rho * c.B / c.mu ** 2 * n["delta"]
+        assert n["rho_term_share_sharp"] == pytest.approx(rho_term / n["sharp"], rel=1e-12)
+        assert n["rounding"] == pytest.approx(meta_gradient_allowance("float64", task, theta, phi, g,
+                                                                      L=c.L), rel=1e-9)
+        if stated:
+            assert n["stated"] == pytest.approx(lemma3_bound(c, n["delta"], n["delta_prime"]), rel=1e-12)
+            assert n["rho_term_share_stated"] == pytest.approx(2 * rho_term / n["stated"], rel=1e-12)
+            assert len(logistic.check_lemma3(task, theta, n)) == 2
+        else:
+            assert n["stated"] != n["stated"] and n["rho_term_share_stated"] != n["rho_term_share_stated"]
+            assert len(logistic.check_lemma3(task, theta, n)) == 1
+        res = logistic.check_lemma3(task, theta, n)
+        assert all(r.allowance == n["reference_error"] + n["rounding"] for r in res)
+        assert res[0].bound == n["sharp"] and "measured" not in res[0].details
+    given = logistic.lemma3_instance(task, theta, direction=u, delta=0.1 * cap, delta_prime=1e-3,
+                                     error_direction=np.array([0.0, 0.0, 2.0]))
+    sol = task.certified_solution(theta)
+    phi = sol.phi + 0.1 * cap * u / 3.0
+    assert given["delta_prime"] == pytest.approx(1e-3 + cg_allowance(
+        "float64", task, theta, phi, task.implicit_gradient_at(phi)), rel=1e-9)
+
+
+def test_lemma3_search_directions_and_deltas():
+    from verify.checks import logistic
+
+    task, theta = _logistic_setting()
+    sol = task.certified_solution(theta)
+    vecs = np.linalg.eigh(task.hessian(sol.phi))[1]
+    dirs = logistic._directions(task, theta, np.random.default_rng(0), 2)
+    cands = [vecs[:, 0], vecs[:, -1], task._grad64(task._Xq64, task._yq64, sol.phi),
+             task.implicit_gradient_at(sol.phi)] + list(np.random.default_rng(0).standard_normal((2, 3)))
+    want = [s * v for v in cands for s in (1.0, -1.0)]
+    assert len(dirs) == 12 and all(np.array_equal(a, b) for a, b in zip(dirs, want))
+    out = logistic.lemma3_search(task, theta, seed=0, n_random=1)
+    c = task.constants(theta)
+    cap = c.mu / (2 * c.rho)
+    assert len(out) == 10 * 3 * 2
+    assert sorted({x["planted_delta"] for x in out}) == pytest.approx(sorted([1e-4 * cap, 0.1 * cap,
+                                                                             0.9 * cap]))
+    assert {x["planted_delta_prime"] == x["planted_delta"] or x["planted_delta_prime"] == 0.0
+            for x in out} == {True}
+    assert [x["direction_index"] for x in out[:7]] == [0, 0, 0, 0, 0, 0, 1]
+    custom = logistic.lemma3_search(task, theta, seed=0, n_random=0, deltas=(1e-3,))
+    assert len(custom) == 8 * 2 and {x["planted_delta"] for x in custom} == {1e-3}
