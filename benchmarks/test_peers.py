@@ -85,7 +85,7 @@ def ours_numpy(task, theta):
 
 
 def ours_torch(task, theta):
-    t = QuadraticTask(*(torch.from_numpy(np.asarray(x)) for x in
+    t = QuadraticTask(*(torch.from_numpy(np.array(x)) for x in
                         (task.A, task.b, task.A_query, task.b_query)), task.lam)
     th = torch.from_numpy(theta)
     return ours_numpy(t, th)
@@ -151,7 +151,7 @@ def torchopt_cg(task, theta):
     pytest.importorskip("torchopt", reason="the optional 'peers' extra is not installed")
     from torchopt.linear_solve import solve_cg
 
-    A, b, Aq, bq = (torch.from_numpy(np.asarray(x)) for x in
+    A, b, Aq, bq = (torch.from_numpy(np.array(x)) for x in
                     (task.A, task.b, task.A_query, task.b_query))
     lam, th = task.lam, torch.from_numpy(theta)
 

@@ -292,7 +292,7 @@ def test_cuda_small_task_cg_step(benchmark):  # pragma: no cover - needs a GPU
 def test_torch_batched_cg_overhead(benchmark):
     """torch CPU per-step overhead of the batched masked path (200 × 50), reported."""
     stack = _stack(200, 10.0)
-    A = torch.as_tensor(stack.A)
+    A = torch.tensor(stack.A)   # a copy: the task's arrays are read-only
     rhs = torch.as_tensor(to_array(np.random.default_rng(1).standard_normal((200, D))))
 
     def matvec(v):

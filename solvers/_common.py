@@ -22,7 +22,8 @@ from solvers._result import NonFiniteIterate
 from validation import check_same_namespace
 
 __all__ = ["array_namespace", "ops", "norm", "dot", "as_scalar", "to_host", "count_host_reads",
-           "checked", "check_callback_output", "on_host", "raise_if_not_finite", "quiet"]
+           "checked", "check_callback_output", "on_host", "raise_if_not_finite", "quiet",
+           "safe_norm", "host_norm", "pow2_scale"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,6 +66,77 @@ def dot(xp, a, b):
 def norm(xp, a):
     """Row-wise Euclidean norm over the last axis."""
     return _ops_for(xp).norm(a)
+
+
+#: (mantissa bits, exponent bias, integer type of the same width) of the float types whose powers
+#: of two :func:`pow2_scale` builds bit by bit (exact on every device)
+_FLOAT_BITS = {"float64": (52, 1023, "int64"), "float32": (23, 127, "int32")}
+
+
+def pow2_scale(xp, a):
+    """Per row (the last axis) the power of two s with s ≤ max|a| < 2s, or None where the
+    library offers no ``frexp`` (then nothing is scaled): a/s and s·(a/s) are then exact (a
+    power-of-two scaling only shifts exponents) unless an entry leaves the normal range. s is
+    clamped to the normal powers of two of a's dtype; a zero or non-finite row gets s = 1, and
+    so does a row whose largest entry is already in [1, 2). Built on the array's own device (no
+    host read): NumPy by ``ldexp``, torch float32/float64 from the exponent bits."""
+    o = _ops_for(xp)
+    m = xp.max(xp.abs(o.plain(a)), axis=-1)
+    if is_numpy_namespace(xp):
+        fin = np.finfo(m.dtype)
+        _, e = np.frexp(m)                    # m = f·2^e, f in [1/2, 1): s = 2^(e − 1)
+        e = np.where(np.isfinite(m) & (m > 0), np.clip(e - 1, fin.minexp, fin.maxexp - 1), 0)
+        return np.ldexp(np.ones_like(m), e)
+    if is_torch_namespace(xp):
+        import torch
+
+        name = str(m.dtype).replace("torch.", "")
+        if name not in _FLOAT_BITS:
+            return None
+        mant, bias, itype = _FLOAT_BITS[name]
+        _, e = torch.frexp(m)
+        e = (e.to(getattr(torch, itype)) - 1).clamp(1 - bias, bias)
+        e = torch.where(torch.isfinite(m) & (m > 0), e, torch.zeros_like(e))
+        return torch.bitwise_left_shift(e + bias, mant).view(m.dtype)
+    return None
+
+
+def safe_norm(xp, a):
+    """Row norms over the last axis without underflow or overflow (as LAPACK's nrm2): the rows
+    scaled by :func:`pow2_scale` (exact), s·√(Σ(aᵢ/s)²). Squares of entries below √tiny would
+    underflow, and above √max overflow, in the plain √(Σaᵢ²); here the largest scaled entry is in
+    [1, 2). Its rounding (docs/mathematics.md §10): ‖a‖ ≤ (computed + tiny)/(1 − γ_{d+3})."""
+    o = _ops_for(xp)
+    s = pow2_scale(xp, a)
+    if s is None:
+        return o.norm(a)
+    y = o.plain(a) / (s[..., None] if getattr(s, "ndim", 0) else s)
+    return s * o.sqrt(o.dot(y, y))
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_norm_floor(dtype, dim: int) -> float:
+    """√(dim·tiny/u) for a NumPy or torch dtype: below it the underflow of the squares of a
+    plain norm may exceed one rounding (:func:`host_norm`)."""
+    fin = np.finfo(np.dtype(str(dtype).replace("torch.", "")))
+    return math.sqrt(dim * float(fin.tiny) / (float(fin.eps) / 2))
+
+
+def host_norm(xp, a):
+    """The row norms of ``a`` read on the host (one counted read): the plain √(Σaᵢ²) where it is
+    safe, i.e. finite and at least √(d·tiny/u), where the underflow of the squares costs less
+    than one rounding; otherwise (a second read, only then) :func:`safe_norm`. A float for a
+    vector, a NumPy array for rows. (NumPy warns of an overflow in the plain norm unless the
+    caller silences it, as the solvers' loops do: ``quiet``.)"""
+    o = _ops_for(xp)
+    value = to_host(o.norm(o.plain(a)))
+    low = _plain_norm_floor(a.dtype, a.shape[-1])
+    if isinstance(value, float):
+        if low <= value < math.inf:
+            return value
+    elif np.all((value >= low) & (value < math.inf)):
+        return value
+    return to_host(safe_norm(xp, a))
 
 
 def on_host(x) -> bool:

@@ -6,7 +6,8 @@ import math
 import numpy as np
 from array_api_compat import device, is_array_api_obj, is_torch_array
 
-from solvers._common import array_namespace, checked, ops, raise_if_not_finite, to_host
+from solvers._common import (array_namespace, checked, host_norm, ops, quiet, raise_if_not_finite,
+                             to_host)
 from solvers._result import History, SolverResult, Status
 from validation import check_array, check_tolerances
 
@@ -66,7 +67,7 @@ def finish(xp, oracle, x, steps, status, rec, last_grad_norm=None):
     o = ops(xp)
     if last_grad_norm is None:
         g = o.plain(oracle(x))
-        last_grad_norm = to_host(o.norm(g) if x.ndim == 1 else xp.max(o.norm(g)))
+        last_grad_norm = host_norm(xp, g) if x.ndim == 1 else float(np.max(host_norm(xp, g)))
         raise_if_not_finite(last_grad_norm, f"the output of {oracle.name}", steps + 1)
         if rec is not None:
             rec.record(x, last_grad_norm)
@@ -94,8 +95,9 @@ def first_order_loop(grad, x0, *, step_size, momentum, max_steps, rtol, atol, hi
     momentum = step_parameter(momentum, "momentum", x0, low=0.0, high=1.0)
     accelerated = not (isinstance(momentum, float) and momentum == 0.0)
     run = _vector_loop if x0.ndim == 1 else _rows_loop
-    return run(xp, ops(xp), oracle, x0, s, momentum, accelerated, max_steps, rtol, atol,
-               History() if history else None)
+    with quiet(xp):      # an overflowing norm is recomputed scaled (host_norm), not warned of
+        return run(xp, ops(xp), oracle, x0, s, momentum, accelerated, max_steps, rtol, atol,
+                   History() if history else None)
 
 
 def _vector_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
@@ -103,7 +105,7 @@ def _vector_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, a
     tol = None
     for k in range(max_steps):
         g = oracle(y)
-        gnorm = to_host(o.norm(o.plain(g)))
+        gnorm = host_norm(xp, g)
         raise_if_not_finite(gnorm, f"the output of {oracle.name}", k + 1)
         if tol is None:
             tol = max(atol, rtol * gnorm)
@@ -129,7 +131,7 @@ def _rows_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, ato
     stop_norm = np.zeros(n)
     for k in range(max_steps):
         g = oracle(y)
-        gn = np.atleast_1d(to_host(o.norm(o.plain(g))))
+        gn = np.atleast_1d(host_norm(xp, g))
         raise_if_not_finite(float(gn[~done].max()), f"the output of {oracle.name}", k + 1)
         if tol is None:
             tol = np.maximum(atol, rtol * gn)

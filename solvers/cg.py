@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import device
 
-from solvers._common import (array_namespace, checked, on_host, ops, quiet, raise_if_not_finite,
-                             to_host)
+from solvers._common import (array_namespace, checked, on_host, ops, pow2_scale, quiet,
+                             raise_if_not_finite, to_host)
 from solvers._result import History, NonFiniteIterate, SolverBreakdown, SolverResult, Status
 from validation import check_array, check_steps, check_tolerances
 
@@ -65,24 +65,36 @@ def cg(matvec, rhs, *, x0=None, max_steps=None, rtol=1e-5, atol=0.0, history=Fal
         # which would read at step 0 as well)
         check_every = max_steps + 2 if rtol == atol == 0.0 else DEVICE_CHECK_EVERY
     matvec = checked(matvec, rhs, "matvec")
+    if x0 is not None:
+        check_array(x0, "x0", like=rhs, shape=rhs.shape)
+    o = ops(xp)
+    # CG is linear in (rhs, x0): each row is solved for rhs/s with s the power of two of its
+    # largest entry (pow2_scale: exact), and the solution scaled back. Every step is then the
+    # same run bitwise, except that rᵀr and pᵀMp cannot underflow or overflow at any scale of
+    # the data (at ‖rhs‖ ~ 1e-170 in float64 rᵀr would be 0 and CG would stop at x = 0)
+    s = pow2_scale(xp, rhs)
+    s = xp.ones_like(rhs[..., 0]) if s is None else s    # a library without frexp: unscaled
+    rows = s[..., None]
+    rhs = rhs / rows
     evals = 0
     if x0 is None:
         x = xp.zeros_like(rhs)
         r = rhs
     else:
-        check_array(x0, "x0", like=rhs, shape=rhs.shape)
-        x = x0
+        x = x0 / rows
         r = rhs - matvec(x)
         evals += 1
-    o = ops(xp)
     rhs_norm = o.norm(rhs)
-    tol = xp.clip(rtol * rhs_norm, min=atol)
+    tol = o.maximum(rtol * rhs_norm, atol / s)
     # below this residual a row is solved to working precision: if its curvature pᵀMp then
     # vanishes (underflow of an ever smaller p, possible with rtol = atol = 0), it is converged
     floor = float(xp.finfo(rhs.dtype).eps) * rhs_norm
     run = _vector_cg if rhs.ndim == 1 and check_every == 1 else _masked_cg
-    return run(xp, o, matvec, x, r, tol, floor, max_steps=max_steps, check_every=check_every,
-               rec=History() if history else None, on_breakdown=on_breakdown, evals=evals)
+    out = run(xp, o, matvec, x, r, tol, floor, s, max_steps=max_steps, check_every=check_every,
+              rec=History() if history else None, on_breakdown=on_breakdown, evals=evals)
+    if x0 is not None and out.steps == 0:
+        out.x = x0          # no step taken: the start itself, not its scaled round trip
+    return out
 
 
 def _breakdown(step, curvature):
@@ -90,17 +102,18 @@ def _breakdown(step, curvature):
                            f"(p^T M p = {curvature:.3g} <= 0)")
 
 
-def _vector_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, on_breakdown,
-               evals):
-    """One vector on the host: the exit tests read as Python floats every step, no masks."""
-    tol, floor = to_host(tol, floor)
+def _vector_cg(xp, o, matvec, x, r, tol, floor, s, *, max_steps, check_every, rec,
+               on_breakdown, evals):
+    """One vector on the host: the exit tests read as Python floats every step, no masks.
+    x, r are those of rhs/s (see :func:`cg`); the result and the history are scaled back."""
+    tol, floor, s = to_host(tol, floor, s)
     rr = o.dot(r, r)
     p = r
     steps, status = 0, Status.MAX_STEPS
     while True:
         rnorm = to_host(o.sqrt(o.plain(rr)))
         if rec is not None:
-            rec.record(x, rnorm)
+            rec.record(x * s, rnorm * s)
         raise_if_not_finite(rnorm, "the CG residual", steps)
         if rnorm <= tol:
             status = Status.CONVERGED
@@ -127,17 +140,20 @@ def _vector_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
         p = r + (rr_new / rr) * p
         rr = rr_new
         steps += 1
+    x = x * s
     if not to_host(o.all(o.isfinite(o.plain(x)))):
         raise_if_not_finite(float("nan"), "the CG iterate", steps)
-    return SolverResult(x=x, steps=steps, residual_norm=rnorm, status=status,
+    return SolverResult(x=x, steps=steps, residual_norm=rnorm * s, status=status,
                         evaluations={"matvec": evals}, history=rec)
 
 
-def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, on_breakdown,
-               evals):
+def _masked_cg(xp, o, matvec, x, r, tol, floor, s, *, max_steps, check_every, rec,
+               on_breakdown, evals):
     """Rows frozen by masks on the arrays' own device; the exit test read every
     ``check_every`` steps. Row i takes exactly the steps, and ends at exactly the iterate, of
-    :func:`_vector_cg` on that row alone."""
+    :func:`_vector_cg` on that row alone. x, r are those of rhs/s (see :func:`cg`), each row
+    with its own s; the result and the history are scaled back."""
+    rows = s[..., None]
     rr = o.dot(r, r)
     zero = xp.zeros_like(rr)
     halted = zero != zero                      # rows stopped by pMp ≤ 0 or NaN (frozen)
@@ -157,7 +173,7 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
         fresh = halted & ~classified
         arrays = [o.any(live), o.any(fresh), ~o.all(o.isfinite(o.plain(rr)))]
         if final:
-            arrays += [row_steps, conv, o.all(o.isfinite(o.plain(x))), rnorm]
+            arrays += [row_steps, conv, o.all(o.isfinite(o.plain(x * rows))), rnorm * s]
         values = to_host(*arrays)
         if values[1] or values[2]:
             _classify(o, fresh, halt_pMp, rnorm, floor, row_steps, benign, broken, on_breakdown)
@@ -169,7 +185,7 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
             rnorm = o.sqrt(o.plain(rr))
             conv = rnorm <= tol
             if rec is not None:
-                rec.record(x, to_host(rnorm) if rnorm.ndim == 0 else rnorm)
+                rec.record(x * rows, to_host(rnorm * s) if rnorm.ndim == 0 else rnorm * s)
             if it == max_steps:
                 values = judge(final=True)
                 break
@@ -205,7 +221,7 @@ def _masked_cg(xp, o, matvec, x, r, tol, floor, *, max_steps, check_every, rec, 
     batched = steps_h.ndim == 1
     row_status = tuple(Status.BREAKDOWN if b else Status.CONVERGED if c else Status.MAX_STEPS
                        for b, c in zip(broken, done)) if batched else None
-    return SolverResult(x=x, steps=steps, residual_norm=rnorm if batched else rnorm_h,
+    return SolverResult(x=x * rows, steps=steps, residual_norm=rnorm * s if batched else rnorm_h,
                         status=status, evaluations={"matvec": evals}, history=rec,
                         row_steps=steps_h if batched else None, row_status=row_status)
 

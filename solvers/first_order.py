@@ -58,4 +58,4 @@ def reptile_direction(task, theta, *, inner_steps, inner="nesterov", warm_start=
     return MetaGradientResult(
         gradient=direction, phi=phi, inner=inner_result, cg=None, stationarity=stationarity,
         cg_residual=cg_residual, outer_grad_norm=outer_grad_norm, evaluations=evals,
-        method="reptile")
+        method="reptile", task=task, theta=theta)

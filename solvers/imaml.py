@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from solvers._common import array_namespace, check_callback_output, ops, to_host
+from solvers._common import array_namespace, check_callback_output, ops, safe_norm, to_host
 from solvers._result import SolverResult
 from solvers.cg import cg
 from solvers.gradient_descent import gradient_descent
@@ -28,9 +28,14 @@ class MetaGradientResult:
     gradient: the meta-gradient g. phi: the approximate inner solution. inner: the inner
     solver's :class:`SolverResult`. cg: CG's result on (I + H(φ)/λ)g = ∇L(φ) (None for methods
     without a linear solve). stationarity: ‖∇_φG(φ, θ)‖ at the returned φ. cg_residual: the true
-    residual ‖∇L(φ) − (I + H(φ)/λ)g‖. outer_grad_norm: ‖∇L(φ)‖. evaluations: total counts of
+    residual ‖∇L(φ) − (I + H(φ)/λ)g‖. outer_grad_norm: ‖∇L(φ)‖. The three are computed in the
+    working precision from the returned φ and g, their norms scaled (no underflow or overflow
+    at any scale of the data: ``solvers._common.safe_norm``). evaluations: total counts of
     inner gradients, Hessian-vector products and outer gradients used (diagnostics excluded;
     for a stack each call serves every task). method: which estimator produced it.
+    task, theta: the problem this result answers (the task object and θ as given), whatever
+    method solved it: what an a-posteriori certificate needs to bound the rounding of the
+    three diagnostics, or to recompute them (``theory.bounds.certify(result, constants)``).
 
     For one task the three norms are floats. For a stack of n tasks (θ of shape (n, d)) they
     are arrays of shape (n,) in θ's library and device (row i for task i), and
@@ -45,6 +50,8 @@ class MetaGradientResult:
     outer_grad_norm: Any
     evaluations: dict = field(default_factory=dict)
     method: str = "imaml"
+    task: Any = None
+    theta: Any = None
 
     @property
     def n_tasks(self) -> int | None:
@@ -53,7 +60,8 @@ class MetaGradientResult:
 
     def row(self, i: int) -> "MetaGradientResult":
         """Task i of a batched result as a one-task result (floats for the three norms; the
-        inner and CG results as one-task results). For a stack of quadratic tasks on NumPy it is
+        inner and CG results as one-task results; ``task`` is ``task[i]`` where the stack can be
+        indexed, else None, and ``theta`` row i). For a stack of quadratic tasks on NumPy it is
         bitwise the result of the same call on task i alone."""
         if self.n_tasks is None:
             raise ValueError("row() needs a batched result (θ of shape (n, d))")
@@ -63,7 +71,18 @@ class MetaGradientResult:
             cg=None if self.cg is None else self.cg.row(i),
             stationarity=_float(self.stationarity[i]), cg_residual=_float(self.cg_residual[i]),
             outer_grad_norm=_float(self.outer_grad_norm[i]), evaluations=dict(self.evaluations),
-            method=self.method)
+            method=self.method, task=_task_row(self.task, i),
+            theta=None if self.theta is None else self.theta[i])
+
+
+def _task_row(task, i):
+    """Task i of a stack (``task[i]``), or None for a task that cannot be indexed."""
+    if task is None or not callable(getattr(task, "__getitem__", None)):
+        return None
+    try:
+        return task[i]
+    except (TypeError, IndexError, KeyError):
+        return None
 
 
 def _float(x) -> float:
@@ -220,13 +239,14 @@ def implicit_gradient_at(task, theta, inner_result, *, cg_steps, cg_start="zero"
     return MetaGradientResult(gradient=g, phi=phi, inner=inner_result, cg=cg_result,
                               stationarity=stationarity, cg_residual=cg_residual,
                               outer_grad_norm=outer_grad_norm, evaluations=evals,
-                              method=method)
+                              method=method, task=task, theta=theta)
 
 
 def _norms(xp, *arrays):
-    """Row norms of diagnostics: floats (one host read) for one task, (n,) arrays for a stack."""
+    """Row norms of diagnostics, scaled (:func:`solvers._common.safe_norm`: no underflow or
+    overflow): floats (one host read) for one task, (n,) arrays for a stack."""
     o = ops(xp)
-    norms = [o.norm(o.plain(a)) for a in arrays]
+    norms = [safe_norm(xp, o.plain(a)) for a in arrays]
     if arrays[0].ndim == 1:
         return tuple(to_host(*norms))
     return tuple(norms)

@@ -24,7 +24,8 @@ import math
 import numpy as np
 from array_api_compat import is_torch_array
 
-from solvers._common import check_callback_output, norm, raise_if_not_finite, to_host
+from solvers._common import (array_namespace, check_callback_output, raise_if_not_finite,
+                             safe_norm, to_host)
 from solvers._result import SolverResult, Status
 from solvers.gradient_descent import gradient_descent
 from solvers.imaml import MetaGradientResult, default_step_sizes
@@ -159,9 +160,10 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
     # residual ‖∇L(φ) − (I + H(φ)/λ)g‖ at MAML's own φ_K and g
     grad_inner = bridge.from_task(bridge.call("inner_grad", bridge.to_task(phi)))
     hv = bridge.from_task(bridge.call("inner_hvp", phi_out, gradient))
+    tx = array_namespace(phi)
     stationarity, cg_residual, outer_grad_norm = to_host(
-        norm(torch, grad_inner + lam * (phi - theta_c)), norm(torch, v.detach() - g.detach() - hv / lam),
-        norm(torch, v.detach()))
+        safe_norm(tx, grad_inner + lam * (phi - theta_c)),
+        safe_norm(tx, v.detach() - g.detach() - hv / lam), safe_norm(tx, v.detach()))
     inner = SolverResult(x=phi_out, steps=K, residual_norm=stationarity, status=status,
                          evaluations={"grad": K})
     # T < K: the first differentiated step starts at the constant φ_{K−T}, so its gradient has
@@ -170,7 +172,7 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
     return MetaGradientResult(gradient=gradient, phi=phi_out, inner=inner, cg=None,
                               stationarity=stationarity, cg_residual=cg_residual,
                               outer_grad_norm=outer_grad_norm, evaluations=evals,
-                              method=method)
+                              method=method, task=task, theta=theta)
 
 
 def maml_meta_gradient(task, theta, *, inner_steps, step_size=None, backward="auto"

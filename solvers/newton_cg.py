@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import device
 
-from solvers._common import checked, ops, raise_if_not_finite, to_host
+from solvers._common import checked, host_norm, ops, quiet, raise_if_not_finite, to_host
 from solvers._optimizer import prepare
 from solvers._result import History, SolverResult, Status
 from solvers.cg import cg
@@ -73,10 +73,11 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
     # relative change of f below which f's values are rounding noise (Hager & Zhang's ε_k)
     f_resolution = float(xp.finfo(x0.dtype).eps) ** 0.5
     run = _newton_vector if x0.ndim == 1 else _newton_rows
-    x, steps, gnorm, status, rec = run(
-        xp, ops(xp), f, oracle, direction_at, x0, max_steps=max_steps, rtol=rtol, atol=atol,
-        armijo=armijo, backtrack=backtrack, max_backtracks=max_backtracks,
-        f_resolution=f_resolution, rec=History() if history else None)
+    with quiet(xp):      # an overflowing norm is recomputed scaled (host_norm), not warned of
+        x, steps, gnorm, status, rec = run(
+            xp, ops(xp), f, oracle, direction_at, x0, max_steps=max_steps, rtol=rtol, atol=atol,
+            armijo=armijo, backtrack=backtrack, max_backtracks=max_backtracks,
+            f_resolution=f_resolution, rec=History() if history else None)
     o = ops(xp)
     if not to_host(o.all(o.isfinite(o.plain(x)))):
         raise_if_not_finite(float("nan"), "the Newton-CG iterate", steps)
@@ -89,7 +90,7 @@ def _newton_vector(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol,
     x, tol, status, steps = x0, None, Status.MAX_STEPS, 0
     g = oracle(x)
     while True:
-        gnorm = to_host(o.norm(o.plain(g)))
+        gnorm = host_norm(xp, g)
         raise_if_not_finite(gnorm, f"the output of {oracle.name}", steps)
         tol = max(atol, rtol * gnorm) if tol is None else tol
         if rec is not None:
@@ -135,7 +136,7 @@ def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, a
     stalled = np.zeros(n, dtype=bool)
     g = oracle(x)
     while True:
-        gn = np.atleast_1d(to_host(o.norm(o.plain(g))))
+        gn = np.atleast_1d(host_norm(xp, g))
         gnorm = float(gn.max())
         raise_if_not_finite(gnorm, f"the output of {oracle.name}", steps)
         # each row's own tolerance, from its own first gradient (as when it runs alone)

@@ -78,12 +78,12 @@ def test_quadratic_task_rejects(task, changes, error, pattern):
 
 
 def test_torch_task_rejects_numpy_and_device_mismatch(task):
-    A = torch.as_tensor(task.A)
+    A = torch.tensor(task.A)   # a copy: task.A is read-only
     with pytest.raises(TypeError, match="b is a ndarray"):
-        QuadraticTask(A, task.b, A, torch.as_tensor(task.b_query), task.lam)
+        QuadraticTask(A, task.b, A, torch.tensor(task.b_query), task.lam)
     if torch.cuda.is_available():   # pragma: no cover - exercised on GPU machines
         with pytest.raises(ValueError, match="b is on device"):
-            QuadraticTask(A, torch.as_tensor(task.b).cuda(), A, torch.as_tensor(task.b), task.lam)
+            QuadraticTask(A, torch.tensor(task.b).cuda(), A, torch.tensor(task.b), task.lam)
 
 
 THETA_CASES = [

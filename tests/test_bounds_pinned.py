@@ -176,9 +176,12 @@ def test_tolerances_pinned():
     assert allowance("float64", terms=(), kappa=2.0) == 0.0
     u = eps / 2
     assert gamma("float64", 3) == pytest.approx(3 * u / (1 - 3 * u), rel=1e-15)
-    assert sum_rounding("float64", (2.0, 3.0), length=4) == pytest.approx(gamma("float64", 8) * 5)
+    # γ of length + extra_ops (4) + one for the magnitudes' own rounding; the underflow part
+    # √dim·n·(1 + γ)·tiny is invisible next to these terms in float64 (see the float16 pins)
+    assert sum_rounding("float64", (2.0, 3.0), length=4) == pytest.approx(
+        gamma("float64", 9) * 5, rel=1e-14)
     n = norm_upper_bound("float64", 1.0, terms=(2.0,), length=4, dim=6)
-    assert n == pytest.approx(1 / (1 - gamma("float64", 8)) + 2 * gamma("float64", 8))
+    assert n == pytest.approx(1 / (1 - gamma("float64", 9)) + 2 * gamma("float64", 9), rel=1e-14)
     M = np.array([[1.0, -2.0], [3.0, 0.0]])
     frob = math.sqrt(14.0)
     hoelder = math.sqrt(4.0 * 3.0)      # max column sum 4, max row sum 3
@@ -264,18 +267,37 @@ def test_tolerance_defaults_pinned():
     assert relative_tolerance("float64") == eps
     assert allowance("float64", terms=(2.0,)) == 2 * eps
     assert rounding_allowance("float64") == eps
-    assert sum_rounding("float64", (1.0,), length=1) == gamma("float64", 5)
+    tiny = np.finfo(np.float64).tiny
+    assert sum_rounding("float64", (1.0,), length=1) == gamma("float64", 6) + 6 * (
+        1 + gamma("float64", 6)) * tiny
 
 
 def test_rigorous_forms_where_their_terms_show():
-    """float16 (u = 2⁻¹¹) so that γ's denominators and the norm's dim + 2 are visible."""
+    """float16 (u = 2⁻¹¹, tiny = 2⁻¹⁴) so that γ's denominators, the norm's dim + 3, the
+    magnitudes' extra γ step and the underflow part √dim·n·(1 + γₙ)·tiny are all visible."""
     g = lambda n: n * 2.0 ** -11 / (1 - n * 2.0 ** -11)  # noqa: E731
-    assert sum_rounding("float16", (1.0, 2.0), length=10, extra_ops=1) == pytest.approx(3 * g(11), rel=1e-12)
+    tiny = 2.0 ** -14
+    assert sum_rounding("float16", (1.0, 2.0), length=10, extra_ops=1) == pytest.approx(
+        3 * g(12) + 12 * (1 + g(12)) * tiny, rel=1e-12)
+    assert sum_rounding("float16", (1.0,), length=10, extra_ops=1, dim=9) == pytest.approx(
+        g(12) + 3 * 12 * (1 + g(12)) * tiny, rel=1e-12)
     assert norm_upper_bound("float16", 2.0, terms=(3.0,), length=10, dim=20) == pytest.approx(
-        2.0 / (1 - g(22)) + 3.0 * g(14), rel=1e-12)
+        (2.0 + tiny) / (1 - g(23)) + 3.0 * g(15) + math.sqrt(20) * 15 * (1 + g(15)) * tiny,
+        rel=1e-12)
     M = np.array([[1.0, -2.0], [3.0, 0.0]])
-    assert abs_matrix_norm(M) == min(math.sqrt(14.0), math.sqrt(12.0)) * (1 + 1e-12)
-    assert abs_matrix_norm(np.array([[1.0, 1.0], [1.0, 1.0]])) == 2.0 * (1 + 1e-12)
+    # the Hölder bound √4·√3 (column and row sums, 2 + 3 roundings) is below the Frobenius √14
+    u, t64 = 2.0 ** -53, np.finfo(np.float64).tiny
+    up = lambda v, k, n=1: (v + n * t64) / (1 - (k + 1) * u / (1 - (k + 1) * u))  # noqa: E731
+    assert abs_matrix_norm(M) == up(math.sqrt(4.0) * math.sqrt(3.0), 2 + 3)
+    # all ones: Frobenius 2 (4 entries: γ step 4 + 3) against √2·√2 = 2 + 2⁻⁵¹ (2 + 3 steps)
+    ones = np.ones((2, 2))
+    assert abs_matrix_norm(ones) == min(up(2.0, 4 + 3), up(math.sqrt(2.0) * math.sqrt(2.0), 2 + 3))
+    # a 2 × 4 matrix: Frobenius over 8 entries (8 + 3 steps), sums of at most max(2, 4) terms
+    col = np.zeros((2, 4))
+    col[:, 0] = 1.0                    # Frobenius √2 and Hölder √2·√1 = √2: equal before rounding
+    assert abs_matrix_norm(col) == min(up(math.sqrt(2.0), 8 + 3), up(math.sqrt(2.0), 4 + 3))
+    assert abs_matrix_norm(col) == up(math.sqrt(2.0), 4 + 3)
+    assert abs_matrix_norm(np.diag([3.0, 4.0])) == up(4.0, 2 + 3)     # Frobenius 5 > Hölder 4
 
 
 def test_logistic_magnitudes_pinned():

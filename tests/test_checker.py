@@ -380,8 +380,9 @@ def test_cli_exit_status_and_json(capsys):
     assert main(["check", "_checker_catalogue:fomaml", "--max-examples", "10", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["passed"] is False and "first-order MAML" in doc["diagnosis"]["name"]
-    assert main(["check", "_checker_catalogue:no_such_function"]) == 2
-    assert main(["check", "no_such_module_xyz:f"]) == 2
+    # usage errors (tests/test_faults.py has them through the child process too)
+    assert main(["check", "_checker_catalogue:no_such_function", "--in-process"]) == 2
+    assert main(["check", "no_such_module_xyz:f", "--in-process"]) == 2
     assert main(["check", "_checker_catalogue:textbook_solve", "--budget", "3"]) == 2
     capsys.readouterr()
 
@@ -389,10 +390,12 @@ def test_cli_exit_status_and_json(capsys):
 def test_cli_budget_mode(capsys):
     from verify.cli import main
 
+    # fn(task, theta) takes no budgets: refused before any work, in one line
     status = main(["check", "_checker_catalogue:textbook_solve", "--budget", "5,2",
-                   "--max-examples", "3"])
-    out = capsys.readouterr().out
-    assert status == 1 and "raised TypeError" in out   # fn(task, theta) takes no budgets
+                   "--max-examples", "3", "--in-process"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "fn must be callable as fn(task, theta, inner_steps=K, cg_steps=M)" in err
 
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "checker.md"

@@ -137,6 +137,8 @@ def test_partial_selection_does_not_overwrite_the_full_report(planted, tmp_path,
     planted("planted-fine", lambda ctx: [_bound_check(0.5)])
     monkeypatch.chdir(tmp_path)
     assert main(["claim", "planted-fine", "--no-progress"]) == 0
+    assert (tmp_path / "reports" / "claim" / "REPORT.md").is_file()
+    assert main(["run", "--claim", "planted-fine", "--no-figures", "--no-progress"]) == 0
     assert (tmp_path / "reports" / "partial" / "REPORT.md").is_file()
     assert not (tmp_path / "reports" / "REPORT.md").exists()
 

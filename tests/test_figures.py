@@ -164,6 +164,20 @@ def test_pep_cache_is_read_as_made_and_recomputed_in_another_environment(monkeyp
     assert all(abs(a - v) <= sdp_allowance(v) for a, v in zip(again, values[:3]))
 
 
+def test_pep_cache_is_not_used_when_a_number_the_problem_takes_from_theory_changes(monkeypatch):
+    """The momentum comes from theory.bounds, outside the problem's source: a changed
+    cg_contraction must invalidate the cache (here it would have kept 0.763 at k = 2 where a
+    fresh solve gives 0.787)."""
+    pytest.importorskip("PEPit", reason="the optional 'pep' extra is not installed")
+    from verify.figures import pep
+
+    real = pep.bounds.cg_contraction
+    monkeypatch.setattr(pep.bounds, "cg_contraction", lambda kappa: real(kappa) * 0.9)
+    monkeypatch.setattr(pep, "_pep_worst_case", lambda k, kappa: (0.5, True))
+    _, _, provenance = pep.worst_cases([1, 2])
+    assert provenance["source"] == "computed" and "momentum" in provenance["why"]
+
+
 def test_pep_cache_agrees_with_a_recomputation_within_the_solvers_accuracy(tmp_path, monkeypatch):
     """The cache's own test: k = 1…3 recomputed agree with it within the SDP solver's accuracy
     (theory.tolerances.sdp_allowance); negative control: a cache planted 1e-4 off disagrees."""

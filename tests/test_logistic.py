@@ -34,8 +34,8 @@ def logistic(draw, max_dim=5):
 @given(logistic())
 def test_protocol_matches_autograd(drawn):
     task, theta, inst = drawn
-    tt = LogisticTask(*(torch.from_numpy(a) for a in (task.X, task.y, task.X_query, task.y_query)),
-                      task.lam)
+    tt = LogisticTask(*(torch.tensor(a) for a in (task.X, task.y, task.X_query, task.y_query)),
+                      task.lam)   # copies: the task's arrays are read-only
     phi = torch.from_numpy(theta).requires_grad_(True)
     (g,) = torch.autograd.grad(tt.inner_loss(phi), phi, create_graph=True)
     v = torch.ones_like(phi)

@@ -134,7 +134,9 @@ def test_newton_cg_with_enough_cg_steps_solves_a_quadratic_in_one_iteration(draw
     distance = gap(theta, x_star)
     enough = max(spec.dim, math.ceil(math.log(2 * math.sqrt(spec.kappa) * distance / delta)
                                      / -math.log(bounds.cg_contraction(spec.kappa)))
-                 if spec.kappa > 1 and distance > delta else 0)
+                 # κ within rounding of 1 (e.g. 1 + 2e-16): the contraction rounds to 0, and
+                 # CG's bound says one step is enough
+                 if bounds.cg_contraction(spec.kappa) > 0 and distance > delta else 0)
     result = newton_cg(lambda p: task.inner_loss(p) + 0.5 * lam * np.sum((p - theta) ** 2),
                        _grad_G(task, theta), lambda p, v: task.inner_hvp(p, v) + lam * v, theta,
                        max_steps=1, cg_steps=enough)

@@ -102,3 +102,26 @@ def test_an_unpinned_process_says_so():
     pinned = subprocess.run([sys.executable, "-c", code], env={**plain, **pinned_environment()},
                             capture_output=True, text=True, check=True).stdout.strip()
     assert native == "native" and pinned == pinned_environment()[MARK]
+
+
+def test_the_mark_alone_does_not_make_a_process_pinned():
+    """state() reads what the libraries read: the mark set by hand without the variables is
+    'native', so a report cannot claim pinned kernels it did not have."""
+    from verify._numerics import MARK, THREADS, pinned_environment
+
+    code = "from verify._numerics import state; print(state())"
+    plain = {k: v for k, v in os.environ.items() if k not in pinned_environment()}
+    for extra, expected in (({MARK: "pinned"}, "native"), ({MARK: "pinned", **THREADS}, "threads")):
+        got = subprocess.run([sys.executable, "-c", code], env={**plain, **extra},
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert got == expected, (extra, got)
+
+
+def test_the_recorded_command_leaves_out_where_and_how():
+    """--out, --json, --no-progress, --jobs and --dask do not change what a run finds: they are
+    not recorded, so a report written elsewhere or on N processes is the same file."""
+    from verify.cli import recorded_command
+
+    assert recorded_command(["run", "--quick", "--out", "x", "--jobs", "2", "--no-progress",
+                             "--json", "--dask=tcp://h:1", "--seed", "3"]) == [
+        "imaml-verify", "run", "--quick", "--seed", "3"]

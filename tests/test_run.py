@@ -133,24 +133,32 @@ def _new_files():
 
 def test_a_full_disk_while_writing_keeps_the_previous_report(previous_report, monkeypatch):
     before = _snapshot(previous_report)
-    real = Path.write_bytes
+    real = open
     calls = []
 
-    def full_disk(self, data):
-        calls.append(self)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, data)
+    def full_disk(path, mode="r", *args, **kwargs):
+        if "x" in mode:
+            calls.append(path)
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    monkeypatch.setattr(writer_module, "open", full_disk, raising=False)
     with pytest.raises(OSError, match="No space"):
         write_report_set(previous_report, _new_files())
     assert _snapshot(previous_report) == before          # no staging folder left either
 
 
+@pytest.fixture
+def journal(monkeypatch):
+    """The fallback where the folder swap is not available (renames with a journal)."""
+    monkeypatch.setattr(writer_module, "_swap_possible", lambda out: False)
+
+
 @pytest.mark.parametrize("at", [1, 2, 3, 4, 5, 6])
-def test_an_interrupt_inside_the_swap_keeps_the_previous_report(previous_report, monkeypatch, at):
-    """The swap's renames: (SIGINT is held back there, so this simulates an exception raised
+def test_an_interrupt_inside_the_swap_keeps_the_previous_report(previous_report, monkeypatch, at,
+                                                                journal):
+    """The fallback's renames: (SIGINT is held back there, so this simulates an exception raised
     by the file system at the at-th rename) — the previous set comes back whole."""
     before = _snapshot(previous_report)
     real = os.replace
@@ -170,9 +178,11 @@ def test_an_interrupt_inside_the_swap_keeps_the_previous_report(previous_report,
 
 
 @pytest.mark.parametrize("at", [2, 4, 6])
-def test_a_crash_inside_the_swap_is_undone_by_the_next_write(previous_report, monkeypatch, at):
-    """A process killed mid-swap runs no handler: the journal stays, and recover() (called by
-    the next write) restores the previous set exactly."""
+def test_a_crash_inside_the_swap_is_undone_by_the_next_write(previous_report, monkeypatch, at,
+                                                             journal):
+    """The fallback, its process killed mid-swap, runs no handler: the journal stays, and
+    recover() (called by the next write) restores the previous set exactly (the folder swap
+    needs no recovery: tests/test_faults.py kills it at every step)."""
     before = _snapshot(previous_report)
     real_replace, real_recover = os.replace, writer_module.recover
     count = [0]
@@ -205,16 +215,20 @@ def test_a_new_report_replaces_the_previous_one_as_a_whole(previous_report):
     assert recover(previous_report) is False
 
 
-def test_files_outside_the_report_set_are_refused():
+def test_files_outside_the_report_set_are_refused(planted, tmp_path):
     from verify.report import render_report_set
 
-    doc = verify.run([])
+    planted("planted-fine", lambda ctx: [_check(0.5)])
+    doc = verify.run(["planted-fine"])
     with pytest.raises(ValueError, match="outside the report set"):
         render_report_set(doc, {"elsewhere/x.png": b""})
+    with pytest.raises(ValueError, match="outside the report set"):
+        write_report_set(tmp_path / "out", {"elsewhere/x.png": b""})
+    assert list(tmp_path.iterdir()) == []               # refused before touching anything
 
 
 # -- run from a source tree that was never installed -------------------------------------------
-def test_version_falls_back_to_the_source_tree(monkeypatch):
+def test_version_falls_back_to_the_source_tree(monkeypatch, planted):
     from importlib import metadata
 
     from verify.report import results, tool_version
@@ -226,7 +240,8 @@ def test_version_falls_back_to_the_source_tree(monkeypatch):
     text = (Path(results.__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert f'version = "{tool_version()}"' in text
     assert results.environment()["packages"]["imaml-verify"] == tool_version()
-    doc = verify.run([])
+    planted("planted-fine", lambda ctx: [_check(0.5)])
+    doc = verify.run(["planted-fine"])
     assert doc["tool"]["version"] == tool_version()
     json.dumps(doc)
 
@@ -328,7 +343,7 @@ def test_bad_parallel_options_are_usage_errors(kwargs, words):
         verify.run([], **kwargs)
 
 
-def test_scale_widens_the_grids_and_is_recorded():
+def test_scale_widens_the_grids_and_is_recorded(planted):
     from verify.checks._common import SCALE_REPEATS, grid
     from verify.registry import RunContext
 
@@ -336,10 +351,13 @@ def test_scale_widens_the_grids_and_is_recorded():
     assert len(wide) > SCALE_REPEATS * len(base) / 2
     assert max(d for d, *_ in wide) == 2000 and max(k for _, k, *_ in wide) == 1e6
     assert set(base) <= set(wide)
-    doc = verify.run([], scale=True)
+    with pytest.raises(verify.UsageError, match="nothing to run"):
+        verify.run([], scale=True)
+    planted("planted-fine", lambda ctx: [_check(0.5)])
+    doc = verify.run(["planted-fine"], scale=True)
     assert doc["settings"]["scale"] is True
     with pytest.raises(verify.UsageError, match="--scale"):
-        verify.run([], quick=True, scale=True)
+        verify.run(["lemma1"], quick=True, scale=True)
 
 
 def test_third_party_results_join_the_report(planted, tmp_path):

@@ -358,8 +358,10 @@ def test_cg_non_finite_curvature_of_one_row_is_reported():
     def mv(v):
         calls.append(1)
         out = v * np.array([1.0, 3.0])
-        if len(calls) == 2:    # row 1: pᵀMp = −(|p₀| + |p₁|)·1e300 overflows to −Inf
-            out[1] = -1e300 * np.sign(v[1])
+        # row 1: pᵀMp = −(|p₀| + |p₁|)·max overflows to −Inf (CG works on the row scaled to
+        # entries in [1, 2), where p = (0.75, −0.25)·1.16 at step 1, whatever the row's scale)
+        if len(calls) == 2:
+            out[1] = -np.finfo(np.float64).max * np.sign(v[1])
         return out
 
     rhs = np.array([[1.0, 2.0], [1e10, 1e10]])

@@ -63,7 +63,7 @@ def test_certificate_holds_on_the_crafted_instances(theta_norm, steps, seed):
     assert r.passed and r.allowance == 0.0, r
 
 
-def _exact_arithmetic_certificate(res, c, *, task, theta):
+def _exact_arithmetic_certificate(res, c):
     """The old certificate: the computed residuals taken as exact (a planted defect)."""
     return aposteriori_bound(c, stationarity=res.stationarity, cg_residual=res.cg_residual,
                              outer_grad_norm=res.outer_grad_norm)
@@ -126,15 +126,20 @@ def test_certificate_on_nonconvex_and_logistic_tasks():
     assert cert.rounding > 0
 
 
-def test_certify_is_rounding_safe_only_with_the_magnitudes():
+def test_certify_is_rounding_safe_by_default():
+    """The plain call certify(result, constants) is the safe one (the result carries its task
+    and θ); only exact_arithmetic=True asks for the computed norms taken as exact."""
     task, _ = planted_spectrum_task(4, 10.0, 1.0, seed=0)
     res = imaml_meta_gradient(task, np.ones(4), inner_steps=3, cg_steps=2)
-    old = certify(res, task.constants(np.ones(4)))          # the older call: exact arithmetic only
-    assert not old.rounding_safe and old.rounding == 0.0
+    assert res.task is task and res.theta is not None
+    old = certify(res, task.constants(np.ones(4)), exact_arithmetic=True)
+    assert not old.rounding_safe and old.rounding == 0.0 and old.method == "exact arithmetic"
     m = computation_magnitudes(task, np.ones(4), res.phi, res.gradient)
     a = certify(res, task.constants(np.ones(4)), magnitudes=m)
     b = certify(res, task.constants(np.ones(4)), task=task, theta=np.ones(4))
-    assert a == b and a.rounding > 0 and a.rounding_safe and a.bound > old.bound
+    plain = certify(res, task.constants(np.ones(4)))
+    assert a == b == plain and a.rounding > 0 and a.rounding_safe and a.bound > old.bound
+    assert a.method == "model"
     with pytest.raises(TypeError, match="magnitudes"):
         computation_magnitudes(object(), np.ones(4), res.phi, res.gradient)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from theory.tolerances import computation_magnitudes, norm_upper_bound
+from theory.tolerances import computation_magnitudes, norm_upper_bound, round_up
 from validation import check_kappa, check_positive, check_steps, dtype_name
 
 __all__ = [
@@ -205,8 +205,14 @@ class Certificate:
 
     bound: certified ‖g − dθL(Alg*(θ))‖ ≤ bound. delta, delta_prime, B: the certified δ, δ′ and
     B at Alg*(θ) that went into Lemma 3's sharper form. rounding: how much of ``bound`` comes
-    from the rounding of the computed residuals. rounding_safe: whether that rounding was
-    bounded (False: the bound holds in exact arithmetic only, and can fail at rounding level)."""
+    from the rounding of the residuals (bound minus the same formula at the solver's computed
+    norms; 0 for a bound in exact arithmetic; negative where the exact residuals are below the
+    computed ones). rounding_safe: whether that rounding was bounded
+    (False: the bound holds in exact arithmetic only, and can fail at rounding level). method:
+    how the residual norms were bounded — ``"model"`` (the solver's computed norms raised by
+    the rounding model of theory.tolerances), ``"exact residuals"`` (the residuals of the
+    stored φ and g evaluated exactly, theory.exact.residual_norm_bounds) or
+    ``"exact arithmetic"`` (the computed norms taken as exact: not safe)."""
 
     bound: float
     delta: float
@@ -214,6 +220,7 @@ class Certificate:
     B: float
     rounding: float = 0.0
     rounding_safe: bool = False
+    method: str = "exact arithmetic"
 
 
 def _lemma3_sharp_terms(c, delta, delta_prime, outer_grad_norm):
@@ -243,43 +250,110 @@ def aposteriori_bound(constants, *, stationarity, cg_residual, outer_grad_norm,
     bound, B = _lemma3_sharp_terms(c, delta, delta_prime, v + ev)
     exact_arithmetic, _ = _lemma3_sharp_terms(c, s / c.mu, c.lam / c.mu * r, v)
     return Certificate(bound, delta, delta_prime, B, bound - exact_arithmetic,
-                       rounding_safe=es > 0 and er > 0 and ev > 0)
+                       rounding_safe=es > 0 and er > 0 and ev > 0,
+                       method="model" if es > 0 and er > 0 and ev > 0 else "exact arithmetic")
 
 
-def certify(result, constants, *, task=None, theta=None, magnitudes=None) -> Certificate:
-    """:func:`aposteriori_bound` for a meta-gradient result (``solvers.MetaGradientResult``:
-    ``stationarity``, ``cg_residual``, ``outer_grad_norm``, ``phi``, ``gradient``), made safe
-    in floating point: each computed norm is raised to a certified upper bound of the exact one
-    (theory.tolerances.norm_upper_bound) from the magnitudes that enter it — from the task's data
-    and θ (``task=``, ``theta=``: quadratic and logistic tasks) or given as ``magnitudes=`` (a
-    theory.tolerances.Magnitudes) — and the dtype's unit roundoff (the dtype of
-    ``result.gradient``); the result has ``rounding_safe=True``.
+#: relative roundings in evaluating the certificate's formula from its three norms (δ, δ′, B and
+#: (λρB/μ² + λL/μ)δ + δ′: fewer than this many along any path); the rigorous certificate is
+#: raised by them (theory.tolerances.round_up)
+FORMULA_ROUNDINGS = 20
+#: the model's certificate is recomputed from the exact residuals (quadratic tasks) when its
+#: rounding is at least this share of it: the residuals computed in floating point are then
+#: rounding noise, and only their exact values say how good φ and g are
+EXACT_RESIDUALS_SHARE = 0.5
 
-    Without them (the older call ``certify(result, constants)``) the computed norms are taken as
-    exact: ``rounding_safe=False``, a bound in exact arithmetic only, which fails at rounding
-    level on large ‖θ‖ with a small meta-gradient (docs/mathematics.md §5a). Pass task= and
-    theta=."""
+
+def _raised(cert: Certificate, method: str, computed: float) -> Certificate:
+    """``cert`` with its bound raised by the rounding of its own formula, marked safe."""
+    bound = round_up(cert.bound, FORMULA_ROUNDINGS, FORMULA_ROUNDINGS)
+    return Certificate(bound, cert.delta, cert.delta_prime, cert.B, bound - computed,
+                       rounding_safe=True, method=method)
+
+
+def _is_quadratic(task) -> bool:
+    return all(hasattr(task, a) for a in ("A", "b", "A_query", "b_query", "lam"))
+
+
+def certify(result, constants, *, task=None, theta=None, magnitudes=None,
+            exact_arithmetic=False):
+    """The a-posteriori certificate (:func:`aposteriori_bound`, docs/mathematics.md §5a) of a
+    meta-gradient result (``solvers.MetaGradientResult``), safe in floating point at any scale
+    of the data; ``certify(result, constants)`` is enough: the result carries its task and θ.
+
+    How the three residual norms (‖∇_φG(φ, θ)‖, ‖∇L(φ) − (I + H(φ)/λ)g‖, ‖∇L(φ)‖) are bounded:
+
+    - ``"model"``: each norm the solver computed is raised to a certified upper bound on the
+      exact one (theory.tolerances.norm_upper_bound, the rounding model with underflow) from
+      the magnitudes that enter it — from the task's data, θ, φ and g (quadratic and logistic
+      tasks: theory.tolerances.computation_magnitudes) or given as ``magnitudes=`` — and the
+      unit roundoff of the dtype of ``result.gradient``;
+    - ``"exact residuals"`` (quadratic tasks, when the model's rounding is at least
+      :data:`EXACT_RESIDUALS_SHARE` of its certificate): the residuals of the stored φ and g
+      evaluated exactly (theory.exact.residual_norm_bounds), the smaller certificate kept (both
+      are proven). This is what reaches κ = 1e6 at d = 1000, where the worst-case rounding model
+      (γ_d times the magnitudes) exceeds the true residuals by orders of magnitude.
+
+    Either way the bound is raised by the rounding of its own formula (:data:`FORMULA_ROUNDINGS`)
+    and ``rounding_safe=True``. A task of unknown kind (no magnitudes known) is refused with a
+    TypeError, unless ``magnitudes=`` is given or ``exact_arithmetic=True`` asks explicitly for
+    the bound of the computed norms taken as exact (``rounding_safe=False``: it can fail at
+    rounding level, e.g. on large ‖θ‖ with a small meta-gradient). ``task=`` and ``theta=``
+    (both or neither) override what the result carries. A result for a stack of n tasks gets a
+    tuple of n certificates (``constants`` one per task)."""
     if (task is None) != (theta is None):
-        raise TypeError("certify needs both task= and theta= (or magnitudes=)")
-    if magnitudes is None and task is None:
-        return aposteriori_bound(constants, stationarity=result.stationarity,
-                                 cg_residual=result.cg_residual,
-                                 outer_grad_norm=result.outer_grad_norm)
+        raise TypeError("certify needs both task= and theta= (or neither: the result's own)")
+    if getattr(result, "n_tasks", None) is not None:
+        per_task = tuple(constants) if isinstance(constants, (tuple, list)) else None
+        if per_task is None or len(per_task) != result.n_tasks:
+            raise ValueError(f"constants must be a tuple of one Constants per task "
+                             f"({result.n_tasks}) for a stacked result")
+        return tuple(certify(result.row(i), c, task=None if task is None else task[i],
+                             theta=None if theta is None else theta[i], magnitudes=magnitudes,
+                             exact_arithmetic=exact_arithmetic)
+                     for i, c in enumerate(per_task))
+    norms = dict(stationarity=float(result.stationarity), cg_residual=float(result.cg_residual),
+                 outer_grad_norm=float(result.outer_grad_norm))
+    computed = aposteriori_bound(constants, **norms)
+    if exact_arithmetic:
+        return computed
+    if task is None:
+        task, theta = getattr(result, "task", None), getattr(result, "theta", None)
     if magnitudes is None:
-        magnitudes = computation_magnitudes(task, theta, result.phi, result.gradient)
+        if task is None or theta is None:
+            raise TypeError("certify cannot bound the rounding of this result's residuals: it "
+                            "carries no task and theta; pass task= and theta=, or "
+                            "magnitudes=, or exact_arithmetic=True for a bound in exact "
+                            "arithmetic only")
+        try:
+            magnitudes = computation_magnitudes(task, theta, result.phi, result.gradient)
+        except TypeError as err:
+            raise TypeError(f"certify cannot bound the rounding of this result's residuals: "
+                            f"{err}, or exact_arithmetic=True for a bound in exact arithmetic "
+                            f"only") from None
     m, dt = magnitudes, dtype_name(result.gradient)
 
-    def up(value, terms):
+    def up(value, terms, gain=1.0):
         # strictly above the computed value even when the terms vanish (the norm's own rounding)
-        return max(norm_upper_bound(dt, value, terms=terms, length=m.length, dim=m.dim)
-                   - float(value), 5e-324)
+        return max(norm_upper_bound(dt, value, terms=terms, length=m.length, dim=m.dim,
+                                    underflow_gain=gain) - float(value), 5e-324)
 
-    return aposteriori_bound(constants, stationarity=result.stationarity,
-                             cg_residual=result.cg_residual,
-                             outer_grad_norm=result.outer_grad_norm,
-                             stationarity_rounding=up(result.stationarity, m.stationarity),
-                             residual_rounding=up(result.cg_residual, m.residual),
-                             outer_grad_rounding=up(result.outer_grad_norm, m.outer_grad))
+    model = _raised(aposteriori_bound(
+        constants, **norms, stationarity_rounding=up(norms["stationarity"], m.stationarity),
+        residual_rounding=up(norms["cg_residual"], m.residual, getattr(m, "residual_gain", 1.0)),
+        outer_grad_rounding=up(norms["outer_grad_norm"], m.outer_grad)), "model", computed.bound)
+    if not (task is not None and _is_quadratic(task)
+            and model.rounding >= EXACT_RESIDUALS_SHARE * model.bound):
+        return model
+    from theory._arrays import to_numpy64
+    from theory.exact import residual_norm_bounds
+
+    # (finite: the three computed norms, checked finite above, are of vectors built from them)
+    s, r, v = residual_norm_bounds(task, *(to_numpy64(x) for x in (theta, result.phi,
+                                                                     result.gradient)))
+    exact = _raised(aposteriori_bound(constants, stationarity=s, cg_residual=r,
+                                      outer_grad_norm=v), "exact residuals", computed.bound)
+    return exact if exact.bound < model.bound else model
 
 
 def cg_steps_for_error(kappa, rel_error, *, norm: str = "2") -> int:

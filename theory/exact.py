@@ -1,4 +1,5 @@
-"""References in 50-digit arithmetic for quadratic tasks (docs/mathematics.md §2, §10).
+"""References in 50-digit arithmetic for quadratic tasks, each with a proven error bar
+(docs/mathematics.md §2, §10).
 
 A float64 reference cannot judge a float64 result at rounding level: with ‖θ‖ = 1e4 the exact
 inner solution rounded to float64 is off by ~1e-12, and ∇L(φ*) = Aₜφ* + bₜ computed from it
@@ -7,37 +8,76 @@ numbers (float64, exactly representable) are taken as exact. Every float64 is a 
 m·2^e, and so is every sum and product of them: the references are computed with those numbers
 exactly, as Python integers with a common power of two (no rounding at all), and linear solves by
 iterative refinement — a float64 LU for the corrections, the residual rhs − (A + λI)x computed
-exactly; each pass gains about 16 − log10 κ digits, and refinement stops once the correction is
-below 10^-dps·κ relative (``dps`` = 50 by default). The results are handed out as mpmath numbers
-at ``dps`` digits; the error of a float vector against one is computed exactly, then rounded.
+exactly; each pass gains about 16 − log10 κ digits.
+
+**The error bar is proven, not estimated.** For the refined x of (A + λI)x = rhs the exact
+residual r = rhs − (A + λI)x is at hand, and ‖x − (A + λI)⁻¹rhs‖ ≤ ‖r‖/μ₋ with μ₋ a *verified*
+lower bound on λmin(A + λI) (:func:`min_eigenvalue_lower_bound`: a floating-point Cholesky
+factorization of A + λI − σI that runs to completion proves λmin ≥ σ − (its backward error),
+Higham Thm 10.3, Rump 2006). Refinement stops once that radius is below 10^-dps relative to ‖x‖
+(``dps`` = 50 by default). Every reference handed out (an object array of mpmath numbers at
+``dps`` digits) is an *enclosure*: its centre, and a radius (:meth:`QuadraticReference.radius`)
+that also covers the rounding of the centre to mpmath numbers and, for the meta-gradient, the
+inner solution's radius carried through λ(A + λI)⁻¹Aₜ. :meth:`QuadraticReference.error` of a
+float vector x against such a reference is a proven upper bound on the distance from x to the
+exact quantity: ‖x − centre‖ computed exactly, its square root rounded up, plus the radius
+(:meth:`QuadraticReference.error_bounds` gives the lower end as well). A verdict at
+measured/bound = 1 − 3e-11 is then decided by a bound, not by a hope that 50 digits suffice.
+
+:func:`residual_norm_bounds` evaluates the three residuals of the a-posteriori certificate
+(docs/mathematics.md §5a) of a quadratic task exactly, at the stored φ and g.
 """
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import mpmath
 import numpy as np
 
 from theory._arrays import to_numpy64
+from theory.tolerances import abs_matrix_norm, unit_roundoff, underflow_threshold
 
-__all__ = ["QuadraticReference", "DPS"]
+__all__ = ["QuadraticReference", "DPS", "min_eigenvalue_lower_bound", "max_eigenvalue_upper_bound",
+           "residual_norm_bounds", "meta_gradient_error_bound"]
 
 DPS = 50
+#: refinement passes before a solve gives up improving (its radius is still proven)
+MAX_PASSES = 60
 
 
 # -- dyadic vectors: (object array of Python ints M, int E), value M·2^E, exact ---------------------
 def _dyadic(x) -> tuple[np.ndarray, int]:
     """A float64 array exactly, as integers with one common power of two."""
     a = to_numpy64(x)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("a dyadic (exact) value needs finite entries")
     flat = a.reshape(-1)
     mant, exp = np.frexp(flat)
     M = (mant * 2.0 ** 53).astype(np.int64)          # exact: 53-bit mantissas
     e = exp.astype(np.int64) - 53
     nonzero = M != 0
     E = int(e[nonzero].min()) if nonzero.any() else 0
-    out = np.empty(flat.shape, dtype=object)
-    for i, (m, k) in enumerate(zip(M.tolist(), (e - E).tolist())):
-        out[i] = m << k if m else 0
+    shifts = np.where(nonzero, e - E, 0).astype(object)
+    out = M.astype(object) << shifts
+    return out.reshape(a.shape), E
+
+
+def _dyadic_wide(x) -> tuple[np.ndarray, int]:
+    """:func:`_dyadic` for float64 or for NumPy's long double (wider on x86: a 64-bit
+    mantissa), exactly."""
+    a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    if a.dtype != np.longdouble or np.finfo(np.longdouble).nmant <= np.finfo(np.float64).nmant:
+        return _dyadic(a)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("a dyadic (exact) value needs finite entries")
+    bits = np.finfo(np.longdouble).nmant + 1
+    mant, exp = np.frexp(a.reshape(-1))
+    pairs = [(int(m * np.longdouble(2) ** bits), int(e) - bits) for m, e in zip(mant, exp)]
+    E = min((e for m, e in pairs if m), default=0)
+    out = np.empty(len(pairs), dtype=object)
+    for i, (m, e) in enumerate(pairs):
+        out[i] = m << (e - E) if m else 0
     return out.reshape(a.shape), E
 
 
@@ -72,6 +112,11 @@ def _to_float_vec(M: np.ndarray, E: int) -> np.ndarray:
     return np.array([_int_to_float(int(v), E) for v in M.reshape(-1)]).reshape(M.shape)
 
 
+def _top_bit(M: np.ndarray) -> int:
+    """The largest bit length among the integers of M (0 when all are 0)."""
+    return max((abs(int(v)).bit_length() for v in M.reshape(-1)), default=0)
+
+
 def _to_mpf(M: np.ndarray, E: int) -> np.ndarray:
     """The dyadic vector as mpf numbers at the working precision."""
     out = np.empty(M.shape, dtype=object)
@@ -96,13 +141,207 @@ def _to_float(x: np.ndarray) -> np.ndarray:
     return np.array([float(v) for v in x.reshape(-1)], dtype=np.float64).reshape(x.shape)
 
 
-class QuadraticReference:
-    """50-digit references of one quadratic task (anything with ``A, b, A_query, b_query, lam``).
+# -- directed rounding of exact quantities ---------------------------------------------------------
+def _pow2(E: int) -> Fraction:
+    return Fraction(1 << E) if E >= 0 else Fraction(1, 1 << -E)
 
-    ``inner_solution(θ)``, ``implicit_gradient(φ)``, ``meta_gradient(θ)`` return object arrays of
-    mpf; ``error(x, ref)`` is ‖x − ref‖ for a float array x, computed exactly then rounded to a
-    float; ``as_float(ref)`` rounds a reference to float64 (each entry correctly rounded). The
-    task's data are also available as mpf arrays (``A``, ``b``, ``Aq``, ``bq``, ``lam``)."""
+
+def _up(q: Fraction) -> float:
+    """The smallest float64 ≥ q (q ≥ 0; inf beyond the largest float)."""
+    try:
+        f = float(q)
+    except OverflowError:
+        return math.inf
+    return math.nextafter(f, math.inf) if Fraction(f) < q else f
+
+
+def _down(q: Fraction) -> float:
+    """The largest float64 ≤ q."""
+    try:
+        f = float(q)
+    except OverflowError:
+        return float(np.finfo(np.float64).max) if q > 0 else -math.inf
+    return math.nextafter(f, -math.inf) if Fraction(f) > q else f
+
+
+def _norm_range(M: np.ndarray, E: int) -> tuple[Fraction, Fraction]:
+    """(lower, upper) bounds, as exact fractions, on ‖M·2^E‖₂ of a dyadic vector: the squared
+    norm is an exact integer S, √S is bracketed by integer square roots."""
+    S = sum(int(v) * int(v) for v in M.reshape(-1))
+    root = math.isqrt(S)
+    high = root if root * root == S else root + 1
+    scale = _pow2(E)
+    return root * scale, high * scale
+
+
+def _distance(X, Ex, Y, Ey) -> tuple[Fraction, Fraction]:
+    """(lower, upper) bounds on ‖X·2^Ex − Y·2^Ey‖ (exact difference, bracketed root)."""
+    X, Y, E = _align(X, Ex, Y, Ey)
+    return _norm_range(X - Y, E)
+
+
+# -- a verified bound on the smallest eigenvalue --------------------------------------------------
+def _cholesky_completes(H: np.ndarray) -> bool:
+    """Whether the unblocked (outer-product) Cholesky factorization of the symmetric float64
+    matrix H runs to completion in floating point: every pivot positive and finite."""
+    H = np.array(H, dtype=np.float64, copy=True)
+    n = H.shape[0]
+    with np.errstate(all="ignore"):
+        for j in range(n):
+            pivot = H[j, j]
+            if not (pivot > 0 and math.isfinite(pivot)):
+                return False
+            r = math.sqrt(pivot)
+            row = H[j, j + 1:] / r
+            H[j + 1:, j + 1:] -= np.outer(row, row)
+    return True
+
+
+def _shifted_bound(A: np.ndarray, lam: float, sigma: float) -> Fraction | None:
+    """A proven lower bound on λmin(A + λI) from a floating-point Cholesky factorization of
+    H = A + λI − σI, or None when it does not run to completion.
+
+    H is formed in float64 with its diagonal correctly rounded (``math.fsum``: |Eᵢᵢ| ≤
+    u|hᵢᵢ|/(1 − u) + tiny) and scaled by the power of two 2^k that puts its largest entry in
+    [1, 2) (exact, but for entries that underflow: |E₂ᵢⱼ| ≤ tiny, ‖E₂‖ ≤ n·tiny). If Cholesky
+    completes on Hₛ = 2^-k·H, the computed factor satisfies R̂ᵀR̂ = Hₛ + ΔH with
+    |ΔH| ≤ γ_{n+1}|R̂ᵀ||R̂| (Higham, Thm 10.3, which needs only completion), so
+    ‖ΔH‖₂ ≤ γ_{n+1}‖R̂‖_F² ≤ α·tr(Hₛ), α = γ_{n+1}/(1 − γ_{n+1}); every operation's underflow
+    adds at most tiny to an entry, (n + 1)·tiny·(1 + γ) ≤ 2(n + 1)·tiny, in 2-norm at most
+    2n(n + 1)·tiny. R̂ᵀR̂ ⪰ 0 gives λmin(Hₛ) ≥ −(α·tr(Hₛ) + 2n(n + 1)·tiny), hence
+    λmin(A + λI) ≥ σ − 2^k(α·tr(Hₛ) + 2n(n + 1)·tiny + n·tiny) − maxᵢ|Eᵢᵢ|. Everything after
+    the factorization is exact rational arithmetic."""
+    n = A.shape[0]
+    H = np.array(A, dtype=np.float64, copy=True)
+    diag = [math.fsum((float(A[i, i]), float(lam), -float(sigma))) for i in range(n)]
+    H[np.arange(n), np.arange(n)] = diag
+    m = float(np.max(np.abs(H)))
+    if m == 0.0 or not math.isfinite(m):
+        return None
+    k = math.frexp(m)[1] - 1
+    Hs = np.ldexp(H, -k)
+    if not _cholesky_completes(Hs):
+        return None
+    u, tiny = Fraction(unit_roundoff("float64")), Fraction(underflow_threshold("float64"))
+    nu = (n + 1) * u
+    g = nu / (1 - nu)
+    alpha = g / (1 - g)
+    trace = sum(Fraction(float(Hs[i, i])) for i in range(n))
+    backward = alpha * trace + 2 * n * (n + 1) * tiny + n * tiny
+    rounding = max(u * abs(Fraction(h)) / (1 - u) + tiny for h in diag)
+    return Fraction(sigma) - _pow2(k) * backward - rounding
+
+
+#: shifts tried below the floating-point λmin μ̃, as offsets w·2^-k (w = max(|μ̃|, 2^-30·max|Aᵢⱼ|)):
+#: the first whose Cholesky test completes gives the bound, the nearest one the tightest
+SHIFT_OFFSETS = (2.0 ** -40, 2.0 ** -20, 0.5, 4.0)
+
+
+def min_eigenvalue_lower_bound(A, lam: float = 0.0) -> float:
+    """A proven lower bound μ₋ ≤ λmin(A + λI) of a symmetric float64 matrix A (entries exact),
+    rounded down; -inf when no shift can be proven.
+
+    σ = μ̃ − w·2^-k (:data:`SHIFT_OFFSETS`, μ̃ the floating-point λmin from ``eigvalsh``), each
+    tried by :func:`_shifted_bound` (a Cholesky test) from the nearest shift on; the first that
+    completes gives the bound: within about w·2^-40 + n²u·‖A + λI‖ of λmin when A + λI − σI is
+    still factorable so close to singular, a few of those factors below it otherwise. A = 0
+    gives λ exactly."""
+    A = np.asarray(to_numpy64(A), dtype=np.float64)
+    lam = float(lam)
+    if not np.any(A):
+        return lam                              # A = 0: λmin(A + λI) = λ exactly
+    mu_tilde = float(np.linalg.eigvalsh(A + lam * np.eye(A.shape[0]))[0])
+    width = max(abs(mu_tilde), 2.0 ** -30 * float(np.max(np.abs(A), initial=0.0)) + abs(lam) * 2.0 ** -30)
+    for offset in SHIFT_OFFSETS:
+        bound = _shifted_bound(A, lam, mu_tilde - width * offset)
+        if bound is not None:
+            return _down(bound)
+    return -math.inf
+
+
+def max_eigenvalue_upper_bound(M) -> float:
+    """A proven upper bound on λmax(M) of a symmetric float64 matrix (entries exact):
+    −(:func:`min_eigenvalue_lower_bound` of −M), rounded up."""
+    return -min_eigenvalue_lower_bound(-np.asarray(to_numpy64(M), dtype=np.float64))
+
+
+# -- the certificate's residuals, exactly ----------------------------------------------------------
+def _task_dyadic(task):
+    """The stored numbers of a quadratic task as dyadic arrays (A, b, A_q, b_q, λ)."""
+    return (_dyadic(task.A), _dyadic(task.b), _dyadic(task.A_query), _dyadic(task.b_query),
+            _dyadic(np.array([float(task.lam)])))
+
+
+def _combine(*parts):
+    """Σ of dyadic vectors (M, E) exactly: (M, E) of the sum."""
+    M, E = parts[0]
+    for N, F in parts[1:]:
+        M, N, E = _align(M, E, N, F)
+        M = M + N
+    return M, E
+
+
+def residual_norm_bounds(task, theta, phi, g) -> tuple[float, float, float]:
+    """Upper bounds, rounded up, on the exact norms of the three residuals of the a-posteriori
+    certificate (docs/mathematics.md §5a) of a quadratic task (``A, b, A_query, b_query, lam``;
+    NumPy or torch, float32 or float64) at the stored θ, φ, g, computed in exact arithmetic:
+    ‖∇_φG(φ, θ)‖ = ‖Aφ + b + λ(φ − θ)‖, ‖∇L(φ) − (I + A/λ)g‖ = ‖λ(A_qφ + b_q) − λg − Ag‖/λ and
+    ‖∇L(φ)‖ = ‖A_qφ + b_q‖. Each is an exact integer vector with a common power of two; its
+    norm is bracketed by integer square roots and rounded up (the division by λ once more).
+    Needs finite θ, φ, g (ValueError otherwise)."""
+    (A, EA), (b, Eb), (Aq, EAq), (bq, Ebq), (lam_v, El) = _task_dyadic(task)
+    lam = int(lam_v[0])
+    (t, Et), (p, Ep), (gv, Eg) = _dyadic(theta), _dyadic(phi), _dyadic(g)
+    stationarity = _combine((A.dot(p), EA + Ep), (b, Eb), (p * lam, El + Ep), (-t * lam, El + Et))
+    v = _combine((Aq.dot(p), EAq + Ep), (bq, Ebq))
+    lam_r = _combine((v[0] * lam, v[1] + El), (-gv * lam, Eg + El), (-A.dot(gv), EA + Eg))
+    lam_value = Fraction(float(task.lam))
+    return (_up(_norm_range(*stationarity)[1]), _up(_norm_range(*lam_r)[1] / lam_value),
+            _up(_norm_range(*v)[1]))
+
+
+def _meta_radius(data, theta, phi, g, mu: Fraction, aq: Fraction) -> Fraction:
+    """(‖Cg − λ(Aₜφ + bₜ)‖ + λ·aq·‖Cφ − (λθ − b)‖/μ₋)/μ₋ for dyadic θ, φ, g (pairs (M, E)) and
+    the task's dyadic data: the bound of :func:`meta_gradient_error_bound`, exactly."""
+    (A, EA), (b, Eb), (Aq, EAq), (bq, Ebq), (lam_v, El) = data
+    lam = int(lam_v[0])
+    (t, Et), (p, Ep), (gv, Eg) = theta, phi, g
+    r_phi = _combine((A.dot(p), EA + Ep), (p * lam, El + Ep), (-t * lam, El + Et), (b, Eb))
+    v = _combine((Aq.dot(p), EAq + Ep), (bq, Ebq))
+    r_g = _combine((A.dot(gv), EA + Eg), (gv * lam, El + Eg), (-v[0] * lam, v[1] + El))
+    lam_f = Fraction(lam) * _pow2(El)
+    return (_norm_range(*r_g)[1] + lam_f * aq * _norm_range(*r_phi)[1] / mu) / mu
+
+
+def meta_gradient_error_bound(task, theta, phi, g) -> float:
+    """A proven upper bound on ‖g − dθL(Alg*(θ))‖ for any approximations φ ≈ Alg*(θ) and
+    g (float64 or long double arrays, taken exactly) of a quadratic task: with C = A + λI,
+    ‖g − g*‖ ≤ (‖Cg − λ(Aₜφ + bₜ)‖ + λ‖|Aₜ|‖·‖Cφ − (λθ − b)‖/μ₋)/μ₋ (g − g* =
+    C⁻¹(Cg − λv(φ)) + λC⁻¹Aₜ(φ − φ*), ‖C⁻¹‖ ≤ 1/μ₋), both residuals exact, μ₋ verified
+    (:func:`min_eigenvalue_lower_bound`), ‖|Aₜ|‖ an upper bound (theory.tolerances); the
+    certificate of docs/mathematics.md §5a with ρ = 0 and proven constants. inf when
+    A + λI cannot be proven positive definite."""
+    mu = min_eigenvalue_lower_bound(to_numpy64(task.A), float(task.lam))
+    if not mu > 0:
+        return math.inf
+    aq = Fraction(abs_matrix_norm(to_numpy64(task.A_query)))
+    return _up(_meta_radius(_task_dyadic(task), _dyadic(theta), _dyadic_wide(phi),
+                            _dyadic_wide(g), Fraction(mu), aq))
+
+
+class QuadraticReference:
+    """50-digit references of one quadratic task (anything with ``A, b, A_query, b_query, lam``),
+    each an enclosure with a proven radius (module docstring).
+
+    ``inner_solution(θ)``, ``outer_grad(φ)``, ``implicit_gradient(φ)``, ``meta_gradient(θ)``,
+    ``inner_gradient_over_lam(θ)`` return object arrays of mpf (the centres);
+    ``radius(ref)`` is the proven radius of one of them (an upper bound on ‖centre − exact‖);
+    ``error(x, ref)`` a proven upper bound on the distance from a float array x to the exact
+    quantity, ``error_bounds(x, ref)`` its (lower, upper) bounds; ``as_float(ref)`` rounds a
+    reference to float64 (each entry correctly rounded). An object array made outside this
+    class (e.g. by arithmetic on references) carries no radius: its numbers are taken as exact.
+    The task's data are also available as mpf arrays (``A``, ``b``, ``Aq``, ``bq``, ``lam``);
+    ``min_eigenvalue`` is the verified lower bound μ₋ on λmin(A + λI)."""
 
     def __init__(self, task, *, dps: int = DPS):
         self.dps = int(dps)
@@ -111,18 +350,20 @@ class QuadraticReference:
         self._b, self._Eb = _dyadic(task.b)
         self._Aq, self._EAq = _dyadic(task.A_query)
         self._bq, self._Ebq = _dyadic(task.b_query)
-        self._lam, self._Elam = _dyadic(np.array([float(task.lam)]))
-        self._lam = int(self._lam[0])
+        lam_pair = _dyadic(np.array([float(task.lam)]))
+        self._dyadic_data = ((self._A, self._EA), (self._b, self._Eb), (self._Aq, self._EAq),
+                             (self._bq, self._Ebq), lam_pair)
+        self._lam, self._Elam = int(lam_pair[0][0]), lam_pair[1]
         with mpmath.workdps(self.dps):
             self.lam = mpmath.mpf(float(task.lam))
         self.dim = self._A.shape[0]
         A64 = to_numpy64(task.A)
+        self._A64 = A64
         self._C64 = A64 + float(task.lam) * np.eye(self.dim)
-        # the residual is exact: corrections stall only at float64's κ·eps per pass, and the
-        # answer is wanted to 10^-dps·κ relative, where refinement stops
-        self._kappa = float(np.linalg.cond(self._C64)) if self.dim else 1.0
+        self._mu = None
         self._cache: dict = {}
         self._mp_data: dict = {}
+        self._radii: dict = {}
 
     def _data(self, name):
         if name not in self._mp_data:
@@ -135,6 +376,33 @@ class QuadraticReference:
     Aq = property(lambda self: self._data("A_query"))
     bq = property(lambda self: self._data("b_query"))
 
+    @property
+    def min_eigenvalue(self) -> float:
+        """μ₋: the verified lower bound on λmin(A + λI) (:func:`min_eigenvalue_lower_bound`)."""
+        if self._mu is None:
+            self._mu = min_eigenvalue_lower_bound(self._A64, float(self._task.lam))
+        return self._mu
+
+    def constants(self, theta):
+        """The task's instance constants at θ (``task.constants(theta)``, float64) with μ and L
+        replaced by proven bounds, μ₋ ≤ λmin(A + λI) and L₊ ≥ max(λmax(Aₜ), 0)
+        (:func:`max_eigenvalue_upper_bound`): constants with which a certificate can be judged
+        without trusting a floating-point eigenvalue. β, κ, B and D are left as they are (the
+        certificate does not use them)."""
+        from dataclasses import replace
+
+        c = self._task.constants(theta)
+        L = max(max_eigenvalue_upper_bound(to_numpy64(self._task.A_query)), 0.0)
+        return replace(c, mu=min(c.mu, self.min_eigenvalue), L=max(c.L, L))
+
+    def _mu_fraction(self) -> Fraction:
+        mu = self.min_eigenvalue
+        if not mu > 0:
+            raise ArithmeticError("A + λI could not be proven positive definite: no enclosure "
+                                  "of its solves (its smallest eigenvalue is at or below the "
+                                  "rounding of a float64 Cholesky factorization)")
+        return Fraction(mu)
+
     # -- exact arithmetic on dyadic vectors ----------------------------------------------------
     def _system_times(self, x, Ex):
         """(A + λI)x exactly."""
@@ -142,27 +410,30 @@ class QuadraticReference:
         return a + lx, E
 
     def _solve(self, rhs, Er):
-        """(A + λI)⁻¹ rhs to 10^-dps·κ relative: float64 corrections, exact residuals."""
+        """(A + λI)⁻¹ rhs by refinement (float64 corrections of the exact residual, scaled by a
+        power of two so that no scale of the data underflows them), with its proven radius
+        ‖r‖/μ₋: (x, Ex, radius as a Fraction). Stops once the radius is below 10^-dps·‖x‖, or
+        after MAX_PASSES passes (the radius is proven either way)."""
         x, Ex = np.zeros(self.dim, dtype=object), Er
         if not any(rhs):
-            return x * 0, Er
-        target = 10.0 ** (-self.dps + 3) * max(self._kappa, 1.0)
-        for _ in range(60):
+            return x * 0, Er, Fraction(0)
+        mu = self._mu_fraction()
+        target = Fraction(10) ** -self.dps
+        for passes in range(MAX_PASSES + 1):
             Mx, Emx = self._system_times(x, Ex)
             r, Mx, E = _align(rhs, Er, Mx, Emx)
-            dx = np.linalg.solve(self._C64, _to_float_vec(r - Mx, E))
+            r = r - Mx
+            radius = _norm_range(r, E)[1] / mu       # of the current x: proven
+            if radius <= target * _norm_range(x, Ex)[0] or passes == MAX_PASSES:
+                break
+            k = _top_bit(r) - 1                      # the residual scaled to entries below 2
+            dx = np.linalg.solve(self._C64, _to_float_vec(r, -k)) if k >= 0 else np.zeros(self.dim)
             if not np.any(dx):
                 break
             D, Ed = _dyadic(dx)
-            x, D, Ex = _align(x, Ex, D, Ed)
+            x, D, Ex = _align(x, Ex, D, Ed + E + k)
             x = x + D
-            size = float(np.max(np.abs(_to_float_vec(x, Ex))))
-            if np.max(np.abs(dx)) <= target * size:
-                break
-        else:  # pragma: no cover - needs κ·eps ≥ 1
-            raise ArithmeticError("iterative refinement did not converge (κ too large for float64 "
-                                  "corrections)")
-        return x, Ex
+        return x, Ex, radius
 
     def _inner(self, theta):
         key = ("phi", to_numpy64(theta).tobytes())
@@ -178,50 +449,78 @@ class QuadraticReference:
         return a + bq, E
 
     def _implicit(self, p, Ep):
+        """λ(A + λI)⁻¹(A_q p + b_q) for an exact p, with its radius."""
         v, Ev = self._outer_grad(p, Ep)
-        g, Eg = self._solve(v, Ev)
-        return g * self._lam, Eg + self._Elam
+        g, Eg, radius = self._solve(v, Ev)
+        return g * self._lam, Eg + self._Elam, radius * Fraction(float(self._task.lam))
 
     def _as_dyadic(self, x):
         return _from_mpf(x) if getattr(x, "dtype", None) == object else _dyadic(x)
 
+    def _hand_out(self, M, E, radius):
+        """The centre as mpf numbers, registered with its radius: the given one plus the
+        rounding of the centre to ``dps`` digits (computed exactly)."""
+        with mpmath.workdps(self.dps):
+            centre = _to_mpf(M, E)
+        rounding = _distance(*_from_mpf(centre), M, E)[1]
+        self._radii[id(centre)] = (centre, radius + rounding)
+        return centre
+
     # -- the references --------------------------------------------------------------------------
     def inner_solution(self, theta) -> np.ndarray:
         """Alg*(θ) = (A + λI)⁻¹(λθ − b), θ taken exactly."""
-        with mpmath.workdps(self.dps):
-            return _to_mpf(*self._inner(theta))
+        x, Ex, radius = self._inner(theta)
+        return self._hand_out(x, Ex, radius)
+
+    def inner_gradient_over_lam(self, theta) -> np.ndarray:
+        """∇L̂(Alg*(θ))/λ = θ − Alg*(θ) (the inner stationarity condition A φ* + b = λ(θ − φ*)),
+        with the inner solution's radius (the difference with θ is exact)."""
+        x, Ex, radius = self._inner(theta)
+        t, Et = _dyadic(theta)
+        t, x, E = _align(t, Et, x, Ex)
+        return self._hand_out(t - x, E, radius)
 
     def outer_grad(self, phi) -> np.ndarray:
         """∇L(φ) = Aₜφ + bₜ for a float or mpf φ (exact, then rounded to dps digits)."""
-        with mpmath.workdps(self.dps):
-            return _to_mpf(*self._outer_grad(*self._as_dyadic(phi)))
+        return self._hand_out(*self._outer_grad(*self._as_dyadic(phi)), Fraction(0))
 
     def implicit_gradient(self, phi) -> np.ndarray:
-        """(I + A/λ)⁻¹∇L(φ) = λ(A + λI)⁻¹(Aₜφ + bₜ) at a float or mpf φ."""
-        with mpmath.workdps(self.dps):
-            return _to_mpf(*self._implicit(*self._as_dyadic(phi)))
+        """(I + A/λ)⁻¹∇L(φ) = λ(A + λI)⁻¹(Aₜφ + bₜ) at a float or mpf φ (taken exactly)."""
+        return self._hand_out(*self._implicit(*self._as_dyadic(phi)))
 
     def meta_gradient(self, theta) -> np.ndarray:
-        """dθL(Alg*(θ)) = λ(A + λI)⁻¹(Aₜφ* + bₜ)."""
+        """dθL(Alg*(θ)) = λ(A + λI)⁻¹(Aₜφ* + bₜ), computed at the refined φ̃ ≈ φ*: its radius
+        is :func:`meta_gradient_error_bound`'s, (‖Cg̃ − λv(φ̃)‖ + λ‖|Aₜ|‖·‖Cφ̃ − (λθ − b)‖/μ₋)/μ₋
+        with both residuals exact (the inner one carried through λC⁻¹Aₜ)."""
         key = ("g", to_numpy64(theta).tobytes())
         if key not in self._cache:
-            with mpmath.workdps(self.dps):
-                self._cache[key] = _to_mpf(*self._implicit(*self._inner(theta)))
+            p, Ep, _ = self._inner(theta)
+            g, Eg, _ = self._implicit(p, Ep)
+            aq = Fraction(abs_matrix_norm(to_numpy64(self._task.A_query)))
+            radius = _meta_radius(self._dyadic_data, _dyadic(theta), (p, Ep), (g, Eg),
+                                  self._mu_fraction(), aq)
+            self._cache[key] = self._hand_out(g, Eg, radius)
         return self._cache[key]
 
+    def radius(self, reference) -> float | None:
+        """The proven radius of a reference this object handed out (rounded up), None for any
+        other array."""
+        entry = self._radii.get(id(reference))
+        return None if entry is None or entry[0] is not reference else _up(entry[1])
+
+    def error_bounds(self, x, reference) -> tuple[float, float]:
+        """(lower, upper) bounds on the distance from the float array x (taken exactly) to the
+        exact quantity ``reference`` encloses: ‖x − centre‖ bracketed exactly, ∓ the radius,
+        rounded outwards (a reference without a radius is taken as exact)."""
+        entry = self._radii.get(id(reference))
+        radius = entry[1] if entry is not None and entry[0] is reference else Fraction(0)
+        low, high = _distance(*_dyadic(x), *_from_mpf(reference))
+        return max(_down(low - radius), 0.0), _up(high + radius)
+
     def error(self, x, reference) -> float:
-        """‖x − reference‖ with x a float array (taken exactly) and an mpf reference: the
-        difference and its squared norm are exact, the square root is rounded once."""
-        X, Ex = _dyadic(x)
-        R, Er = _from_mpf(reference)
-        X, R, E = _align(X, Ex, R, Er)
-        diff = X - R
-        S = int(sum(int(v) * int(v) for v in diff))        # ‖diff‖²·2^(−2E), exact
-        if S == 0:
-            return 0.0
-        shift = max(0, S.bit_length() - 200) & ~1            # keep 200 bits, an even shift
-        with mpmath.workdps(self.dps):
-            return float(mpmath.ldexp(mpmath.sqrt(mpmath.mpf(S >> shift)), E + shift // 2))
+        """A proven upper bound on ‖x − exact‖ (the upper end of :meth:`error_bounds`): what a
+        check "error ≤ bound" compares, so that its verdict is decided by a bound."""
+        return self.error_bounds(x, reference)[1]
 
     @staticmethod
     def as_float(reference) -> np.ndarray:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import array_namespace
 
-from theory._arrays import to_numpy64
+from theory._arrays import Sealed, changed_in_place, frozen, to_numpy64, versions
 from theory.constants import Constants
 from theory.tolerances import allowance, computation_magnitudes, norm_upper_bound
 from validation import check_array, check_lam, check_positive
@@ -55,7 +55,7 @@ class CertifiedSolution:
     newton_steps: int
 
 
-class LogisticTask:
+class LogisticTask(Sealed):
     """One regularized logistic-regression task with certified references (docs/mathematics.md §9).
 
     ``X`` (n × d), ``y`` (n, entries ±1), ``X_query`` (m × d), ``y_query`` (m,), ``lam`` > 0;
@@ -66,11 +66,18 @@ class LogisticTask:
     ``jacobian``, ``meta_gradient``, ``constants``) are computed in float64 and returned in
     the input's type (``certified_solution`` returns float64 NumPy).
 
+    As for :class:`theory.QuadraticTask`, the data cannot go stale: every input is copied (NumPy
+    copies read-only, torch clones watched: changed in place, they make ``constants()`` and
+    ``curvature_bounds()`` refuse with a ValueError), and attributes cannot be rebound.
+
     Raises ValueError naming the argument for labels other than ±1, λ ≤ 0, NaN/Inf or shape
-    mismatch; TypeError for mixed libraries or dtypes."""
+    mismatch; TypeError for mixed libraries or dtypes and for a λ that is not a real number."""
+
+    _NAMES = ("X", "y", "X_query", "y_query")
 
     def __init__(self, X, y, X_query, y_query, lam):
         self.lam = check_lam(lam)
+        X, y, X_query, y_query = (frozen(a) for a in (X, y, X_query, y_query))
         check_array(X, "X", ndim=2)
         n, d = X.shape
         if n < 1 or d < 1:
@@ -84,13 +91,15 @@ class LogisticTask:
             if not np.all(np.abs(to_numpy64(labels)) == 1.0):
                 raise ValueError(f"{name} must contain labels +1 or -1 only")
         self.X, self.y, self.X_query, self.y_query = X, y, X_query, y_query
+        self._versions = versions(X, y, X_query, y_query)
         self.dim, self.n, self.m = d, n, X_query.shape[0]
         self._xp = array_namespace(X)
-        self._X64, self._y64 = to_numpy64(X), to_numpy64(y)
-        self._Xq64, self._yq64 = to_numpy64(X_query), to_numpy64(y_query)
+        self._X64, self._y64 = frozen(to_numpy64(X)), frozen(to_numpy64(y))
+        self._Xq64, self._yq64 = frozen(to_numpy64(X_query)), frozen(to_numpy64(y_query))
         self._lmax = float(np.linalg.eigvalsh(self._X64.T @ self._X64)[-1]) / n
         self._lmax_q = float(np.linalg.eigvalsh(self._Xq64.T @ self._Xq64)[-1]) / self.m
         self._solutions: dict = {}
+        self._seal()
 
     # -- task protocol (array API: NumPy or torch, differentiable on torch) -------------------
     def _loss(self, X, y, phi):
@@ -124,7 +133,16 @@ class LogisticTask:
 
     def curvature_bounds(self) -> tuple[float, float]:
         """(β, μ) = (λ + λmax(XᵀX)/(4n), λ): valid at every φ (s ≤ 1/4, s ≥ 0)."""
+        self._check_unchanged()
         return self.lam + S_MAX * self._lmax, self.lam
+
+    def _check_unchanged(self):
+        name = changed_in_place(self._NAMES, (self.X, self.y, self.X_query, self.y_query),
+                                self._versions)
+        if name is not None:
+            raise ValueError(f"task.{name} was changed in place after the task was built, so its "
+                             f"constants no longer describe it: build a new LogisticTask from "
+                             f"the new data")
 
     # -- float64 references -------------------------------------------------------------------
     def _grad64(self, X, y, phi):
@@ -152,6 +170,7 @@ class LogisticTask:
         with the certificate ‖φ − Alg*(θ)‖ ≤ (‖∇G(φ, θ)‖ + r)/λ where r is the rounding
         allowance of computing ∇G in float64 (theory.tolerances)."""
         check_array(theta, "theta", ndim=1, shape=(self.dim,))
+        self._check_unchanged()   # the float64 copies below must still be the task's data
         t = to_numpy64(theta)
         key = (t.tobytes(), int(max_steps))
         if key not in self._solutions:
@@ -245,6 +264,7 @@ class LogisticTask:
         D = R + (1/(nλ))Σ‖xⱼ‖."""
         check_array(theta, "theta", ndim=1, shape=(self.dim,))
         check_positive(delta, "delta", allow_zero=True)
+        self._check_unchanged()
         beta, mu = self.curvature_bounds()
         norms = np.linalg.norm(self._X64, axis=1)
         rho = S_PRIME_MAX * float(np.mean(norms ** 3))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from theory._arrays import to_numpy64
+from theory._arrays import Sealed, changed_in_place, frozen, to_numpy64, versions
 from theory.constants import Constants
 from theory.tolerances import relative_tolerance
 from validation import (check_array, check_lam, check_positive, check_same_namespace,
@@ -21,7 +21,7 @@ from validation import (check_array, check_lam, check_positive, check_same_names
 __all__ = ["QuadraticTask"]
 
 
-class QuadraticTask:
+class QuadraticTask(Sealed):
     """One quadratic meta-learning task, or a stack of n of them, with exact references.
 
     Accepts NumPy arrays or torch tensors (CPU or CUDA, float32 or float64); every result is in
@@ -41,12 +41,23 @@ class QuadraticTask:
     and Aₜ must be symmetric and positive semidefinite (see
     :func:`validation.check_symmetric_psd`; one ``eigvalsh`` per matrix).
 
+    The task's data cannot go stale: every input is copied (the caller's array and the task's
+    never share memory); NumPy copies are read-only (``task.A *= 2`` raises), torch clones are
+    watched (a task whose tensors were changed in place refuses ``constants()`` and
+    ``curvature_bounds()`` with a ValueError saying so); attributes cannot be rebound
+    (``task.A = ...``, ``task.lam = 2`` raise AttributeError). So ``constants()`` and
+    ``curvature_bounds()`` always describe the data.
+
     Raises ValueError naming the argument for a non-symmetric or indefinite ``A``/``A_query``,
     λ ≤ 0, NaN/Inf (in the data or in ``psd_rtol``), empty or mismatched shapes; TypeError for
-    mixed libraries or dtypes.
+    mixed libraries or dtypes, and for λ or ``psd_rtol`` that is not a real number (a string, a
+    boolean).
     """
 
+    _NAMES = ("A", "b", "A_query", "b_query")
+
     def __init__(self, A, b, A_query, b_query, lam, *, psd_rtol=None):
+        A, b, A_query, b_query = (frozen(x) for x in (A, b, A_query, b_query))
         check_array(A, "A", ndim=(2, 3))
         batched = A.ndim == 3
         lam = check_lam(lam, n_tasks=A.shape[0] if batched else None)
@@ -65,14 +76,19 @@ class QuadraticTask:
         self._set(A, b, A_query, b_query, lam, eig_A, eig_Aq, rel)
 
     def _set(self, A, b, A_query, b_query, lam, eig_A, eig_Aq, psd_rtol):
+        # (the task's own arrays: frozen copies from __init__, or views and stacks of them)
         self.A, self.b, self.A_query, self.b_query = A, b, A_query, b_query
+        self._versions = versions(A, b, A_query, b_query)
         self.lam, self.psd_rtol = lam, psd_rtol
+        for e in (eig_A, eig_Aq):   # the task's own eigenvalues (fresh arrays): read-only too
+            if isinstance(e, np.ndarray) and e.flags.writeable and e.base is None:
+                e.flags.writeable = False
         self._eig_A, self._eig_Aq = eig_A, eig_Aq
         self.dim = A.shape[-1]
         self.batched = A.ndim == 3
         self.n_tasks = A.shape[0] if self.batched else None
         self._xp = array_namespace(A)
-        return self
+        return self._seal()
 
     @classmethod
     def _assemble(cls, *parts):
@@ -93,8 +109,11 @@ class QuadraticTask:
         xp = first._xp
         lams = np.array([t.lam for t in tasks])
         lam = float(lams[0]) if np.all(lams == lams[0]) else lams
-        return cls._assemble(*(xp.stack([getattr(t, name) for t in tasks])
-                               for name in ("A", "b", "A_query", "b_query")),
+        parts = [xp.stack([getattr(t, name) for t in tasks]) for name in cls._NAMES]
+        for p in parts:   # fresh arrays: made read-only without another copy
+            if isinstance(p, np.ndarray):
+                p.flags.writeable = False
+        return cls._assemble(*parts,
                              lam, np.stack([t._eig_A for t in tasks]),
                              np.stack([t._eig_Aq for t in tasks]),
                              max(t.psd_rtol for t in tasks))
@@ -177,9 +196,20 @@ class QuadraticTask:
         """∇L(φ) = Aₜφ + bₜ."""
         return self._mv(self.A_query, phi) + self.b_query
 
+    def _check_unchanged(self):
+        """The cached eigenvalues describe the data: refuse when a torch tensor of the task was
+        changed in place after the task was built (NumPy arrays are read-only copies)."""
+        name = changed_in_place(self._NAMES, (self.A, self.b, self.A_query, self.b_query),
+                                self._versions)
+        if name is not None:
+            raise ValueError(f"task.{name} was changed in place after the task was built, so its "
+                             f"constants no longer describe it: build a new QuadraticTask from "
+                             f"the new data")
+
     def curvature_bounds(self):
         """(β, μ) with μI ⪯ ∇²G ⪯ βI: problem data a solver may use to pick its step size
         (floats; for a stack, float64 arrays of shape (n,))."""
+        self._check_unchanged()
         beta, mu = self._eig_A[..., -1] + self.lam, self._eig_A[..., 0] + self.lam
         if self.batched:
             return np.asarray(beta, dtype=np.float64), np.asarray(mu, dtype=np.float64)
@@ -219,6 +249,7 @@ class QuadraticTask:
         B = λmax(Aₜ)(D + δ) + ‖bₜ‖, valid for gradients taken within ``delta`` of Alg*(θ).
         """
         self._check_point(theta, "theta")
+        self._check_unchanged()
         if self.batched:
             return self._stacked_constants(theta, radius, delta)
         check_positive(delta, "delta", allow_zero=True)

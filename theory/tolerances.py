@@ -17,12 +17,22 @@ Two forms of the same rule:
   rounding, not a value tuned to make a test pass; tests never widen it locally.
   :func:`rounding_allowance` is the same rule with the terms already summed (``scale``).
 - :func:`sum_rounding` and :func:`norm_upper_bound` (the a-posteriori certificate, which must
-  hold on every instance): rigorous worst-case bounds from Higham's γₙ = nu/(1 − nu).
+  hold on every instance): rigorous worst-case bounds from Higham's γₙ = nu/(1 − nu), in the
+  model of floating point *with underflow* (Higham §2.1, (2.8); Demmel 1984):
+
+      fl(x op y) = (x op y)(1 + δ) + η,   |δ| ≤ u,   |η| ≤ tiny,
+
+  where tiny is the smallest normal number of the dtype (:func:`underflow_threshold`). With
+  gradual underflow |η| ≤ u·tiny and η = 0 for + and −; tiny also covers hardware that flushes
+  subnormal results to zero. Without the η term the model fails once the data are small: at
+  entries ~1e-170 in float64 every square in a norm underflows and a computed residual is 0.
   :func:`computation_magnitudes` lists, for quadratic and logistic tasks, the magnitudes that
-  enter the diagnostics a meta-gradient solver computes (‖∇_φG‖, the CG residual, ‖∇L(φ)‖).
+  enter the diagnostics a meta-gradient solver computes (‖∇_φG‖, the CG residual, ‖∇L(φ)‖),
+  each an upper bound computed without underflow or overflow (:func:`upper_norm`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -30,19 +40,33 @@ import numpy as np
 
 from validation import check_kappa, check_positive, dtype_name
 
-__all__ = ["machine_epsilon", "unit_roundoff", "gamma", "relative_tolerance", "allowance",
-           "rounding_allowance", "sum_rounding", "norm_upper_bound", "Magnitudes",
-           "computation_magnitudes", "abs_matrix_norm", "sdp_allowance", "SDP_TOLERANCE"]
+__all__ = ["machine_epsilon", "unit_roundoff", "underflow_threshold", "gamma",
+           "relative_tolerance", "allowance", "rounding_allowance", "sum_rounding",
+           "norm_upper_bound", "Magnitudes", "computation_magnitudes", "abs_matrix_norm",
+           "scaled_norm", "upper_norm", "round_up", "sdp_allowance", "SDP_TOLERANCE"]
+
+
+@functools.lru_cache(maxsize=None)
+def _finfo(name: str) -> tuple[float, float]:
+    """(eps, tiny) of a floating dtype given by name."""
+    fin = np.finfo(np.dtype(name))
+    return float(fin.eps), float(fin.tiny)
 
 
 def machine_epsilon(dtype) -> float:
     """Machine epsilon of a NumPy or torch floating dtype (or of its name)."""
-    return float(np.finfo(np.dtype(dtype_name(dtype))).eps)
+    return _finfo(dtype if isinstance(dtype, str) else dtype_name(dtype))[0]
 
 
 def unit_roundoff(dtype) -> float:
     """u = eps/2: |fl(x op y) − x op y| ≤ u|x op y| for one rounded operation."""
     return machine_epsilon(dtype) / 2
+
+
+def underflow_threshold(dtype) -> float:
+    """tiny, the smallest positive normal number of the dtype: the bound on the absolute error
+    η of one rounded operation in the underflow range (see the module docstring)."""
+    return _finfo(dtype if isinstance(dtype, str) else dtype_name(dtype))[1]
 
 
 def gamma(dtype, n: int) -> float:
@@ -76,36 +100,117 @@ def rounding_allowance(dtype, *, kappa: float = 1.0, scale: float = 1.0, dim: in
     return allowance(dtype, terms=(scale,), kappa=kappa, dim=dim)
 
 
-def sum_rounding(dtype, terms, *, length: int, extra_ops: int = 4) -> float:
-    """Rigorous bound on ‖fl(x) − x‖₂ for a vector x computed as a sum of a few terms, each a
-    product (matrix-vector or elementwise) with at most ``length`` summands, followed by at most
-    ``extra_ops`` elementwise operations: γ_{length + extra_ops} · Σ terms, where each term is
-    the 2-norm of the *absolute* product, e.g. ‖|A||φ|‖ ≤ ‖|A|‖₂‖φ‖ (Higham §3.1, §3.5; any
-    summation order)."""
+#: roundings committed in computing the magnitudes themselves (float64 norms, products of at
+#: most three of them, a sum of at most six terms): one more γ step covers them (see
+#: :func:`sum_rounding`)
+MAGNITUDE_ROUNDINGS = 1
+
+
+def sum_rounding(dtype, terms, *, length: int, extra_ops: int = 4, dim: int = 1,
+                 underflow_gain: float = 1.0) -> float:
+    """Rigorous bound on ‖fl(x) − x‖₂ for a vector x of ``dim`` entries computed as a sum of a
+    few terms, each a product (matrix-vector or elementwise) with at most ``length`` summands,
+    followed by at most ``extra_ops`` elementwise operations:
+
+        γₙ · Σ terms + √dim · n · (1 + γₙ) · gain · tiny,      n = length + extra_ops + 1,
+
+    where each term is an upper bound on the 2-norm of the *absolute* product, e.g.
+    ‖|A||φ|‖ ≤ ‖|A|‖₂‖φ‖ (Higham §3.1, §3.5; any summation order). Derivation: an entry passes
+    through at most length + extra_ops rounded operations, each with a relative error δ and an
+    absolute η ≤ tiny (module docstring); the δ's give γ_{length+extra_ops}·(|terms|), each η is
+    carried by at most that many later factors (1 + δ) ≤ 1 + γₙ and by the factors of the later
+    elementwise operations, at most ``underflow_gain`` (1/λ for a product divided by λ < 1, as
+    the Hessian term H(φ)g/λ of the CG residual), and √dim turns the entrywise bound into a
+    2-norm. The terms are float64 upper bounds, but their products and their sum
+    are rounded to nearest, within c ≤ 20 relative roundings u₆₄ of the exact value; one more
+    step of γ covers that, since γ_{k+1} ≥ (1 + 1/k)γ_k ≥ (1 + u₆₄)^c γ_k for every k < 10¹⁴
+    (the + 1 in n, :data:`MAGNITUDE_ROUNDINGS`); a term that underflowed to 0 was below tiny,
+    which the η part covers."""
     total = 0.0
     for i, t in enumerate(terms):
         total += check_positive(t, f"terms[{i}]", allow_zero=True)
-    return gamma(dtype, int(length) + int(extra_ops)) * total
+    n = int(length) + int(extra_ops) + MAGNITUDE_ROUNDINGS
+    g = gamma(dtype, n)
+    gain = check_positive(underflow_gain, "underflow_gain")
+    return g * total + math.sqrt(int(dim)) * n * (1 + g) * gain * underflow_threshold(dtype)
 
 
-def norm_upper_bound(dtype, computed_norm, *, terms, length: int, dim: int) -> float:
+def norm_upper_bound(dtype, computed_norm, *, terms, length: int, dim: int,
+                     underflow_gain: float = 1.0) -> float:
     """A certified upper bound on the exact ‖x‖ from the computed fl(‖x̂‖) of a computed x̂
-    (x̂ as in :func:`sum_rounding`): ‖x‖ ≤ ‖x̂‖ + ‖x̂ − x‖ with ‖x̂‖ ≤ fl(‖x̂‖)/(1 − γ_{dim+2})
-    (a sum of dim squares, then a square root)."""
+    (x̂ as in :func:`sum_rounding`): ‖x‖ ≤ ‖x̂‖ + ‖x̂ − x‖ with
+
+        ‖x̂‖ ≤ (fl(‖x̂‖) + tiny) / (1 − γ_{dim+3}),
+
+    for a norm computed as the solvers do (``solvers._common.safe_norm``: scaled by a power of
+    two s with the largest |x̂ᵢ|/s in [1, 2), then √(Σ(x̂ᵢ/s)²)·s; or the plain √(Σx̂ᵢ²) where it
+    is at least √(dim·tiny/u)). Derivation: the scaling is exact; each square and each of the
+    dim − 1 additions, and the square root, round once (γ_{dim+2}, as without underflow); the
+    squares that underflow lose at most dim·tiny in all, below u times the scaled sum (≥ 1), one
+    more γ step; the final product by s is exact unless the norm itself is below tiny (an
+    absolute error below tiny). ``underflow_gain`` as in :func:`sum_rounding`."""
     n = check_positive(computed_norm, "computed_norm", allow_zero=True)
-    g = gamma(dtype, int(dim) + 2)
-    return n / (1 - g) + sum_rounding(dtype, terms, length=length)
+    g = gamma(dtype, int(dim) + 3)
+    return (n + underflow_threshold(dtype)) / (1 - g) + sum_rounding(
+        dtype, terms, length=length, dim=dim, underflow_gain=underflow_gain)
+
+
+def scaled_norm(x) -> float:
+    """‖x‖₂ of a float64 array (flattened) without underflow or overflow, as LAPACK's nrm2: the
+    entries scaled by the power of two s with s ≤ max|xᵢ| < 2s (exact), √(Σ(xᵢ/s)²)·s. Its
+    rounding is that of :func:`norm_upper_bound`: ‖x‖ ≤ (scaled_norm(x) + tiny)/(1 − γ_{n+3})
+    (:func:`upper_norm` applies it)."""
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        return 0.0
+    with np.errstate(over="ignore", under="ignore"):
+        plain = math.sqrt(float(np.dot(a, a)))
+    # the plain norm where its squares lose less than one rounding to underflow (as the
+    # solvers' host_norm): the same rounding bound holds for it
+    if math.sqrt(a.size * _finfo("float64")[1] / (_finfo("float64")[0] / 2)) <= plain < math.inf:
+        return plain
+    a = np.abs(a)
+    m = float(a.max())
+    if m == 0.0 or not math.isfinite(m):
+        return m if not math.isnan(m) else math.nan
+    fin = np.finfo(np.float64)
+    s = math.ldexp(1.0, min(max(math.frexp(m)[1] - 1, fin.minexp), fin.maxexp - 1))
+    y = a / s
+    with np.errstate(over="ignore"):
+        return float(math.sqrt(float(np.dot(y, y))) * s)
+
+
+def round_up(value: float, roundings: int, length: int = 1) -> float:
+    """An upper bound on a nonnegative exact quantity whose float64 value ``value`` was
+    computed with at most ``roundings`` relative roundings (γ-many, any of them also with an
+    absolute error below tiny, ``length`` such absolute errors in all):
+    (value + length·tiny)/(1 − γ_roundings), one more rounding up of that quotient included."""
+    v = check_positive(value, "value", allow_zero=True)
+    g = gamma("float64", int(roundings) + 1)
+    return (v + int(length) * underflow_threshold("float64")) / (1 - g)
+
+
+def upper_norm(x) -> float:
+    """A certified upper bound on the exact ‖x‖₂ of a float64 array (the entries taken as
+    exact): :func:`scaled_norm` raised by its rounding (n entries: γ_{n+3}, plus tiny)."""
+    a = np.asarray(x, dtype=np.float64)
+    return round_up(scaled_norm(a), a.size + 3)
 
 
 def abs_matrix_norm(M) -> float:
-    """An upper bound on ‖|M|‖₂ (the spectral norm of the entrywise absolute value):
-    min(‖M‖_F, √(‖M‖₁‖M‖_∞)), computed in float64 (rounded up by a relative 1e-12)."""
+    """A certified upper bound on ‖|M|‖₂ (the spectral norm of the entrywise absolute value):
+    min(‖M‖_F, √‖M‖₁·√‖M‖_∞), computed in float64 without underflow or overflow (the Frobenius
+    norm scaled, :func:`upper_norm`; the largest column and row sums of |M|, sums of
+    nonnegative numbers with n − 1 roundings each and no error from underflow, then two square
+    roots and a product: n + 3 roundings), each rounded up (:func:`round_up`)."""
     M = np.abs(np.asarray(M, dtype=np.float64))
     if M.size == 0:
         return 0.0
-    frob = float(np.sqrt(np.sum(M * M)))
-    hoelder = math.sqrt(float(M.sum(axis=0).max()) * float(M.sum(axis=1).max()))
-    return min(frob, hoelder) * (1 + 1e-12)
+    frob = upper_norm(M)
+    n = max(M.shape)
+    with np.errstate(over="ignore"):
+        hoelder = math.sqrt(float(M.sum(axis=0).max())) * math.sqrt(float(M.sum(axis=1).max()))
+    return min(frob, round_up(hoelder, n + 3))
 
 
 @dataclass(frozen=True)
@@ -113,17 +218,22 @@ class Magnitudes:
     """The magnitudes that enter the three diagnostics of a meta-gradient (docs/mathematics.md
     §5a), for :func:`sum_rounding`: ``stationarity`` (terms of ∇_φG(φ, θ) = ∇L̂(φ) + λ(φ − θ)),
     ``residual`` (terms of r = ∇L(φ) − g − ∇²L̂(φ)g/λ), ``outer_grad`` (terms of ∇L(φ)), each
-    a tuple of norms; ``length``: the longest inner product among them; ``dim``: len(φ)."""
+    a tuple of norms; ``length``: the longest inner product among them; ``dim``: len(φ);
+    ``residual_gain``: the factor by which the residual's evaluation can amplify an absolute
+    (underflow) error of its products, max(1, 1/λ) for the Hessian term divided by λ
+    (:func:`sum_rounding`'s ``underflow_gain``; the other two diagnostics have none)."""
 
     stationarity: tuple
     residual: tuple
     outer_grad: tuple
     length: int
     dim: int
+    residual_gain: float = 1.0
 
 
 def _n(x) -> float:
-    return float(np.linalg.norm(np.asarray(x, dtype=np.float64)))
+    """A certified upper bound on ‖x‖ (float64 entries taken as exact): :func:`upper_norm`."""
+    return upper_norm(x)
 
 
 def computation_magnitudes(task, theta, phi, g) -> Magnitudes:
@@ -153,17 +263,19 @@ def computation_magnitudes(task, theta, phi, g) -> Magnitudes:
         stat = (a * p, _n(to_numpy64(task.b)), lam * p, lam * t)
         res = outer + (gv, a * gv / lam)
         d = A.shape[-1]
-        return Magnitudes(stat, res, outer, d, d)
+        return Magnitudes(stat, res, outer, d, d, max(1.0, 1.0 / lam))
     X, Xq = to_numpy64(task.X), to_numpy64(task.X_query)
-    r, rq = np.linalg.norm(X, axis=1), np.linalg.norm(Xq, axis=1)
-    m1, m2, m3 = (float(np.mean(r ** k)) for k in (1, 2, 3))
-    q1, q2 = float(np.mean(rq)), float(np.mean(rq ** 2))
+    r = np.array([upper_norm(row) for row in X])
+    rq = np.array([upper_norm(row) for row in Xq])
+    with np.errstate(over="ignore", under="ignore"):
+        m1, m2, m3 = (round_up(float(np.mean(r ** k)), X.shape[0] + k + 1) for k in (1, 2, 3))
+        q1, q2 = (round_up(float(np.mean(rq ** k)), Xq.shape[0] + k + 1) for k in (1, 2))
     outer = (2 * q1, q2 * p / 4)
     stat = (2 * m1, m2 * p / 4, lam * p, lam * t)
     hvp = (1.5 * m2 * gv, m3 * p * gv / (6 * math.sqrt(3)))
     res = outer + (gv,) + tuple(h / lam for h in hvp)
     n, d = X.shape
-    return Magnitudes(stat, res, outer, max(n, Xq.shape[0]) + d + 10, d)
+    return Magnitudes(stat, res, outer, max(n, Xq.shape[0]) + d + 10, d, max(1.0, 1.0 / lam))
 
 
 #: Clarabel's default stopping tolerances (tol_gap_abs = tol_gap_rel = tol_feas = 1e-8)

@@ -24,13 +24,55 @@ def dtype_name(x) -> str:
         return str(dtype).replace("torch.", "")
 
 
-def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
-    """A finite real number > 0 (>= 0 with ``allow_zero``); NaN, Inf and non-numbers are refused
-    with an error naming the argument. Returns it as a float."""
+#: the largest seed accepted everywhere: NumPy (legacy seeding takes 0 <= seed < 2**32, and
+#: SeedSequence / default_rng any non-negative integer), torch.manual_seed (< 2**64) and
+#: random.Random; the suite adds small offsets to a seed, which stay within all of them
+MAX_SEED = 2**32 - 1
+
+
+def _kind(value) -> str | None:
+    """The dtype kind of an array-like scalar ('b', 'c', 'f', 'i', 'O', ...), or None."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return None
+    name = dtype_name(dtype)
+    if name == "bool":
+        return "b"
+    if name.startswith("complex"):
+        return "c"
+    return getattr(dtype, "kind", None)
+
+
+def real_number(value, name: str) -> float:
+    """``value`` as a float when it is a real number: int, float, a NumPy or torch real scalar
+    (or 0-d array). Strings ('1'), booleans (True is not 1.0 here), complex numbers (float()
+    would drop the imaginary part) and other objects are refused with a TypeError naming the
+    argument."""
+    if isinstance(value, (str, bytes, bool, np.bool_, complex, np.complexfloating)) or \
+            _kind(value) in ("b", "c", "O", "U", "S", "V"):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     try:
-        v = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed: an integer with 0 <= seed <= :data:`MAX_SEED` (2**32 - 1), which every
+    random-number library the suite uses accepts. Booleans, floats and strings are refused."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(seed).__name__} {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer from 0 to 2**32 - 1 = {MAX_SEED} (what NumPy "
+                         f"and torch.manual_seed both accept), got {seed!r}")
+    return int(seed)
+
+
+def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (>= 0 with ``allow_zero``); NaN, Inf and non-numbers (strings,
+    booleans, complex numbers included) are refused with an error naming the argument. Returns
+    it as a float."""
+    v = real_number(value, name)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value!r}")
     return v
@@ -38,10 +80,7 @@ def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
 
 def check_kappa(kappa, name: str = "kappa") -> float:
     """A condition number: finite and >= 1."""
-    try:
-        k = float(kappa)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {type(kappa).__name__}") from None
+    k = real_number(kappa, name)
     if not math.isfinite(k) or k < 1:
         raise ValueError(f"{name} must be finite and >= 1, got {kappa!r}")
     return k
@@ -111,10 +150,7 @@ def check_lam(lam, *, n_tasks: int | None = None):
             raise ValueError(f"lam must be finite and > 0 for every task, got {arr.min()!r} "
                              f"among its values")
         return arr
-    try:
-        value = float(lam)
-    except (TypeError, ValueError):
-        raise TypeError(f"lam must be a real number, got {type(lam).__name__}") from None
+    value = real_number(lam, "lam")
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"lam must be finite and > 0, got {lam!r}")
     return value
@@ -143,13 +179,25 @@ def check_symmetric_psd(a, name: str, *, rel_tol: float) -> np.ndarray:
     Cost: one ``eigvalsh`` per matrix and O(d²) more. The scale ‖a‖₂ is taken from those
     eigenvalues (max |λ| of the symmetric part); the asymmetry from the Frobenius norm of
     a − aᵀ, allowed up to :func:`symmetry_tolerance` (which accounts for the Frobenius norm
-    being up to √d times the 2-norm); semidefiniteness is λmin ≥ −rel_tol·‖a‖₂. Memory: the
-    float64 copy of ``a`` (none if it already is float64 NumPy), one work array and LAPACK's."""
+    being up to √d times the 2-norm); semidefiniteness is λmin ≥ −rel_tol·‖a‖₂. Every comparison
+    is relative and is made on a/s, s = max |aᵢⱼ|, when s is outside [1e-100, 1e100] (so that
+    entries near 1e200 or 1e-200 neither overflow nor underflow); a matrix whose eigenvalues
+    overflow float64 is refused. Memory: the float64 copy of ``a`` (none if it already is
+    float64 NumPy; a scaled copy when scaled), one work array and LAPACK's."""
     check_array(a, name, ndim=(2, 3))
     if a.shape[-1] != a.shape[-2]:
         raise ValueError(f"{name} must be square, got shape {tuple(a.shape)}")
     rel_tol = check_positive(rel_tol, "rel_tol", allow_zero=True)
     a64 = np.asarray(a.detach().cpu().numpy() if is_torch_array(a) else a, dtype=np.float64)
+    # scale before comparing: with entries near 1e200 the squares of ‖a − aᵀ‖_F overflow, near
+    # 1e-200 they underflow. Every comparison below is relative, so it is made on a/s, s the
+    # largest |entry| of each matrix (only when s is far from 1: the common case copies nothing)
+    top = np.maximum(np.max(a64, axis=(-2, -1)), -np.min(a64, axis=(-2, -1)))
+    s = np.where(top > 0, top, 1.0)
+    if np.any((s > 1e100) | (s < 1e-100)):
+        a64 = a64 / s[..., None, None]
+    else:
+        s = np.ones_like(s)
     at = np.swapaxes(a64, -1, -2)
     work = np.subtract(a64, at)
     asym = np.sqrt(np.einsum("...ij,...ij->...", work, work))
@@ -164,15 +212,22 @@ def check_symmetric_psd(a, name: str, *, rel_tol: float) -> np.ndarray:
     where = lambda i: f"{name}[{i}]" if a64.ndim == 3 else name  # noqa: E731
     if bad.size:
         i = int(bad[0])
-        s, k = float(np.ravel(scale)[i]), float(np.ravel(asym)[i])
+        f = float(np.ravel(s)[i])
+        n2, k = float(np.ravel(scale)[i]) * f, float(np.ravel(asym)[i]) * f
         raise ValueError(f"{where(i)} must be symmetric: ||{name} - {name}^T||_F = {k:.3g} "
-                         f"exceeds {sym_tol:.3g} * ||{name}||_2 = {sym_tol * s:.3g}")
+                         f"exceeds {sym_tol:.3g} * ||{name}||_2 = {sym_tol * n2:.3g}")
     lowest = np.ravel(eig[..., 0])
     bad = np.flatnonzero(lowest < -rel_tol * np.ravel(scale))
     if bad.size:
         i = int(bad[0])
         raise ValueError(f"{where(i)} must be positive semidefinite: its smallest eigenvalue is "
-                         f"{lowest[i]:.3g}")
+                         f"{lowest[i] * float(np.ravel(s)[i]):.3g}")
+    with np.errstate(over="ignore"):
+        eig = eig * s[..., None]
+    if not np.all(np.isfinite(eig)):
+        i = int(np.flatnonzero(~np.all(np.isfinite(eig.reshape(-1, eig.shape[-1])), axis=1))[0])
+        raise ValueError(f"{where(i)} is too large: its eigenvalues overflow float64 "
+                         f"(largest |entry| {float(np.ravel(top)[i]):.3g})")
     return eig
 
 
@@ -180,10 +235,7 @@ def check_tolerances(rtol, atol, max_steps) -> tuple[float, float, int | None]:
     """Reject negative or non-finite tolerances, a negative step limit, and no stopping rule."""
     out = []
     for label, value in (("rtol", rtol), ("atol", atol)):
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"{label} must be a real number, got {type(value).__name__}") from None
+        v = real_number(value, label)
         if not math.isfinite(v) or v < 0.0:
             raise ValueError(f"{label} must be finite and >= 0, got {value!r}")
         out.append(v)

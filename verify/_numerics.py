@@ -61,8 +61,16 @@ def pinned_environment() -> dict:
 
 
 def state() -> str:
-    """'pinned' (kernels and threads), 'threads' (threads only: no AVX2 here) or 'native'."""
-    return os.environ.get(MARK) if os.environ.get(MARK) in ("pinned", "threads") else "native"
+    """'pinned' (kernels and threads), 'threads' (threads only: no AVX2 here) or 'native', read
+    from the variables this process was started with (the mark alone, set by hand without them,
+    says 'native')."""
+    has = lambda names: all(os.environ.get(k) == v for k, v in names.items())  # noqa: E731
+    mark = os.environ.get(MARK)
+    if mark == "pinned" and has(THREADS) and has(KERNELS):
+        return "pinned"
+    if mark in ("pinned", "threads") and has(THREADS):
+        return "threads"
+    return "native"
 
 
 def reexec_pinned(args) -> None:

@@ -11,6 +11,12 @@ the result is. This module joins the three::
     out.gradient                 # the meta-gradient
     out.certificate.bound        # ≤ 1e-8: ‖gradient − dθL(Alg*(θ))‖ ≤ this, in floating point
                                  # (the rounding of the computed residuals included)
+
+The certificate is :func:`theory.bounds.certify` of the result (rounding-safe at any scale of
+the data; for quadratic tasks the residuals of the returned φ and g are evaluated exactly where
+the rounding model would dominate), so a returned certificate is never below the true error; a
+task whose rounding cannot be bounded (a custom task type) is refused with a TypeError unless
+``exact_arithmetic=True`` asks for a certificate in exact arithmetic only.
 """
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ import numpy as np
 
 from solvers import MetaGradientResult, Status, imaml_meta_gradient
 from theory import to_numpy64
-from theory.bounds import aposteriori_bound, certify, meta_gradient_tolerances
+from theory.bounds import certify, meta_gradient_tolerances
+from theory.tolerances import upper_norm
 from validation import check_positive, check_steps
 
 __all__ = ["accurate_meta_gradient", "AccurateMetaGradient", "AccuracyNotReached",
@@ -74,36 +81,42 @@ class AccurateMetaGradient:
         return max(c.bound for c in certs)
 
 
-def _certificates(result, constants, task, theta):
-    """One certificate per task, safe in floating point (theory.bounds.certify with the task's
-    rounding magnitudes) for quadratic and logistic tasks; for a task whose magnitudes are not
-    known (a custom task) the exact-arithmetic one, marked ``rounding_safe=False``."""
+def _certificates(result, constants, exact_arithmetic):
+    """One certificate per task: theory.bounds.certify of each task's result (the result
+    carries its task and θ), safe in floating point for quadratic and logistic tasks; a task of
+    unknown kind raises TypeError unless ``exact_arithmetic`` (then the certificate holds in
+    exact arithmetic only, ``rounding_safe=False``)."""
     stack = result.n_tasks is not None
-    out = []
-    for i, c in enumerate(constants):
-        res_i = result.row(i) if stack else result
-        try:
-            task_i = task[i] if stack else task
-            out.append(certify(res_i, c, task=task_i, theta=theta[i] if stack else theta))
-        except TypeError:   # no magnitudes known for this task type, or not indexable
-            out.append(aposteriori_bound(c, stationarity=float(res_i.stationarity),
-                                         cg_residual=float(res_i.cg_residual),
-                                         outer_grad_norm=float(res_i.outer_grad_norm)))
-    return tuple(out)
+    rows = [result.row(i) for i in range(result.n_tasks)] if stack else [result]
+    return tuple(certify(r, c, exact_arithmetic=exact_arithmetic)
+                 for r, c in zip(rows, constants))
+
+
+def _stated(tol: float) -> float:
+    """A residual target as a solver can be given it: at least the smallest normal float64
+    (a target that underflowed to 0 or below asks for more than any float can state; the
+    certificate then decides, and the call refuses if it exceeds ε)."""
+    return max(tol, float(np.finfo(np.float64).tiny))
+
+
+def _row_norms(x) -> np.ndarray:
+    """Certified upper bounds on the norms of the rows of x (theory.tolerances.upper_norm: no
+    underflow or overflow)."""
+    return np.array([upper_norm(row) for row in np.atleast_2d(to_numpy64(x))])
 
 
 def _sharper_B(task, theta, constants):
     """B ≥ ‖∇L(Alg*(θ))‖ without solving for Alg*(θ): ‖∇L(θ)‖ + L‖θ − Alg*(θ)‖ and, G(·, θ)
     being μ-strongly convex with ∇_φG(θ, θ) = ∇L̂(θ), ‖θ − Alg*(θ)‖ ≤ ‖∇L̂(θ)‖/μ (two gradients
     at θ). The smaller of this and the given B is kept (both are valid)."""
-    outer = np.atleast_1d(np.linalg.norm(np.atleast_2d(to_numpy64(task.outer_grad(theta))), axis=-1))
-    inner = np.atleast_1d(np.linalg.norm(np.atleast_2d(to_numpy64(task.inner_grad(theta))), axis=-1))
+    outer, inner = _row_norms(task.outer_grad(theta)), _row_norms(task.inner_grad(theta))
     return tuple(replace(c, B=min(c.B, float(o + c.L * i / c.mu)))
                  for c, o, i in zip(constants, outer, inner))
 
 
 def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_rounds=4,
-                           inner_steps=None, cg_steps=None, **options) -> AccurateMetaGradient:
+                           inner_steps=None, cg_steps=None, exact_arithmetic=False,
+                           **options) -> AccurateMetaGradient:
     """iMAML's meta-gradient to accuracy ``eps``: ‖g − dθL(Alg*(θ))‖ ≤ eps, certified.
 
     The residual targets come from :func:`theory.bounds.meta_gradient_tolerances` with the
@@ -119,7 +132,9 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
     result. ``inner_steps`` and ``cg_steps`` are caps (defaults: :data:`NEWTON_ITERATIONS_CAP`
     Newton iterations, the first-order solvers' own cap, 10·d CG steps). Other options go to
     :func:`solvers.imaml_meta_gradient`. A stack (θ of shape (n, d)) uses the smallest target
-    over its tasks; its certificate is one per task."""
+    over its tasks; its certificate is one per task. The certificates are those of
+    :func:`theory.bounds.certify` (never below the true error); for a task of unknown kind
+    (no rounding magnitudes known) a TypeError, unless ``exact_arithmetic=True``."""
     eps = check_positive(eps, "eps")
     max_rounds = check_steps(max_rounds, "max_rounds")
     if max_rounds < 1:
@@ -130,13 +145,13 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
         if not callable(getattr(task, "constants", None)):
             raise TypeError("the task has no constants(theta, radius): pass constants= "
                             "(theory.Constants with mu, L, rho, lam; B >= ||grad L(Alg*(theta))||)")
-        radius = float(np.max(np.linalg.norm(np.atleast_2d(to_numpy64(theta)), axis=-1)))
+        radius = float(np.max(_row_norms(theta)))
         constants = task.constants(theta, radius=radius)
     per_task = tuple(constants) if isinstance(constants, (tuple, list)) else (constants,)
     per_task = _sharper_B(task, theta, per_task)
     targets = [meta_gradient_tolerances(c, eps) for c in per_task]
-    inner_tol = min(t[0] for t in targets)
-    cg_tol = min(t[1] for t in targets)
+    inner_tol = _stated(min(t[0] for t in targets))
+    cg_tol = _stated(min(t[1] for t in targets))
     if inner_steps is None and inner == "newton_cg":
         inner_steps = NEWTON_ITERATIONS_CAP
     best = None
@@ -145,7 +160,7 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
         result = imaml_meta_gradient(
             task, theta, inner=inner, inner_steps=inner_steps if driven else 0,
             inner_tol=inner_tol if driven else None, cg_steps=cg_steps, cg_tol=cg_tol, **options)
-        certs = _certificates(result, per_task, task, theta)
+        certs = _certificates(result, per_task, exact_arithmetic)
         out = AccurateMetaGradient(result, certs if stack else certs[0], eps, inner_tol, cg_tol,
                                    rounds)
         if out.bound <= eps:
@@ -156,7 +171,7 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
         if stuck:
             break
         shrink = 0.5 * eps / out.bound
-        inner_tol, cg_tol = inner_tol * shrink, cg_tol * shrink
+        inner_tol, cg_tol = _stated(inner_tol * shrink), _stated(cg_tol * shrink)
     worst = best.certificate if not stack else max(best.certificate, key=lambda c: c.bound)
     raise AccuracyNotReached(
         f"could not certify eps = {eps:.3g}: the best certificate is {best.bound:.3g} "

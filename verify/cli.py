@@ -11,10 +11,15 @@
     imaml-verify check module:function     check your own meta-gradient (docs/checker.md)
 
 Exit status: 0 when every claim that ran holds, 1 when a claim fails (or raises, or a figure
-cannot be drawn), 2 for a usage error (nothing is run or written), 130 when interrupted (the
-previous report is kept). A full run writes REPORT.md, results.json, results.schema.json and
-figures/ into ``--out`` (default ``reports/``) as one set; a partial selection defaults to
-``reports/partial/`` so it never overwrites the full report.
+cannot be drawn, or the report cannot be written: one line naming the path, the previous report
+kept), 2 for a usage error (nothing is run or written; another run writing the same ``--out``
+is one), 130 when interrupted (the previous report is kept). A full run writes REPORT.md,
+results.json, results.schema.json and figures/ into ``--out`` (default ``reports/``; a
+``--quick`` run ``reports/quick/``, a ``--scale`` run ``reports/scale/``) as one set; a quick
+run or a selection never overwrites the full report, nor another command's selection: ``claim``
+writes ``reports/claim/``, ``figure`` writes ``reports/figure/``, ``run`` with ``--claim``,
+``--figure`` or ``--no-figures`` writes ``reports/partial/`` (each unless ``--out`` says
+otherwise).
 """
 from __future__ import annotations
 
@@ -24,35 +29,24 @@ import sys
 __all__ = ["main", "build_parser"]
 
 COMMANDS = ("run", "claim", "figure", "list", "fewshot", "gpu", "check")
+#: where each command writes unless --out says otherwise: never the full report's folder, and
+#: never another command's
+DEFAULT_OUT = {"full": "reports", "quick": "reports/quick", "scale": "reports/scale",
+               "run": "reports/partial", "claim": "reports/claim", "figure": "reports/figure"}
 
 
 def _add_run_options(p):
-    p.add_argument("--quick", action="store_true", help="small sweeps: seconds in all")
-    p.add_argument("--scale", action="store_true",
-                   help="wide grids (d up to 2000, κ up to 1e6, more seeds): for --jobs/--dask")
-    p.add_argument("--seed", type=int, default=0, help="root seed of every instance (default 0)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default reports/, or reports/partial/ for a selection)")
-    p.add_argument("--json", action="store_true",
-                   help="print results.json to stdout instead of the summary table")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda implies --array torch)")
-    p.add_argument("--dtype", default="float64", help="float64 (default) or float32")
-    p.add_argument("--array", default=None,
-                   help="array library of the checks: numpy or torch (default numpy on cpu, "
-                        "torch on cuda)")
-    p.add_argument("--full-results", action="store_true",
-                   help="keep every check of every claim in results.json (default: the worst and "
-                        "the failing ones)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="run claims and figures in N local processes (same results)")
-    p.add_argument("--dask", default=None, metavar="ADDRESS",
-                   help="run claims and figures on the dask.distributed scheduler at ADDRESS "
-                        "(optional extra 'dask')")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--native-kernels", action="store_true",
-                   help="keep this machine's own BLAS/SIMD code paths and threads (default: the "
-                        "command restarts itself with one thread and AVX2 kernels, so that its "
-                        "numbers are the same on every x86-64 machine; docs/architecture.md)")
+    from verify import options
+
+    options.add_arguments(p)   # every option of verify.run (verify/options.py), and --json
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error in one line (exit 2), as every other usage error of the
+    command (its sub-commands' parsers are of this class too)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     from verify.checker import cli as checker_cli
     from verify.fewshot import cli as fewshot_cli
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="imaml-verify",
         description="Verify the claims of the iMAML appendix and write the report.")
     sub = parser.add_subparsers(dest="command",
@@ -72,10 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--figure", action="append", default=None, metavar="ID",
                      help="draw only this figure (repeatable)")
     run.add_argument("--no-figures", action="store_true", help="skip every figure")
-    claim = sub.add_parser("claim", help="run only the named claims")
+    claim = sub.add_parser("claim", help="run only the named claims (writes reports/claim/)")
     claim.add_argument("names", nargs="+", metavar="NAME")
     _add_run_options(claim)
-    figure = sub.add_parser("figure", help="compute and draw only the named figures")
+    figure = sub.add_parser("figure", help="compute and draw only the named figures (writes "
+                                           "reports/figure/)")
     figure.add_argument("ids", nargs="+", metavar="ID")
     _add_run_options(figure)
     sub.add_parser("list", help="list the claims and figures")
@@ -123,13 +118,14 @@ def request_from_args(args) -> dict:
         figures = [] if args.no_figures else args.figure
         if claims is not None and figures is None:
             figures = list(FIGURES)
+    from verify import options
+
     partial = args.command != "run" or bool(args.claim or args.figure or args.no_figures)
-    return dict(claims=claims, figures=figures, quick=args.quick, scale=args.scale, seed=args.seed,
-                dtype=args.dtype, device=args.device, array=args.array,
-                iteration_counts=not partial,
-                out=args.out or ("reports/partial" if partial else "reports"),
-                full_results=args.full_results, jobs=args.jobs, dask=args.dask,
-                progress=not args.no_progress)
+    values = options.from_args(args)
+    values["out"] = values["out"] or DEFAULT_OUT[args.command if partial else
+                                                 "quick" if args.quick else
+                                                 "scale" if args.scale else "full"]
+    return dict(claims=claims, figures=figures, iteration_counts=not partial, **values)
 
 
 def _print_table(doc, out=None):
@@ -149,22 +145,23 @@ def _print_table(doc, out=None):
         print(f"{f['id']} {f['status']}: {note}", file=out)
 
 
-#: options that change where or how the output is shown, not what is found
-_NOT_RECORDED = {"--out": 1, "--json": 0, "--no-progress": 0, "--native-kernels": 0}
-
-
 def recorded_command(argv) -> list:
     """The command as results.json records it: without the options that only say where the
-    report goes or how it is shown (``--out``, ``--json``, ``--no-progress``; the kernels are
-    recorded under environment.numerics), so that a report written elsewhere is the same file."""
+    report goes, how it is shown or where it is computed (``--out``, ``--json``,
+    ``--no-progress``, ``--jobs``, ``--dask``; the kernels are recorded under
+    environment.numerics), so that a report written elsewhere, or on N processes, is the same
+    file."""
+    from verify import options
+
+    not_recorded = options.not_recorded()
     out, skip = ["imaml-verify"], 0
     for a in argv:
         if skip:
             skip -= 1
             continue
         name = a.split("=", 1)[0]
-        if name in _NOT_RECORDED:
-            skip = _NOT_RECORDED[name] if "=" not in a else 0
+        if name in not_recorded:
+            skip = not_recorded[name] if "=" not in a else 0
             continue
         out.append(a)
     return out
@@ -173,19 +170,28 @@ def recorded_command(argv) -> list:
 def _run(args, argv) -> int:
     from verify import _interrupt
     from verify.report.results import dumps
+    from verify.report.writer import ReportWriteError, published
     from verify.runner import UsageError, run
 
     request = request_from_args(args)
     out = request["out"]
+    written_before = published(out)
     try:
         with _interrupt.recorded():
             doc = run(**request, command=recorded_command(argv))
     except UsageError as exc:
         print(f"imaml-verify: error: {exc}", file=sys.stderr)
         return 2
+    except ReportWriteError as exc:
+        print(f"imaml-verify: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"imaml-verify: interrupted; nothing was written, the previous report in {out} "
-              f"is kept", file=sys.stderr)
+        if published(out) > written_before:
+            print(f"imaml-verify: interrupted after the new report was written to {out}",
+                  file=sys.stderr)
+        else:
+            print(f"imaml-verify: interrupted; nothing was written, the previous report in "
+                  f"{out} is kept", file=sys.stderr)
         return 130
     if args.json:
         sys.stdout.write(dumps(doc))

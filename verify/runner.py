@@ -6,9 +6,13 @@ previous report whole.
 
 Everything the caller can get wrong is checked by :func:`validate_request` BEFORE any work, and is
 refused with :class:`UsageError` (a ValueError) naming the option: unknown claims or figures, a
-negative seed, an unknown dtype, array library or device, a CUDA device that is not there, an
-output folder that is a file or cannot be written. The command line (``imaml-verify``) only parses,
-calls this and prints.
+claim or figure list that is a bare string or not a list of names, a selection of nothing, a
+seed outside 0..2**32 - 1 (what NumPy and torch.manual_seed both accept), a boolean option that
+is not a boolean, an unknown dtype, array library or device, a CUDA device that is not there, a
+``--dask`` address that does not parse (or, when the run starts, a scheduler that does not
+answer), an output folder that is not a path, is a file or cannot be written, and an output
+folder another run is writing (its lock is held from before the first claim to the end). The
+command line (``imaml-verify``) only parses, calls this and prints.
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 from pathlib import Path
 
+from verify import options as _options
 from verify._interrupt import check as check_interrupt
+from verify.options import RUN_OPTIONS
 
 __all__ = ["run", "RunRequest", "UsageError", "validate_request", "run_claim", "run_figure",
            "DTYPES", "ARRAYS"]
@@ -33,29 +39,21 @@ class UsageError(ValueError):
     """A request that cannot be run as given (the command line exits 2 and touches nothing)."""
 
 
-@dataclass
-class RunRequest:
-    """What to run, validated by :func:`validate_request` (see :func:`run` for the fields)."""
+def _complete(self) -> bool:
+    """Every claim, every figure and the table: the full report (not a partial selection)."""
+    return self.claims is None and self.figures is None and self.iteration_counts is not False
 
-    claims: list | None = None
-    figures: list | None = None
-    iteration_counts: bool | None = None
-    quick: bool = False
-    scale: bool = False
-    seed: int = 0
-    dtype: str = "float64"
-    device: str = "cpu"
-    array: str | None = None
-    out: str | os.PathLike | None = None
-    full_results: bool = False
-    jobs: int = 1
-    dask: str | None = None
-    command: list = field(default_factory=list)
 
-    @property
-    def complete(self) -> bool:
-        """Every claim, every figure and the table: the full report (not a partial selection)."""
-        return self.claims is None and self.figures is None and self.iteration_counts is not False
+#: What to run, validated by :func:`validate_request`: the selection (claims, figures), every
+#: option of :data:`verify.options.RUN_OPTIONS` (see :func:`run`) and the command to record.
+RunRequest = make_dataclass(
+    "RunRequest",
+    [("claims", object, field(default=None)), ("figures", object, field(default=None)),
+     *[(o.name, object, field(default=o.default)) for o in RUN_OPTIONS],
+     ("command", list, field(default_factory=list))],
+    namespace={"complete": property(_complete),
+               "__doc__": "What to run, validated by validate_request (see run for the fields)."})
+RunRequest.__module__ = __name__
 
 
 def _check_out(out) -> Path:
@@ -75,14 +73,71 @@ def _check_out(out) -> Path:
     return path
 
 
+def _check_names(value, option, what, types):
+    """A selection must be None or a list of names: a bare string is refused (it would be read
+    as a list of its letters), and so is anything that is not a list of names."""
+    if value is None:
+        return
+    if isinstance(value, (str, bytes)):
+        raise UsageError(f"{option} must be a list of {what}, got the string {value!r} (write "
+                         f"[{value!r}])")
+    try:
+        items = list(value)
+    except TypeError:
+        raise UsageError(f"{option} must be a list of {what}, got {type(value).__name__} "
+                         f"{value!r}") from None
+    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, types)]
+    if bad:
+        raise UsageError(f"{option} must be a list of {what}, got {bad[0]!r} "
+                         f"({type(bad[0]).__name__}) among them")
+
+
+_DASK_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
+
+
+def _check_dask_address(address: str) -> None:
+    """A scheduler address: [tcp|tls|ucx|ws|wss]://HOST:PORT (or HOST:PORT, or inproc://...)."""
+    from urllib.parse import urlsplit
+
+    text = address.strip()
+    hint = "e.g. tcp://scheduler:8786"
+    if not text:
+        raise UsageError(f"--dask needs a scheduler address ({hint}), got {address!r}")
+    url = urlsplit(text if "://" in text else f"tcp://{text}")
+    if url.scheme not in _DASK_SCHEMES:
+        raise UsageError(f"--dask {address}: unknown protocol {url.scheme!r} (one of "
+                         f"{', '.join(_DASK_SCHEMES)}; {hint})")
+    if url.scheme == "inproc":
+        return
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if not url.hostname or port is None or not 0 < port < 65536 or url.path not in ("", "/"):
+        raise UsageError(f"--dask {address}: not a scheduler address PROTOCOL://HOST:PORT ({hint})")
+
+
 def validate_request(req: RunRequest):
     """Check everything about ``req`` that can be checked without running it; return
     (claims, figure ids, with iteration counts?, run context). Raises :class:`UsageError`."""
     from verify.figures import FIGURES, lookup
     from verify.registry import RunContext, all_claims
 
-    if isinstance(req.seed, bool) or not isinstance(req.seed, int) or req.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {req.seed!r}")
+    from validation import check_seed
+
+    try:
+        check_seed(req.seed, "--seed")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    for name in ("quick", "scale", "full_results"):
+        if not isinstance(getattr(req, name), bool):
+            raise UsageError(f"{name} must be True or False, got {getattr(req, name)!r}")
+    if req.iteration_counts is not None and not isinstance(req.iteration_counts, bool):
+        raise UsageError(f"iteration_counts must be True, False or None, got "
+                         f"{req.iteration_counts!r}")
+    if not isinstance(req.device, str):
+        raise UsageError(f"--device must be a string (cpu, cuda, cuda:N), got "
+                         f"{type(req.device).__name__} {req.device!r}")
     if req.dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {req.dtype!r}")
     device = str(req.device)
@@ -107,7 +162,11 @@ def validate_request(req: RunRequest):
         if array != "torch":
             raise UsageError(f"--device {device} needs --array torch, got --array {array}")
     known = all_claims()
+    _check_names(req.claims, "claims", "claim names", (str,))
+    _check_names(req.figures, "figures", "figure ids, numbers or names", (str, int))
     names = list(known) if req.claims is None else list(req.claims)
+    req.claims = None if req.claims is None else names
+    req.figures = None if req.figures is None else list(req.figures)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"no claim {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
@@ -121,16 +180,25 @@ def validate_request(req: RunRequest):
     if req.dask is not None:
         if req.jobs != 1:
             raise UsageError("give --jobs or --dask, not both")
+        if isinstance(req.dask, str):
+            _check_dask_address(req.dask)
         try:
             import distributed  # noqa: F401
         except ImportError:
             raise UsageError("--dask needs the optional 'dask' extra: "
                              "pip install 'imaml-verify[dask]'") from None
     if req.out is not None:
+        if not isinstance(req.out, (str, os.PathLike)) or not str(req.out).strip():
+            raise UsageError(f"--out must be a folder path (a str or os.PathLike), got "
+                             f"{type(req.out).__name__} {req.out!r}")
         _check_out(req.out)
     if req.scale and req.quick:
         raise UsageError("give --quick or --scale, not both")
     with_counts = req.complete if req.iteration_counts is None else bool(req.iteration_counts)
+    if not names and not fig_ids and not with_counts:
+        raise UsageError("nothing to run: no claim, no figure and no iteration-count table "
+                         "selected (claims=[] and figures=[]); name some, or run everything "
+                         "with claims=None")
     ctx = RunContext(seed=req.seed, quick=req.quick, scale=bool(req.scale), dtype=req.dtype,
                      device=device, array=array)
     return [known[n] for n in dict.fromkeys(names)], fig_ids, with_counts, ctx
@@ -239,11 +307,20 @@ class _Processes:
 class _Dask:
     """Run work units on a dask.distributed cluster (the scheduler at ``address``)."""
 
+    CONNECT_TIMEOUT_S = 10
+
     def __init__(self, address):
         from distributed import Client
 
-        self.client = Client(address) if isinstance(address, str) else address
         self.own = isinstance(address, str)
+        if not self.own:
+            self.client = address
+            return
+        try:   # before any work: a scheduler that is not there is the caller's mistake
+            self.client = Client(address, timeout=self.CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UsageError(f"--dask {address}: cannot reach the scheduler "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
 
     def map(self, fn, arg_lists, on_done=None):
         from distributed import as_completed
@@ -387,11 +464,7 @@ def _call(fn, args):
     return fn(*args)
 
 
-def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, seed: int = 0,
-        dtype: str = "float64",
-        device: str = "cpu", array: str | None = None, iteration_counts: bool | None = None,
-        out=None, full_results: bool = False, jobs: int = 1, dask=None, progress: bool = False,
-        command=None) -> dict:
+def run(claims=None, figures=None, *, command=None, **options) -> dict:
     """Run a verification and return its results document (the content of results.json).
 
     claims: claim names (None: every registered claim; ``imaml-verify list`` names them).
@@ -399,7 +472,8 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
     none). A figure drawn from the claims' results (``needs='claims'``, figure 6) shows the
     claims that ran. iteration_counts: the iteration-count table (default: only for a complete run).
     quick: small grids (seconds). scale: wide grids for a cluster (d up to 2000, κ up to 1e6,
-    more seeds; pair it with ``jobs`` or ``dask``). seed: root seed of every instance (>= 0). dtype: 'float64' or
+    more seeds; pair it with ``jobs`` or ``dask``). seed: root seed of every instance (0 to
+    2**32 - 1). dtype: 'float64' or
     'float32'. device: 'cpu', 'cuda' or 'cuda:N' (CUDA implies torch arrays). array: 'numpy' or
     'torch' (default numpy on the CPU). out: write the report there as one set (None: write
     nothing). full_results: keep every check of every claim in the document (default: the worst
@@ -409,23 +483,47 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
     (optional extra 'dask'). progress: a progress bar on stderr (on a terminal), moved as each
     claim or figure finishes.
 
-    Raises :class:`UsageError` before any work when the request cannot be run.
+    Raises :class:`UsageError` before any work when the request cannot be run (a selection of
+    nothing, ``run([])``, included), and :class:`verify.report.writer.ReportWriteError` (one line;
+    the previous report kept whole) when the report cannot be written.
     """
+    unknown = sorted(set(options) - set(_options.defaults()))
+    if unknown:
+        raise TypeError(f"run() got an unexpected keyword argument {unknown[0]!r} (its options: "
+                        f"{', '.join(_options.defaults())})")
+    values = {**_options.defaults(), **options}
+    dask = values["dask"]
+    values["dask"] = dask if dask is None or hasattr(dask, "submit") else str(dask)
     if figures is None and claims is not None:
         figures = []
-    req = RunRequest(claims=None if claims is None else list(claims),
-                     figures=None if figures is None else list(figures),
-                     iteration_counts=iteration_counts, quick=quick, scale=scale, seed=seed,
-                     dtype=dtype,
-                     device=device, array=array, out=out, full_results=full_results,
-                     jobs=jobs, dask=None if dask is None else str(dask), command=list(command) if command is not None else ["verify.run"])
+    req = RunRequest(claims=claims, figures=figures,   # checked (not iterated) by validate_request
+                     command=list(command) if command is not None else ["verify.run"], **values)
     claim_list, fig_ids, with_counts, ctx = validate_request(req)
+    import contextlib
+
+    from verify.report.writer import OutBusyError, out_lock
+
+    with contextlib.ExitStack() as stack:
+        if req.out is not None:
+            try:   # held from before the first claim: a second run into `out` is refused now
+                stack.enter_context(out_lock(req.out))
+            except OutBusyError as exc:
+                raise UsageError(f"--out {exc}") from None
+        return _run(req, claim_list, fig_ids, with_counts, ctx)
+
+
+run.__signature__ = _options.signature(run)   # its keywords are the declared options
+
+
+def _run(req, claim_list, fig_ids, with_counts, ctx) -> dict:
     from verify.report import compact, environment, jsonable, summary, tool_version
     from verify.report.results import machine
     from verify.report.results import SCHEMA_VERSION, now_utc
 
+    out, full_results, dask, jobs, progress = (req.out, req.full_results, req.dask, req.jobs,
+                                               req.progress)
     start = time.perf_counter()
-    formats = ("png",) if quick else ("png", "svg")
+    formats = ("png",) if ctx.quick else ("png", "svg")
     executor = (_Dask(dask) if dask is not None else _Processes(jobs) if jobs > 1 else _Serial())
     try:
         if isinstance(executor, _Serial):
@@ -448,10 +546,10 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
         "tool": {"name": "imaml-verify", "version": tool_version()},
         "created": now_utc(),
         "command": req.command,
-        "settings": {"seed": ctx.seed, "quick": ctx.quick, "scale": ctx.scale, "dtype": ctx.dtype,
-                     "device": ctx.device, "array": ctx.array,
-                     "claims": [c.name for c in claim_list], "figures": fig_ids,
-                     "full_results": bool(full_results)},
+        "settings": {**_options.settings({**vars(req), "device": ctx.device,
+                                          "array": ctx.array, "scale": bool(ctx.scale),
+                                          "full_results": bool(full_results)}),
+                     "claims": [c.name for c in claim_list], "figures": fig_ids},
         "environment": environment(),
         "machine": machine(),
         "elapsed_s": {"total": time.perf_counter() - start, "claims": t_claims,

@@ -43,7 +43,9 @@ def to_array(x: np.ndarray, *, array: str = "numpy", dtype: str = "float64", dev
     if array == "torch":
         import torch
 
-        return torch.as_tensor(np.asarray(x, dtype=np.float64)).to(
+        # torch.tensor copies: the tensor never shares memory with x (which may be a task's
+        # read-only array)
+        return torch.tensor(np.asarray(x, dtype=np.float64)).to(
             dtype=getattr(torch, dtype), device=device)
     raise ValueError(f"array must be 'numpy' or 'torch', got {array!r}")
 
@@ -168,7 +170,11 @@ class NonConvexQuadraticTask(QuadraticTask):
         xp = array_namespace(A)
         eye = xp.eye(A.shape[0], dtype=A.dtype, device=device(A))
         super().__init__(A + shift * eye, b, A_query, b_query, lam, psd_rtol=psd_rtol)
-        self.A = A
+        from theory._arrays import frozen, versions
+
+        # the task's own copy of the unshifted A (a sealed task's data is set only here)
+        object.__setattr__(self, "A", frozen(A))
+        self._versions = versions(self.A, self.b, self.A_query, self.b_query)
         self._nonconvex_bounds = (float(eig[-1] + self.lam), float(eig[0] + self.lam))
 
     def curvature_bounds(self) -> tuple[float, float]:

@@ -9,13 +9,16 @@ to Lemma 2/3 and CG's bounds at given budgets (budget mode) on instances drawn f
 shrinks a failure and names the known wrong answer it matches; :func:`check_cg` holds a CG
 routine to the exact m-step Krylov iterate; :mod:`verify.checker.peers` runs both on real
 libraries (``make check-peers``)."""
-from verify.checker.core import Failure, Report, budget_bound, check_cg, check_meta_gradient, inner_distance_bound
+from verify.checker.core import (DEFAULT_TIMEOUT, CheckerArgumentError, Failure, Report,
+                                 budget_bound, check_cg, check_meta_gradient, inner_distance_bound)
 from verify.checker.diagnosis import Diagnosis, diagnose
 from verify.checker.instances import (Instance, build, corner_instances, diagnostic_instances, draw,
                                       instances, sample)
 from verify.checker.reference import converged_allowance, exact_meta_gradient, krylov_iterate
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
+    "CheckerArgumentError",
     "Diagnosis",
     "Failure",
     "Instance",

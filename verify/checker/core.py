@@ -7,9 +7,9 @@ shrink a failure to a small instance and diagnose it. See docs/checker.md.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,11 +21,13 @@ from verify._threads import single_thread
 from verify.checker.diagnosis import Diagnosis, diagnose
 from verify.checker.instances import (Instance, build, corner_instances, diagnostic_instances, draw,
                                       shrink)
+from verify.checker._calling import (DEFAULT_TIMEOUT, call_isolated, check_timeout, guarded,
+                                     task_from, task_inputs, to_f64)
 from verify.checker.reference import (EXTENDED, converged_allowance, exact_meta_gradient,
                                       krylov_iterate, rel)
 
 __all__ = ["check_meta_gradient", "check_cg", "Report", "Failure", "inner_distance_bound",
-           "budget_bound", "INNER_METHODS"]
+           "budget_bound", "INNER_METHODS", "DEFAULT_TIMEOUT", "CheckerArgumentError"]
 
 INNER_METHODS = ("any", "nesterov", "gd")
 MAX_CONVERGED_STEPS = 20_000   #: the largest inner budget the checker asks for
@@ -125,16 +127,30 @@ class Report:
     skipped: int = 0
 
     def __str__(self) -> str:
+        return self.text()
+
+    def text(self, more: str = "see report.failures") -> str:
+        """The report as text; ``more``: where to find the failures beyond the six shown (the
+        command line says ``--json``)."""
         s = self.settings
         head = (f"{'PASS' if self.passed else 'FAIL'}: {self.implementation} — {self.mode} check, "
                 f"{s.get('backend', 'numpy')} {s.get('dtype', 'float64')} on {s.get('device', 'cpu')}, "
                 f"seed {s.get('seed')}")
         if s.get("budgets"):
             head += f", budgets K={s['budgets'][0]}, M={s['budgets'][1]}"
-        lines = [head, f"  {self.instances} instances ({s.get('corners', 0)} fixed corner instances, "
+        lines = [head, f"  {self.instances} instance{'s' if self.instances != 1 else ''} "
+                       f"({s.get('corners', 0)} fixed corner instances, "
                        f"the rest drawn from seed {s.get('seed')}); {len(self.failures)} failed comparison"
                        f"{'s' if len(self.failures) != 1 else ''}"
                        + (f"; {self.skipped} skipped (see docs/checker.md)" if self.skipped else "")]
+        if s.get("families"):
+            lines.append(f"  task families: {', '.join(s['families'])}"
+                         + (f" (the default with backend={s.get('backend', 'numpy')!r})"
+                            if s.get("families_default") else ""))
+        if s.get("not_evaluated"):
+            lines.append(f"  a call did not return within {s.get('timeout'):g} s: the check stopped "
+                         f"calling the implementation ({s['not_evaluated']} drawn instances not "
+                         f"evaluated)")
         if self.passed:
             lines.append(f"  every error within its allowance; the closest came to "
                          f"{self.worst_ratio:.3g} × the allowance")
@@ -147,7 +163,7 @@ class Report:
             lines.append(f"  {title} [{f.check}]:")
             lines.append(f.describe(indent="    ", **opts))
         if len(self.failures) > len(shown):
-            lines.append(f"  … and {len(self.failures) - len(shown)} more (see .failures)")
+            lines.append(f"  … and {len(self.failures) - len(shown)} more ({more})")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -170,34 +186,17 @@ def _jsonable(x):
 
 
 # -- calling the implementation -------------------------------------------------------------------
+# (verify.checker._calling: own copies per call, read-only where the library allows, mutation
+# detection, a time limit, every exception a finding)
 def _to_f64(out):
-    out = getattr(out, "gradient", out)   # a result object carrying .gradient (solvers' results)
-    if hasattr(out, "detach"):
-        out = out.detach().cpu().numpy()
-    if hasattr(out, "__array__") and not isinstance(out, np.ndarray):
-        out = np.asarray(out)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"returned {type(out).__name__}, not an array")
-    return out.astype(np.float64)
+    return to_f64(out)
 
 
-def _call(fn, task, theta, **kw):
-    """(output as float64 NumPy, None) or (None, what went wrong)."""
-    try:
-        with warnings.catch_warnings():   # the implementation's warnings are its own business
-            warnings.simplefilter("ignore")
-            out = fn(task, theta, **kw)
-    except Exception as exc:  # the implementation's own failure is a finding, not a crash
-        return None, f"raised {type(exc).__name__}: {str(exc)[:300]}"
-    try:
-        g = _to_f64(out)
-    except (TypeError, ValueError) as exc:
-        return None, str(exc)
-    if g.shape != (task.dim,):
-        return None, f"returned shape {tuple(g.shape)}, expected ({task.dim},)"
-    if not np.all(np.isfinite(g)):
-        return None, "returned NaN or Inf"
-    return g, None
+def _call(fn, task, theta, *, timeout=DEFAULT_TIMEOUT, where=None, **kw):
+    """(output as float64 NumPy, None) or (None, what went wrong) for fn(task, theta, **kw),
+    called on its own copies of the task and θ (see verify.checker._calling)."""
+    return call_isolated(lambda c: fn(task_from(task, c), c["theta"], **kw),
+                         task_inputs(task, theta), dim=task.dim, timeout=timeout, where=where)
 
 
 def _name(fn) -> str:
@@ -298,11 +297,27 @@ class _Search:
 
 # -- check_meta_gradient --------------------------------------------------------------------------
 class _MetaGradientCheck:
-    def __init__(self, fn, *, budgets, inner, backend, device, dtype, families):
+    def __init__(self, fn, *, budgets, inner, backend, device, dtype, families,
+                 timeout=DEFAULT_TIMEOUT):
         self.fn, self.budgets, self.inner = fn, budgets, inner
         self.opts = dict(backend=backend, device=device, dtype=dtype)
         self.families = families
         self.history: list = []
+        self.timeout = timeout
+        self.hung = None          # the first instance whose call did not return in time
+        self.not_evaluated = 0    # instances drawn after that, not evaluated
+
+    def _call(self, inst, task, theta, **kw):
+        g, error = _call(self.fn, task, theta, timeout=self.timeout, where=inst, **kw)
+        if error and error.startswith("did not return within") and self.hung is None:
+            self.hung = inst
+        if error and inst.family == "logistic" and error.startswith("raised AttributeError") \
+                and "LogisticTask" in error:
+            error += (" — a LogisticTask has no A or b (the families drawn with backend='torch' "
+                      "include 'logistic' by default): use the task protocol (inner_grad, "
+                      "inner_hvp, outer_grad, lam), or check quadratic tasks only with "
+                      "families=('planted', 'paper') (--family planted --family paper)")
+        return g, error
 
     def _prepare(self, inst):
         task, theta = build(inst, **self.opts)
@@ -311,6 +326,11 @@ class _MetaGradientCheck:
         return task, theta, ref, al
 
     def evaluate(self, inst: Instance) -> _Outcome:
+        if self.hung is not None:
+            # a call that never returned: each further instance would cost the time limit
+            # again; the failure is recorded, the rest is not evaluated (and not counted)
+            self.not_evaluated += 1
+            return _Outcome(True, [])
         task, theta, ref, al = self._prepare(inst)
         if all(inst != old for old, _ in self.history):   # answers an implementation may have cached
             self.history = (self.history + [(inst, np.asarray(ref.g, dtype=np.float64))])[-64:]
@@ -324,7 +344,7 @@ class _MetaGradientCheck:
                        error=error, diagnosis=Diagnosis(f"the implementation {error}"))
 
     def _converged(self, inst, task, theta, ref, al) -> _Outcome:
-        g, error = _call(self.fn, task, theta)
+        g, error = self._call(inst, task, theta)
         if error:
             return _Outcome(False, [self._fail_output(inst, ref, error)])
         measured = rel(g, ref.g)
@@ -359,7 +379,7 @@ class _MetaGradientCheck:
         if k_conv is not None and m_conv is not None:
             ladder.append((max(k_conv, K), max(m_conv, M)))
         for k, m in ladder:
-            g, error = _call(self.fn, task, theta, inner_steps=k, cg_steps=m)
+            g, error = self._call(inst, task, theta, inner_steps=k, cg_steps=m)
             if error:
                 return _Outcome(False, [self._fail_output(inst, ref, error, (k, m))])
             bound, delta, delta_p = budget_bound(c, dist, k, m, self.inner)
@@ -398,7 +418,7 @@ class _MetaGradientCheck:
                 skipped += 1
                 continue
             allowed = al.total + _cg_allowance(Msys, v, self.opts["dtype"])
-            g, error = _call(self.fn, task, theta, inner_steps=k_conv, cg_steps=m)
+            g, error = self._call(inst, task, theta, inner_steps=k_conv, cg_steps=m)
             if error:
                 return [self._fail_output(inst, ref, error, (k_conv, m))], skipped
             measured = rel(g, x_m)
@@ -471,12 +491,144 @@ def _families(backend, families):
 
 
 def _one_blas_thread(check):
-    """Run a check with one BLAS thread (its matrices are small; see verify._threads)."""
+    """Run a check with one BLAS thread (its matrices are small; see verify._threads), and the
+    signal handlers of its calls installed once (verify.checker._calling.guarded)."""
     @functools.wraps(check)
     def wrapped(*args, **kwargs):
-        with single_thread():
+        with single_thread(), guarded():
             return check(*args, **kwargs)
     return wrapped
+
+
+class CheckerArgumentError(TypeError, ValueError):
+    """An argument of :func:`check_meta_gradient` or :func:`check_cg` that cannot be used
+    (raised before any work; both a TypeError and a ValueError, so either ``except`` catches
+    it). The command line exits 2 with its message."""
+
+
+def _argument(check, *args, **kwargs):
+    """check(*args, **kwargs), its TypeError/ValueError re-raised as CheckerArgumentError."""
+    try:
+        return check(*args, **kwargs)
+    except CheckerArgumentError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise CheckerArgumentError(str(exc)) from None
+
+
+def _count(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise CheckerArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_callable(fn, what, call, example):
+    """fn must be callable and (when its signature can be read) accept ``call`` arguments."""
+    if not callable(fn):
+        raise CheckerArgumentError(f"{what} must be callable as {example}, got "
+                                   f"{type(fn).__name__} {fn!r:.80}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):   # a builtin without a signature: find out by calling
+        return
+    args, kwargs = call
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise CheckerArgumentError(f"{what} must be callable as {example}; {_name(fn)}{sig} "
+                                   f"is not ({exc})") from None
+
+
+def _check_families(families):
+    from verify.checker.instances import FAMILIES
+
+    if isinstance(families, (str, bytes)):
+        raise CheckerArgumentError(f"families must be a list of family names, got the string "
+                                   f"{families!r} (write [{families!r}])")
+    try:
+        fams = tuple(dict.fromkeys(families))
+    except TypeError:
+        raise CheckerArgumentError(f"families must be a list of names from {FAMILIES}, got "
+                                   f"{type(families).__name__}") from None
+    unknown = [f for f in fams if f not in FAMILIES]
+    if unknown or not fams:
+        raise CheckerArgumentError(f"families must be a non-empty list of names from "
+                                   f"{FAMILIES}, got {list(fams)!r}")
+    return fams
+
+
+def _check_where(backend, device, dtype):
+    if backend not in ("numpy", "torch"):
+        raise CheckerArgumentError(f"backend must be 'numpy' or 'torch', got {backend!r}")
+    if not isinstance(device, str):
+        raise CheckerArgumentError(f"device must be a string ('cpu', 'cuda', 'cuda:N'), got "
+                                   f"{type(device).__name__}")
+    if backend == "numpy" and device != "cpu":
+        raise CheckerArgumentError(f"device {device!r} needs backend='torch'")
+    if device != "cpu":
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise CheckerArgumentError(f"device must be 'cpu', 'cuda' or 'cuda:N', got "
+                                       f"{device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CheckerArgumentError(f"device {device!r}: no CUDA device here")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CheckerArgumentError(f"device {device!r}: this machine has "
+                                       f"{torch.cuda.device_count()} CUDA device(s)")
+    if dtype not in ("float64", "float32"):
+        raise CheckerArgumentError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+
+
+def _check_search(seed, max_examples, max_dim, max_kappa, corners, timeout):
+    from validation import check_kappa, check_seed
+
+    seed = _argument(check_seed, seed, "seed")
+    max_examples = _count(max_examples, "max_examples", 0)
+    max_dim = _count(max_dim, "max_dim", 1)
+    max_kappa = _argument(check_kappa, max_kappa, "max_kappa")
+    if not isinstance(corners, (bool, np.bool_)):
+        raise CheckerArgumentError(f"corners must be True or False, got {corners!r}")
+    if not corners and max_examples == 0:
+        raise CheckerArgumentError("corners=False with max_examples=0 evaluates no instance: "
+                                   "a check that checks nothing cannot pass (give "
+                                   "max_examples > 0, or keep the corner instances)")
+    timeout = _argument(check_timeout, timeout)
+    return seed, max_examples, max_dim, max_kappa, bool(corners), timeout
+
+
+def _validated_meta_gradient_args(fn, *, inner_steps, cg_steps, backend, device, dtype, seed,
+                                  max_examples, families, inner, max_dim, max_kappa, corners,
+                                  timeout):
+    """Every argument of check_meta_gradient checked before any work (CheckerArgumentError)."""
+    from validation import check_steps
+
+    if (inner_steps is None) != (cg_steps is None):
+        raise CheckerArgumentError("give both inner_steps and cg_steps (budget mode) or neither "
+                                   "(converged mode)")
+    budgets = None
+    if inner_steps is not None:
+        budgets = (_argument(check_steps, inner_steps, "inner_steps"),
+                   _argument(check_steps, cg_steps, "cg_steps"))
+    if budgets is None:
+        _check_callable(fn, "fn", ((None, None), {}), "fn(task, theta)")
+    else:
+        _check_callable(fn, "fn", ((None, None), {"inner_steps": 0, "cg_steps": 0}),
+                        "fn(task, theta, inner_steps=K, cg_steps=M) in budget mode")
+    _check_where(backend, device, dtype)
+    if inner not in INNER_METHODS:
+        raise CheckerArgumentError(f"inner must be one of {INNER_METHODS}, got {inner!r}")
+    fams = _families(backend, None if families is None else _check_families(families))
+    if max_examples is None:
+        max_examples = 100 if budgets is None else 25
+    if max_kappa is None:
+        max_kappa = 1e5 if budgets is None else 300.0
+    seed, max_examples, max_dim, max_kappa, corners, timeout = _check_search(
+        seed, max_examples, max_dim, max_kappa, corners, timeout)
+    return (budgets, fams, families is not None, max_examples, max_kappa, seed, max_dim,
+            timeout, corners)
 
 
 @_one_blas_thread
@@ -484,7 +636,7 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
                         device: str = "cpu", dtype: str = "float64", seed: int = 0,
                         max_examples: int | None = None, families=None, inner: str = "any",
                         max_dim: int = 40, max_kappa: float | None = None,
-                        corners: bool = True) -> Report:
+                        corners: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> Report:
     """Check an implementation of iMAML's meta-gradient on instances with exact answers.
 
     Converged mode (no budgets): ``fn(task, theta)`` claims the exact meta-gradient
@@ -509,52 +661,49 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
     Instances: about twenty fixed corner instances (``corners=False`` skips them, for slow
     implementations), then up to ``max_examples`` drawn from ``seed`` (default 100
     converged, 25 with budgets); the first failure is shrunk. Returns a
-    :class:`Report` (``.passed``, ``.failures``, ``str()``)."""
-    if (inner_steps is None) != (cg_steps is None):
-        raise ValueError("give both inner_steps and cg_steps (budget mode) or neither (converged mode)")
-    if inner_steps is not None:
-        from validation import check_steps
+    :class:`Report` (``.passed``, ``.failures``, ``str()``); a check that evaluated no
+    instance does not pass.
 
-        budgets = (check_steps(inner_steps, "inner_steps"), check_steps(cg_steps, "cg_steps"))
-    else:
-        budgets = None
-    if backend not in ("numpy", "torch"):
-        raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
-    if backend == "numpy" and device != "cpu":
-        raise ValueError(f"device {device!r} needs backend='torch'")
-    if device != "cpu":
-        import torch
-
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: no CUDA device here")
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    if inner not in INNER_METHODS:
-        raise ValueError(f"inner must be one of {INNER_METHODS}, got {inner!r}")
-    fams = _families(backend, families)
-    if max_examples is None:
-        max_examples = 100 if budgets is None else 25
-    if max_kappa is None:
-        max_kappa = 1e5 if budgets is None else 300.0
+    Each call gets its own copies of the task's arrays and θ (NumPy copies read-only); an
+    implementation that changes an input in place fails, with a diagnosis naming the input.
+    Whatever a call raises (``SystemExit`` included) fails that call, not the check; each call
+    may take at most ``timeout`` seconds (default :data:`DEFAULT_TIMEOUT` = 60; None: no
+    limit), and after a call that did not return the check stops calling the implementation.
+    Every argument is checked before any work (:class:`CheckerArgumentError`, a TypeError and
+    a ValueError, naming it): ``fn`` must be callable as ``fn(task, theta)`` (with
+    ``inner_steps=``, ``cg_steps=`` in budget mode), ``seed`` an integer from 0 to 2**32 − 1,
+    ``families`` a list of names from ('planted', 'paper', 'logistic'), and at least one instance
+    must be evaluated (``corners=False`` needs ``max_examples`` > 0)."""
+    (budgets, fams, families_given, max_examples, max_kappa, seed, max_dim, timeout,
+     corners) = _validated_meta_gradient_args(
+        fn, inner_steps=inner_steps, cg_steps=cg_steps, backend=backend, device=device,
+        dtype=dtype, seed=seed, max_examples=max_examples, families=families, inner=inner,
+        max_dim=max_dim, max_kappa=max_kappa, corners=corners, timeout=timeout)
     check = _MetaGradientCheck(fn, budgets=budgets, inner=inner, backend=backend, device=device,
-                               dtype=dtype, families=fams)
+                               dtype=dtype, families=fams, timeout=timeout)
     corners = corner_instances(families=fams, max_dim=max_dim, max_kappa=max_kappa,
                                seed=seed) if corners else []
     drawn = functools.partial(draw, seed, families=fams, max_dim=max_dim, max_kappa=max_kappa)
     failures, n, worst, skipped = _Search(check.evaluate).run(corners, drawn, max_examples,
                                                               max_kappa=max_kappa)
+    not_evaluated = check.not_evaluated   # drawn by the search after a call that hung
     for f in failures[:6]:
         if f.diagnosis is None:
             f.diagnosis = check.diagnose(f)
     overall = None
     if failures:
         overall = _overall(check, failures)
+    n -= not_evaluated
     settings_ = {"seed": seed, "backend": backend, "device": device, "dtype": dtype,
                  "budgets": list(budgets) if budgets else None, "inner": inner,
-                 "max_examples": max_examples, "families": list(fams), "corners": len(corners),
-                 "max_dim": max_dim, "max_kappa": max_kappa}
-    return Report(_name(fn), "converged" if budgets is None else "budget", not failures, failures,
-                  n, worst, overall, settings_, skipped)
+                 "max_examples": max_examples, "families": list(fams),
+                 "families_default": not families_given, "corners": len(corners),
+                 "max_dim": max_dim, "max_kappa": max_kappa, "timeout": timeout,
+                 "not_evaluated": not_evaluated}
+    if n == 0 and not failures:   # nothing was checked: that is not a pass
+        overall = Diagnosis("no instance was evaluated, so nothing was checked")
+    return Report(_name(fn), "converged" if budgets is None else "budget",
+                  not failures and n > 0, failures, n, worst, overall, settings_, skipped)
 
 
 def _overall(check, failures) -> Diagnosis:
@@ -589,7 +738,8 @@ def _overall(check, failures) -> Diagnosis:
 @_one_blas_thread
 def check_cg(cg_fn, steps=(1, 2, 3, 5, 8), *, backend: str = "numpy", device: str = "cpu",
              dtype: str = "float64", seed: int = 0, max_examples: int = 60,
-             max_dim: int = 40, max_kappa: float = 1e5) -> Report:
+             max_dim: int = 40, max_kappa: float = 1e5,
+             timeout: float | None = DEFAULT_TIMEOUT) -> Report:
     """Check a conjugate-gradient routine against the exact m-step iterate.
 
     ``cg_fn(matvec, rhs, m)`` must return m steps of CG from x₀ = 0 on M x = rhs, where
@@ -600,13 +750,23 @@ def check_cg(cg_fn, steps=(1, 2, 3, 5, 8), *, backend: str = "numpy", device: st
     to it within eps·(d + 4)·κ·(‖M⁻¹rhs‖ + ‖rhs‖/λmin(M)); M is iMAML's system I + A/λ of a
     drawn quadratic task and rhs its ∇L(φ*). Comparisons where a Ritz pair has converged
     (finite-precision CG then legitimately departs from exact CG) are skipped and counted.
-    This is what catches a wrong residual update or a normal-equation solve at small budgets."""
-    steps = tuple(int(s) for s in steps)
-    if not steps or min(steps) < 1:
-        raise ValueError(f"steps must be positive integers, got {steps!r}")
+    This is what catches a wrong residual update or a normal-equation solve at small budgets.
+
+    As in :func:`check_meta_gradient`, every argument is checked before any work, each call
+    gets its own read-only copy of ``rhs`` (a routine that writes into it fails, saying so), is
+    bounded by ``timeout`` seconds, and whatever it raises fails that call."""
+    steps = _validated_steps(steps)
+    _check_callable(cg_fn, "cg_fn", ((None, None, 1), {}), "cg_fn(matvec, rhs, m)")
+    _check_where(backend, device, dtype)
+    seed, max_examples, max_dim, max_kappa, _, timeout = _check_search(
+        seed, max_examples, max_dim, max_kappa, True, timeout)
     opts = dict(backend=backend, device=device, dtype=dtype)
+    hung = []
 
     def evaluate(inst: Instance) -> _Outcome:
+        if hung:   # a call that never returned: the rest is not evaluated (module docstring)
+            hung.append(inst)
+            return _Outcome(True, [])
         task, theta = build(inst, **opts)
         ref = exact_meta_gradient(task, theta)
         lam = float(task.lam)
@@ -623,7 +783,10 @@ def check_cg(cg_fn, steps=(1, 2, 3, 5, 8), *, backend: str = "numpy", device: st
             if ritz < _ritz_floor(dtype):
                 skipped += 1
                 continue
-            x, error = _call(lambda _t, _th: cg_fn(lambda w: Mb @ w, vb, m), task, theta)
+            x, error = call_isolated(lambda c: cg_fn(lambda w: Mb @ w, c["rhs"], m),
+                                     {"rhs": vb}, dim=task.dim, timeout=timeout, where=inst)
+            if error and error.startswith("did not return within"):
+                hung.append(inst)
             if error:
                 return _Outcome(False, [Failure("output", inst, math.inf, 0.0, _norm(x_m),
                                                 f"cg_fn(matvec, rhs, {m}) must return an array "
@@ -644,13 +807,32 @@ def check_cg(cg_fn, steps=(1, 2, 3, 5, 8), *, backend: str = "numpy", device: st
                               max_kappa=max_kappa)
     failures, n, worst, skipped = _Search(evaluate).run(corners, drawn, max_examples,
                                                         max_kappa=max_kappa)
+    not_evaluated = max(len(hung) - 1, 0)
+    n -= not_evaluated
     overall = failures[0].diagnosis if failures else None
     for f in failures:
         if f.diagnosis is not None and f.diagnosis.known and not f.minimal:
             overall = f.diagnosis if overall is None or not overall.known else overall
     settings_ = {"seed": seed, "backend": backend, "device": device, "dtype": dtype,
-                 "steps": list(steps), "max_examples": max_examples, "corners": len(corners)}
-    return Report(_name(cg_fn), "cg", not failures, failures, n, worst, overall, settings_, skipped)
+                 "steps": list(steps), "max_examples": max_examples, "corners": len(corners),
+                 "timeout": timeout, "not_evaluated": not_evaluated}
+    if n == 0 and not failures:
+        overall = Diagnosis("no instance was evaluated, so nothing was checked")
+    return Report(_name(cg_fn), "cg", not failures and n > 0, failures, n, worst, overall,
+                  settings_, skipped)
+
+
+def _validated_steps(steps) -> tuple:
+    """check_cg's step counts: a non-empty list of integers >= 1 (not a string, not floats)."""
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise CheckerArgumentError(f"steps must be a list of step counts (integers >= 1), got "
+                                   f"{type(steps).__name__} {steps!r}")
+    steps = tuple(steps)
+    bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1]
+    if not steps or bad:
+        raise CheckerArgumentError(f"steps must be a non-empty list of integers >= 1, got "
+                                   f"{list(steps)!r}")
+    return tuple(int(s) for s in steps)
 
 
 def _as_backend(x, task):

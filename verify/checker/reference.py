@@ -2,9 +2,10 @@
 
 - :func:`exact_meta_gradient`: dθL(Alg*(θ)) = λ(A + λI)⁻¹(Aₜφ* + bₜ), φ* = (A + λI)⁻¹(λθ − b)
   (docs/mathematics.md §1–§2) for a quadratic task, computed in extended precision
-  (``numpy.longdouble``) by iterative refinement of a float64 factorisation, with its own error
-  bar; for a logistic task, the task's certified float64 reference and its error bar
-  (docs/mathematics.md §9).
+  (``numpy.longdouble``) by iterative refinement of a float64 factorisation, with a proven error
+  bar (the residuals of the computed φ and g evaluated exactly, and a verified lower bound on
+  λmin(A + λI): theory.exact.meta_gradient_error_bound); for a logistic task, the task's
+  certified float64 reference and its error bar (docs/mathematics.md §9).
 - :func:`converged_allowance`: how far a correct implementation computing in ``dtype`` may be
   from the exact meta-gradient through rounding alone (docs/mathematics.md §10), from the
   magnitudes that cancel in the computation, each step's rounding given by the suite's one
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
+from theory.exact import meta_gradient_error_bound
 from theory.logistic import LogisticTask
 from theory.quadratic import QuadraticTask
 from theory.tolerances import allowance
@@ -83,13 +85,9 @@ def exact_meta_gradient(task, theta) -> Reference:
     phi = extended_solve(C64, Cx, X.type(lam) * t64.astype(X) - b.astype(X), lu)
     v = Aq.astype(X) @ phi + bq.astype(X)
     g = X.type(lam) * extended_solve(C64, Cx, v, lu)
-    beta, mu = task.curvature_bounds()
-    kappa = beta / mu
-    # the refined solves in extended precision: backward error of size eps_ext·d·‖C‖ in each
-    # solve, the same propagation as converged_allowance with eps_ext (plus a float64
-    # rounding of the answer when EXTENDED is float64)
-    err = _propagate(X, kappa, lam, mu, d, _norm(phi), _norm(t64), _norm(b), float(np.linalg.norm(Aq, 2)),
-                     _norm(bq), _norm(v), _norm(g))
+    # a proven error bar: the residuals of the extended φ and g evaluated exactly, with a
+    # verified lower bound on λmin(A + λI) (theory.exact.meta_gradient_error_bound)
+    err = meta_gradient_error_bound(task, t64, phi, g)
     return Reference(g, phi, v.astype(np.float64), A, err)
 
 
@@ -145,13 +143,6 @@ class Allowance:
     total: float
     parts: dict
     magnitudes: dict
-
-
-def _propagate(dtype, kappa, lam, mu, d, phi, theta, b, Aq, bq, v, g) -> float:
-    """First-order propagation of rounding through the three steps of the meta-gradient
-    (docs/mathematics.md §2), each step a backward-stable solve or a sum of products:
-    φ* = (A + λI)⁻¹(λθ − b), v = Aₜφ* + bₜ, g = λ(A + λI)⁻¹v."""
-    return sum(_parts(dtype, kappa, lam, mu, d, phi, theta, b, Aq, bq, v, g).values())
 
 
 def _parts(dtype, kappa, lam, mu, d, phi, theta, b, Aq, bq, v, g) -> dict:

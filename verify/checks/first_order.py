@@ -117,7 +117,7 @@ def check_reptile_direction(task, theta, *, inner_steps, inner="nesterov",
     phi_k = closed_form_iterate(twin, theta64, inner, inner_steps)
     ref = exact_reference(twin)
     phi_star = ref.inner_solution(theta64)
-    limit = (ref.A.dot(phi_star) + ref.b) / ref.lam            # ∇L̂(φ*)/λ, 50 digits
+    limit = ref.inner_gradient_over_lam(theta64)     # ∇L̂(φ*)/λ = θ − φ*, enclosed (50 digits)
     dt = dtype_name(theta)
     floor = inner_allowance(dt, twin, theta64, phi_k, dim_factor=inner_steps + 1)
     inst = dict(instance or {}, inner=inner, inner_steps=inner_steps)

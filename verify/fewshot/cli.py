@@ -8,7 +8,8 @@
 ``train`` checkpoints to OUT/checkpoint.pt and resumes from it when it exists (``--fresh``
 starts over); at the end it evaluates on held-out classes and writes OUT/train.json.
 ``check`` runs the integration checks (``imaml-verify gpu``'s fewshot stage) and writes
-OUT/results.json and OUT/fewshot.md (the report's few-shot section).
+OUT/results.json and OUT/fewshot.md (the report's few-shot section); a complete result there is
+never replaced by a run that does not complete (its progress goes to OUT/results.partial.json).
 """
 from __future__ import annotations
 
@@ -69,7 +70,10 @@ def add_parser(subparsers):
     c.add_argument("--out", default="reports/fewshot")
     c.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     c.add_argument("--size", choices=("full", "cpu", "dry"), default=None,
-                   help="full (GPU, default), cpu (a few minutes on a CPU), dry")
+                   help="full (GPU, default; its budget is 4 minutes), cpu (up to 20 minutes on "
+                        "a CPU: its time budget), dry (tiny sizes, a fixed amount of work: "
+                        "seconds). A complete result in --out is never replaced by one that did "
+                        "not finish (that one goes to results.partial.json)")
     c.add_argument("--device", default=None, help="default cuda (cpu with --dry-run)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--no-progress", action="store_true")
@@ -171,9 +175,22 @@ def _check(args) -> int:
 
 
 def run(args) -> int:
-    """Run the ``fewshot`` command parsed by :func:`add_parser`."""
+    """Run the ``fewshot`` command parsed by :func:`add_parser` (a seed outside 0..2**32 - 1 is
+    a usage error: exit 2, nothing run)."""
+    from validation import check_seed
+
+    try:
+        check_seed(args.seed, "--seed")
+    except (TypeError, ValueError) as exc:
+        print(f"imaml-verify fewshot: error: {exc}", file=sys.stderr)
+        return 2
     handler = {"train": _train, "evaluate": _evaluate, "check": _check}[args.fewshot_command]
-    return handler(args)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"imaml-verify fewshot {args.fewshot_command}: interrupted; what was complete "
+              f"before is kept (an unfinished check is in results.partial.json)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

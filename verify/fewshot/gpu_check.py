@@ -21,6 +21,11 @@ in this order, the integration checks of :mod:`verify.fewshot.integration`:
 DIR/fewshot_gpu.json is rewritten (atomically) after every part and every trained method, with
 ``parts_done`` and ``complete``, so a run stopped from outside keeps what it finished; at the end
 (and after the memory part) DIR/fewshot.md (the report section) and DIR/fewshot_memory.png.
+A complete result is never replaced by a partial one: when DIR/NAME already holds a complete
+run, this run's progress goes to DIR/NAME with ``.partial`` before its suffix (e.g.
+``results.partial.json``), and only a run that completes replaces DIR/NAME, fewshot.md and
+fewshot_memory.png (then the ``.partial`` file is removed); a run that does not complete says
+which file kept the complete result.
 ``--size cpu``: 16×16 glyphs, 16 filters, for a CPU; ``--dry-run``/``--size dry``: tiny sizes on
 the CPU in seconds, to show the script runs as written. Exit status 0 when every part ran and
 its verdicts hold, 1 otherwise, 2 without the CUDA device asked for.
@@ -28,6 +33,7 @@ its verdicts hold, 1 otherwise, 2 without the CUDA device asked for.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -187,18 +193,59 @@ def _device_name(device: str) -> str:
 
 
 def _write(out_dir: Path, name: str, results: dict, *, final: bool) -> None:
-    from verify.gpu.command import write_json
+    """DIR/NAME, and (with the memory part, and at the end) fewshot_memory.png and fewshot.md;
+    each file atomically, the JSON last (what the report reads)."""
+    from verify.report._atomic import atomic_write_json, atomic_write_text
 
     if final or ("memory" in results and results.get("memory_figure") is None):
         figure = memory_figure(results, out_dir / "fewshot_memory.png")
         # relative to the folder above (reports/, where REPORT.md is written)
         results["memory_figure"] = f"{out_dir.resolve().name}/fewshot_memory.png" if figure else None
-    write_json(out_dir / name, results)
     md = render_markdown(results, figure_path="fewshot_memory.png"
                          if results.get("memory_figure") else None)
-    tmp = out_dir / ".fewshot.md.tmp"
-    tmp.write_text(md, encoding="utf-8")
-    tmp.replace(out_dir / "fewshot.md")
+    atomic_write_text(out_dir / "fewshot.md", md)
+    atomic_write_json(out_dir / name, results)
+
+
+def partial_name(name: str) -> str:
+    """Where a run's progress goes while NAME holds a complete result: results.partial.json."""
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.partial.{suffix}" if dot else f"{name}.partial"
+
+
+def holds_complete_result(path: Path) -> bool:
+    """Whether ``path`` is a results document of a run that finished every part."""
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8")).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class _Writer:
+    """Writes a run's results without ever replacing a complete result by a partial one."""
+
+    def __init__(self, out_dir: Path, name: str):
+        self.out, self.name = out_dir, name
+        self.keep = holds_complete_result(out_dir / name)   # a complete result is there
+        self.progress = partial_name(name) if self.keep else name
+
+    def update(self, results: dict) -> None:
+        from verify.report._atomic import atomic_write_json
+
+        if self.keep:   # only the progress file: fewshot.md and the figure stay the complete run's
+            atomic_write_json(self.out / self.progress, results)
+        else:
+            _write(self.out, self.name, results, final=False)
+
+    def final(self, results: dict) -> str:
+        """Write the end result; returns the file it is in."""
+        if results.get("complete") or not self.keep:
+            _write(self.out, self.name, results, final=True)
+            if self.keep:
+                (self.out / self.progress).unlink(missing_ok=True)
+            return str(self.out / self.name)
+        self.update(results)
+        return str(self.out / self.progress)
 
 
 def main(argv=None) -> int:
@@ -208,7 +255,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes on the CPU (shows that the script runs as written)")
     parser.add_argument("--size", choices=tuple(SIZES), default=None,
-                        help="full (GPU, default), cpu (minutes on a CPU), dry")
+                        help="full (GPU, default; 4 minutes), cpu (up to 20 minutes on a CPU), "
+                             "dry (tiny sizes, a fixed amount of work: seconds)")
     parser.add_argument("--device", default=None,
                         help="default: cuda (cpu with --dry-run or --size cpu)")
     parser.add_argument("--seed", type=int, default=0)
@@ -238,9 +286,9 @@ def main(argv=None) -> int:
     # cuDNN convolutions by default, which would put check 1's float32 floor near 1e-3)
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    writer = _Writer(out, args.name)
     kw = dict(device=device, size=size, seed=args.seed, progress=args.progress,
-              train_seconds=args.train_seconds, deadline=deadline,
-              on_update=lambda doc: _write(out, args.name, doc, final=False))
+              train_seconds=args.train_seconds, deadline=deadline, on_update=writer.update)
     try:
         if device == "cpu":  # small networks: one thread each is faster and fair on shared cores
             with single_thread():
@@ -249,10 +297,12 @@ def main(argv=None) -> int:
             results = run_checks(**kw)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-    _write(out, args.name, results, final=True)
+    where = writer.final(results)
     failed = [k for k, v in results["verdicts"].items() if not v]
-    print(f"gpu_check: wrote {out / args.name} and {out / 'fewshot.md'} "
-          f"({results['seconds']['total']:.0f} s on {results['device']}); "
+    wrote = (f"wrote {where} and {out / 'fewshot.md'}" if where == str(out / args.name) else
+             f"this run did not complete: wrote it to {where}, and kept the complete result "
+             f"in {out / args.name} (and its fewshot.md)")
+    print(f"gpu_check: {wrote} ({results['seconds']['total']:.0f} s on {results['device']}); "
           + ("every verdict holds" if not failed else f"failed: {', '.join(failed)}")
           + ("" if results["complete"] else f"; skipped: {', '.join(results['parts_skipped'])}"))
     return 0 if results["complete"] and not failed else 1

@@ -222,6 +222,12 @@ def memory_figure(doc: dict, path) -> str | None:
     ax.set_title(f"meta-gradient memory ({doc.get('device', '?')})", fontsize=9)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    import io
+
+    from verify.report._atomic import atomic_write_bytes
+
+    buf = io.BytesIO()   # drawn in memory, written atomically: never half a PNG at ``path``
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
     return str(path)

@@ -62,9 +62,10 @@ _PROBLEM_DIGEST = hashlib.sha256(inspect.getsource(_pep_worst_case).encode("utf-
 
 
 def made_with() -> dict:
-    """What the values depend on: the versions of PEPit, cvxpy and Clarabel here and a digest of
-    the problem's source (:func:`_pep_worst_case`). The cache is used when they are what it was
-    made with, so an unchanged tree and locked environment recompute nothing."""
+    """What the values depend on: the versions of PEPit, cvxpy and Clarabel here, a digest of
+    the problem's source (:func:`_pep_worst_case`) and the momentum it takes from
+    theory.bounds. The cache is used when they are what it was made with, so an unchanged tree
+    and locked environment recompute nothing."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -74,6 +75,8 @@ def made_with() -> dict:
         except PackageNotFoundError:
             out[name] = None
     out["problem"] = _PROBLEM_DIGEST
+    # the problem's numbers that come from elsewhere (theory.bounds): the momentum at KAPPA
+    out["momentum"] = float(bounds.cg_contraction(KAPPA))
     return out
 
 

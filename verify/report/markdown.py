@@ -152,7 +152,9 @@ def render_report(doc: dict, *, fewshot_markdown: str | None = None,
     _DOCS["base"] = docs_base
     s = doc["summary"]
     st = doc["settings"]
-    verdict = (f"**All {s['claims']} claims hold** ({s['checks']} checks)." if s["passed"] else
+    verdict = ("**No claim was run** (a selection of figures only): this report holds no "
+               "verdict on the claims." if s["claims"] == 0 else
+               f"**All {s['claims']} claims hold** ({s['checks']} checks)." if s["passed"] else
                f"**{len(s['failed_claims'])} of {s['claims']} claims FAIL**: "
                + ", ".join(f"`{n}`" for n in s["failed_claims"])
                + f" ({s['failed_checks']} of {s['checks']} checks failed).")
