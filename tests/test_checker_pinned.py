@@ -540,7 +540,7 @@ def test_report_text_and_json():
     text = str(many)
     assert "; 8 failed comparisons; 2 skipped (see docs/checker.md)" in text
     assert text.count("  failing instance [converged]:") == 6
-    assert text.endswith("  … and 2 more (see .failures)")
+    assert text.endswith("  … and 2 more (see report.failures)")
     d = many.as_dict()
     assert d["passed"] is False and d["instances"] == 7 and d["skipped"] == 2 and len(d["failures"]) == 8
     assert d["worst_ratio"] == 0.25 and d["diagnosis"]["name"] == "a wrong sign (−1 ×)"
@@ -617,7 +617,9 @@ from verify.checker import cli as ccli
 def _args(*argv):
     p = argparse.ArgumentParser()
     ccli.add_parser(p.add_subparsers(dest="command"))
-    return p.parse_args(["check", *argv])
+    # in this process, so that the recorders below see the call (the child-process path has its
+    # own tests in tests/test_faults.py)
+    return p.parse_args(["check", "--in-process", *argv])
 
 
 @pytest.fixture
@@ -643,7 +645,8 @@ def test_cli_passes_every_option_through(captured, capsys):
     kind, fn, args, kw = captured[-1]
     assert kind == "converged" and fn.__name__ == "textbook_solve" and args == ()
     assert kw == dict(inner_steps=7, cg_steps=3, backend="torch", device="cpu", dtype="float32",
-                      seed=5, max_examples=9, families=["planted", "logistic"], inner="gd")
+                      seed=5, max_examples=9, families=["planted", "logistic"], inner="gd",
+                      timeout=60.0)
     assert capsys.readouterr().out.startswith("PASS: f")
     assert ccli.run(_args("_checker_catalogue:textbook_solve")) == 0
     assert captured[-1][3]["inner_steps"] is None and captured[-1][3]["cg_steps"] is None
