@@ -56,3 +56,18 @@ def quick_run(tmp_path_factory):
     results = out / "results.json"
     assert results.is_file(), f"the quick run (exit {status}) wrote no results.json:\n{buf.getvalue()}"
     return status, out, json.loads(results.read_text(encoding="utf-8")), buf.getvalue()
+
+
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler (KeyboardInterrupt) on SIGINT for the test. A shell without job
+    control starts background commands (`make test &` in a script, nohup) with SIGINT ignored,
+    and Python then leaves it ignored: the tests of what a real Ctrl-C does need the handler a
+    user at a terminal has."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
