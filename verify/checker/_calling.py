@@ -71,9 +71,11 @@ def _same(copy, original) -> bool:
             if not (isinstance(copy, np.ndarray) and copy.shape == original.shape
                     and copy.dtype == original.dtype):
                 return False
-            if original.size <= 1 << 16:       # small: one byte comparison, no temporaries
+            if original.size <= 1 << 16:       # small: one byte comparison
                 return copy.tobytes() == original.tobytes()
-            return bool(np.array_equal(copy, original))
+            # large: the bytes compared in place (a -0.0 written over 0.0 is a change here too)
+            a, b = np.ascontiguousarray(copy), np.ascontiguousarray(original)
+            return bool(np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)))
     except Exception:   # an input changed so much it cannot even be compared
         return False
     return True
