@@ -190,7 +190,11 @@ def test_the_ways_of_calling_report_each_outcome():
         gate.set()
     with C._Alarm() as alarm:
         assert alarm.run(lambda: 6, 10.0) == ("returned", 6)
-        assert not alarm.active
+        assert not alarm.active and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        active, (left, every) = alarm.run(lambda: (alarm.active, signal.getitimer(
+            signal.ITIMER_REAL)), 1000.0)[1]
+        assert active is True and 0 < left <= 1000.0 and every == 0.25   # then every 0.25 s
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
         status, exc = alarm.run(lambda: {}["k"], 10.0)
         assert status == "raised" and isinstance(exc, KeyError)
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
@@ -294,3 +298,30 @@ def test_the_alarm_raises_only_into_an_active_call_outside_the_checker():
         alarm._handler(signal.SIGALRM, here)
     fake = type("F", (), {"f_code": type("Code", (), {"co_filename": C.__file__})()})()
     alarm._handler(signal.SIGALRM, fake)            # inside the checker's own frames: ignored
+
+
+def test_one_guard_for_a_whole_check_on_the_main_thread_only():
+    assert C._guard is None
+    with C.guarded():
+        outer = C._guard
+        assert isinstance(outer, C._Guard)
+        assert signal.getsignal(signal.SIGINT) == outer.sigint._handler
+        with C.guarded():                           # nested: the outer guard stays
+            assert C._guard is outer
+        # a call inside uses the installed guard: no handler of its own
+        assert C._invoke(lambda: signal.getsignal(signal.SIGINT), None) == (
+            "returned", outer.sigint._handler)
+    assert C._guard is None
+    # outside a check, a call on the main thread installs a guard for itself
+    status, handler = C._invoke(lambda: signal.getsignal(signal.SIGINT), None)
+    assert status == "returned" and getattr(handler, "__self__", None).__class__ is C._Sigint
+    seen = {}
+
+    def worker():
+        with C.guarded():
+            seen["guard"] = C._guard
+        seen["call"] = C._invoke(lambda: 9, None)
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"guard": None, "call": ("returned", 9)}
