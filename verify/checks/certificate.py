@@ -96,7 +96,7 @@ def check_certificate(task, theta, twin=None, theta64=None, *, inner, inner_step
                             "B_hat": cert.B, "rounding_share": cert.rounding / cert.bound
                             if cert.bound > 0 else 0.0, "method": cert.method,
                             "rounding_safe": cert.rounding_safe,
-                            "stationarity": res.stationarity, "cg_residual": res.cg_residual})
+                            "stationarity": res.stationarity, "system_residual": res.system_residual})
 
 
 @claim("certificate", title="A-posteriori certificate of the exact-solve error", section=SECTION,
