@@ -64,9 +64,12 @@ class ImplicitSystem:
         H @ w, bounds from H's eigenvalues, and :meth:`matrix` the dense I + H/λ."""
         H = np.asarray(H)
         lam = float(lam)
-        w = np.linalg.eigvalsh(H)
-        return cls(lambda v: H @ v, lam, bounds=(1.0 + float(w[0]) / lam, 1.0 + float(w[-1]) / lam),
-                   hessian=H)
+
+        def bounds():
+            w = np.linalg.eigvalsh(H)
+            return 1.0 + float(w[0]) / lam, 1.0 + float(w[-1]) / lam
+
+        return cls(lambda v: H @ v, lam, bounds=bounds, hessian=H)
 
     def damped(self, damping: float, lam_damping: float) -> "ImplicitSystem":
         """(1 + damping)·I + H/(λ + lam_damping): the damped system of iMAML's reference code

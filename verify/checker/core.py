@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from solvers import ImplicitSystem
 from theory.bounds import cg_error_bound, lemma3_B1, lemma3_bound_sharp, nesterov_distance_bound
 from theory.tolerances import rounding_allowance
 from verify._threads import single_thread
@@ -405,9 +406,7 @@ class _MetaGradientCheck:
     def _krylov(self, inst, task, theta, ref, al, k_conv):
         """At an inner budget where φ is at rounding level, Algorithm 2 with m CG steps from 0
         is the unique m-step Krylov iterate of (I + H/λ)g = ∇L(φ*) (docs/mathematics.md §4)."""
-        lam = float(task.lam)
-        H = np.asarray(ref.H, dtype=np.float64)
-        Msys = np.eye(task.dim) + H / lam
+        Msys = ImplicitSystem.of_hessian(np.asarray(ref.H, dtype=np.float64), task.lam).matrix()
         v = np.asarray(ref.outer_grad, dtype=np.float64)
         failures, skipped = [], 0
         for m in sorted({1, 2, 3, self.budgets[1]}):
@@ -769,8 +768,7 @@ def check_cg(cg_fn, steps=(1, 2, 3, 5, 8), *, backend: str = "numpy", device: st
             return _Outcome(True, [])
         task, theta = build(inst, **opts)
         ref = exact_meta_gradient(task, theta)
-        lam = float(task.lam)
-        Msys = np.eye(task.dim) + np.asarray(ref.H, dtype=np.float64) / lam
+        Msys = ImplicitSystem.of_hessian(np.asarray(ref.H, dtype=np.float64), task.lam).matrix()
         v = np.asarray(ref.outer_grad, dtype=np.float64)
         if not np.any(v):
             return _Outcome(True, [])
