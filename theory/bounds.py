@@ -7,6 +7,7 @@ attributes ``beta, mu, kappa, L, B, rho, D, lam``).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from theory.tolerances import computation_magnitudes, norm_upper_bound, round_up
@@ -131,10 +132,16 @@ def neumann_error_bound(spectrum, alpha, steps, initial_error) -> float:
     x ← x + α(b − Mx), x_k − x* = (I − αM)^k(x₀ − x*), so ‖x_k − x*‖ ≤ ‖I − αM‖^k‖x₀ − x*‖
     (from x₀ = 0: ‖I − αM‖^k‖x*‖). Attained when x₀ − x* is an eigenvector of M at the end
     of ``spectrum`` that gives :func:`neumann_contraction`. It is also the fixed-point
-    iteration's bound with α = ηλ (§4a). Grows without bound when the contraction exceeds 1."""
+    iteration's bound with α = ηλ (§4a). Grows without bound when the contraction exceeds 1
+    (inf beyond float64's range)."""
     steps = check_steps(steps, "steps")
     e0 = check_positive(initial_error, "initial_error", allow_zero=True)
-    return neumann_contraction(spectrum, alpha) ** steps * e0
+    q = neumann_contraction(spectrum, alpha)
+    if e0 == 0.0:
+        return 0.0
+    if q > 1.0 and steps * math.log(q) + math.log(e0) > math.log(sys.float_info.max):
+        return math.inf                     # the series diverges past float64's range
+    return q ** steps * e0
 
 
 def neumann_steps_for_error(spectrum, alpha, rel_error) -> int | None:

@@ -24,6 +24,7 @@ import numpy as np
 
 import theory.maml as tm
 from solvers import (
+    ImplicitSystem,
     default_step_sizes,
     fomaml_meta_gradient,
     implicit_gradient_at,
@@ -187,7 +188,7 @@ def opposite_tasks_example(c: float = 1.0, lam: float = 1.0):
 
 def m_norm(task64, v) -> float:
     """‖v‖_M with M = I + A/λ (positive definite under Assumption 2)."""
-    M = np.eye(task64.dim) + to_numpy64(task64.A) / task64.lam
+    M = ImplicitSystem.of_hessian(to_numpy64(task64.A), task64.lam).matrix()
     return float(math.sqrt(max(float(v @ M @ v), 0.0)))
 
 
