@@ -116,6 +116,26 @@ def test_modes_differ_where_the_system_is_indefinite(sampler):
         assert torch.equal(safe.gradient, task.outer_grad(inner.x))
 
 
+def test_minres_runs_where_cg_breaks_down(sampler):
+    """On an indefinite system (tiny λ) where the safeguarded CG stops, MINRES takes its steps,
+    and its residual never exceeds its start ‖∇L(φ)‖ (MINRES's residual is monotone; float32
+    rounding allowed)."""
+    cfg = TrainConfig(**{**TINY, "lam": 1e-3})
+    for ep in range(6):
+        task, theta, inner = _at(cfg, sampler, ep)
+        safe = implicit_gradient(task, theta, inner, cg_steps=3, mode="fallback")
+        if safe.linear.status is Status.BREAKDOWN:
+            break
+    else:
+        pytest.fail("no indefinite system among the episodes")
+    res = implicit_gradient(task, theta, inner, cg_steps=3, mode="minres")
+    assert res.method == "imaml+minres" and res.linear_solver == "minres"
+    assert res.linear.status is not Status.BREAKDOWN and res.linear.steps == 3
+    tol = relative_tolerance("float32", kappa=1.0, dim=task.dim)
+    assert float(res.system_residual) <= float(res.outer_grad_norm) * (1 + tol)
+    assert not torch.allclose(res.gradient, safe.gradient)
+
+
 def test_damped_matvec_is_the_papers_matrix(sampler):
     cfg = TrainConfig(**TINY)
     task, _, inner = _at(cfg, sampler)
