@@ -74,8 +74,9 @@ def test_a_stack_is_its_tasks_row_by_row(solver):
     """One implementation for one system and a stack: row i of a stacked run is bitwise the
     run of task i alone (NumPy), with its own steps and status."""
     d = 30
-    tasks = [planted_spectrum_task(d, k, LAM, seed=s, query="independent")[0]
-             for s, k in ((0, 4.0), (1, 300.0), (2, 30.0))]
+    # (each task its own λ: the stack's λ is then an (n, 1) array, the solvers' per-row path)
+    tasks = [planted_spectrum_task(d, k, lam, seed=s, query="independent")[0]
+             for s, k, lam in ((0, 4.0, LAM), (1, 300.0, 0.5), (2, 30.0, 5.0))]
     stack = QuadraticTask.stack(tasks)
     theta = np.random.default_rng(5).standard_normal((3, d))
     kw = dict(inner_steps=20, cg_steps=60, cg_tol=1e-6, linear_solver=solver)
@@ -86,6 +87,28 @@ def test_a_stack_is_its_tasks_row_by_row(solver):
         assert batched.linear.row_steps[i] == alone.linear.steps
         assert batched.linear.row_status[i] is alone.linear.status
     assert len(set(batched.linear.row_steps.tolist())) > 1     # rows stopped at their own step
+
+
+@pytest.mark.parametrize("solver", ["minres", "neumann", "fixed_point"])
+def test_the_default_stopping_rule_is_rtol_1e_5(solver):
+    """Called without rtol/atol each solver stops at ‖r‖ ≤ 1e-5‖rhs‖, exactly as with
+    rtol=1e-5, atol=0 given (slow contraction, 1% a step, and ‖rhs‖ = 1e3: a residual passes
+    through every factor-2 band on its way down, so another default would stop elsewhere)."""
+    w = np.linspace(0.01, 1.0, 40)
+    M = np.diag(w)
+    b = 1e3 * np.random.default_rng(3).standard_normal(40)
+    if solver == "fixed_point":
+        run = lambda **kw: fixed_point(lambda v: v - M @ v, b, max_steps=5000, **kw)  # noqa: E731
+    elif solver == "neumann":
+        run = lambda **kw: neumann(lambda v: M @ v, b, alpha=1.0, max_steps=5000, **kw)  # noqa: E731
+    else:
+        M = np.diag(np.linspace(1e-4, 1.0, 400))
+        b = 1e3 * np.random.default_rng(3).standard_normal(400)
+        run = lambda **kw: minres(lambda v: M @ v, b, max_steps=5000, **kw)  # noqa: E731
+    default, explicit = run(), run(rtol=1e-5, atol=0.0)
+    assert default.status is Status.CONVERGED and default.steps == explicit.steps
+    assert np.array_equal(default.x, explicit.x)
+    assert float(default.residual_norm) <= 1e-5 * np.linalg.norm(b)
 
 
 def test_minres_iterates_are_scipys():
@@ -254,5 +277,7 @@ def test_the_implicit_system_and_its_bounds():
     assert d.bounds is None
     with pytest.raises(ValueError, match="of_hessian"):
         s.matrix()
+    w_H = np.linalg.eigvalsh(task.A)
+    assert dense.bounds == (1.0 + w_H[0] / task.lam, 1.0 + w_H[-1] / task.lam)
     ind = ImplicitSystem.of_hessian(indefinite_task(6, seed=0)[0].A, 1.0)
     assert ind.definite is False and ind.bounds[0] < 0 < ind.bounds[1]
