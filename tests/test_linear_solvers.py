@@ -19,7 +19,10 @@ from verify.systems import indefinite_task
 from verify.tasks import float64_twin, planted_spectrum_task, to_array
 
 SOLVERS = tuple(LINEAR_SOLVERS)
-BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("torch", "float32")]
+CUDA = __import__("torch").cuda.is_available()
+BACKENDS = [("numpy", "float64", "cpu"), ("torch", "float64", "cpu"), ("torch", "float32", "cpu"),
+            pytest.param("torch", "float32", "cuda", marks=[
+                pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="no CUDA device")])]
 DIM, KAPPA, LAM = 8, 10.0, 2.0
 
 
@@ -31,11 +34,11 @@ def test_the_table_holds_the_four_solvers_each_one_module():
     assert [n for n, e in LINEAR_SOLVERS.items() if not e.definite] == ["minres"]
 
 
-def _problem(array="numpy", dtype="float64", seed=0):
+def _problem(array="numpy", dtype="float64", seed=0, device="cpu"):
     task, spec = planted_spectrum_task(DIM, KAPPA, LAM, seed=seed, query="independent",
-                                       array=array, dtype=dtype)
+                                       array=array, dtype=dtype, device=device)
     theta = to_array(np.random.default_rng(seed + 1).standard_normal(DIM), array=array,
-                     dtype=dtype)
+                     dtype=dtype, device=device)
     return task, theta
 
 
@@ -46,12 +49,12 @@ def _exact(task, theta):
     return phi, twin.implicit_gradient(phi)
 
 
-@pytest.mark.parametrize("array,dtype", BACKENDS)
+@pytest.mark.parametrize("array,dtype,device", BACKENDS)
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_every_solver_reaches_the_implicit_gradient_on_every_backend(solver, array, dtype):
+def test_every_solver_reaches_the_implicit_gradient_on_every_backend(solver, array, dtype, device):
     """Driven by a residual tolerance τ: ‖g − g*‖ ≤ ‖M⁻¹‖τ = (λ/μ)τ, plus the rounding of φ*
     (φ from a converged inner solve)."""
-    task, theta = _problem(array, dtype)
+    task, theta = _problem(array, dtype, device=device)
     inner = inner_solve(task, theta, inner_steps=400, atol=0.0)
     beta, mu = task.curvature_bounds()
     v_norm = float(np.linalg.norm(to_numpy64(task.outer_grad(inner.x))))
