@@ -125,3 +125,28 @@ def test_bad_linear_arguments_name_themselves():
         check_meta_gradient(fn, linear_solver="neumann", linear_options=[1.0], **BUDGET)
     with pytest.raises(CheckerArgumentError, match="give them in budget mode"):
         check_meta_gradient(lambda task, theta: theta, linear_solver="neumann")
+
+
+neumann_at_default_step = library_neumann(1.0)
+neumann_with_alpha_too_large = library_neumann(2.5)
+
+
+def test_cli_linear_solver(capsys):
+    """imaml-verify check --linear-solver neumann: the correct series passes (exit 0), the one
+    with α‖M‖ = 2.5 fails (exit 1) and is named; a malformed option is a usage error (exit 2)."""
+    from verify.cli import main
+
+    common = ["--budget", "10,5", "--inner", "gd", "--linear-solver", "neumann",
+              "--max-examples", "4", "--family", "planted", "--in-process"]
+    assert main(["check", "test_checker_linear:neumann_at_default_step", *common]) == 0
+    assert capsys.readouterr().out.startswith("PASS")
+    assert main(["check", "test_checker_linear:neumann_with_alpha_too_large", *common,
+                 "--json"]) == 1
+    doc = __import__("json").loads(capsys.readouterr().out)
+    assert "Neumann series with α too large" in doc["diagnosis"]["name"]
+    assert main(["check", "test_checker_linear:neumann_at_default_step", *common,
+                 "--linear-option", "alpha"]) == 2
+    assert "--linear-option must be NAME=NUMBER" in capsys.readouterr().err
+    assert main(["check", "test_checker_linear:neumann_at_default_step", *common,
+                 "--linear-option", "alpha=10"]) == 1
+    assert "α too large" in capsys.readouterr().out
