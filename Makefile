@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow --hypothesis-profile=thorough
+	$(PY) -m pytest -q -m "slow or mutation" --hypothesis-profile=thorough
 
 # The report commands pin the numerical kernels themselves (one thread, AVX2 code paths: see
 # docs/architecture.md), so that on any x86-64 machine with the locked versions they rewrite
@@ -87,10 +87,12 @@ clean:
 check-peers: $(STAMP) $(PEERS_STAMP)
 	$(PY) -m verify.checker.peers --out reports/peers
 
-# mutation testing of theory/ and solvers/ with the fast tests (not part of make test; long):
-# tools/mutate.py; the surviving mutants, each argued equivalent or left open, are listed in
-# tools/surviving_mutants.md
+# mutation testing of theory/, solvers/ and the verdict layer (verify/checks/, verify/checker/)
+# with the fast tests (not part of make test; long): tools/mutate.py; the surviving mutants, each
+# argued equivalent, are listed in tools/surviving_mutants.md
 .PHONY: mutate
 mutate: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) tools/mutate.py theory --out .mutation/theory.json
 	OMP_NUM_THREADS=1 $(PY) tools/mutate.py solvers --out .mutation/solvers.json
+	OMP_NUM_THREADS=1 $(PY) tools/mutate.py verify/checks --out .mutation/checks.json
+	OMP_NUM_THREADS=1 $(PY) tools/mutate.py verify/checker --out .mutation/checker.json

@@ -168,7 +168,9 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
         safe_norm(tx, system.residual(g.detach(), v.detach())), safe_norm(tx, v.detach()))
     inner = SolverResult(x=phi_out, steps=K, residual_norm=stationarity, status=status,
                          evaluations={"grad": K})
-    evals = {"inner_grad": K, "hvp": T, "outer_grad": 1}
+    # T < K: the first differentiated step starts at the constant φ_{K−T}, so its gradient has
+    # no backward (J_{K−T} = 0): T − 1 HVPs; T = K starts at θ itself: K HVPs
+    evals = {"inner_grad": K, "hvp": T if T == K else max(T - 1, 0), "outer_grad": 1}
     return MetaGradientResult(gradient=gradient, phi=phi_out, inner=inner, linear=None,
                               stationarity=stationarity, system_residual=system_residual,
                               outer_grad_norm=outer_grad_norm, evaluations=evals,
@@ -197,6 +199,8 @@ def truncated_meta_gradient(task, theta, *, inner_steps, backprop_steps, step_si
     :func:`maml_meta_gradient`, but only the last T = ``backprop_steps`` are differentiated;
     φ_{K−T} is treated as a constant (for T = K this is MAML, for T = 0 the gradient is 0).
     Its Jacobian obeys Jₖ₊₁ = (I − α(Hₖ + λI))Jₖ + αλI from J_{K−T} = 0. Method 'truncated';
-    ``evaluations`` counts K inner gradients, T HVPs and 1 outer gradient."""
+    ``evaluations`` counts K inner gradients, 1 outer gradient and the HVPs of the backward
+    pass: T − 1 for T < K (the first differentiated step starts at the constant φ_{K−T}, whose
+    gradient needs no backward: J_{K−T} = 0), K for T = K."""
     return _backprop(task, theta, inner_steps=inner_steps, step_size=step_size,
                      backprop_steps=backprop_steps, backward=backward, method="truncated")

@@ -1,13 +1,18 @@
 """Every registered claim holds: in quick mode on a seed other than the report's (the CLI test
-runs seed 0), and in full mode under `make test-slow`. Claim-specific properties and negative
-controls live in the test module of each claim."""
+runs seed 0), in full mode on the report's seed 0 (marker `mutation`: `make mutate` and
+`make test-slow` run it, `make test` does not), and in full mode on seed 7 under
+`make test-slow`. The quick and full plans (which instances, which statements) are pinned
+(tests/_claim_plans.py). Claim-specific properties and negative controls live in the test
+module of each claim."""
 from __future__ import annotations
 
 import pytest
 
+from _claim_plans import MODES, pinned, summary
 from verify.registry import RunContext, all_claims
 
 NAMES = sorted(all_claims())
+PLANS = pinned()
 
 
 def _failures(results):
@@ -18,10 +23,36 @@ def test_every_claim_module_registered_something():
     assert len(NAMES) >= 20, NAMES
 
 
+def _plan_is_pinned(name, mode, results):
+    want = PLANS.get(mode, {}).get(name)
+    got = summary(results)
+    assert want is not None, f"{name} has no pinned {mode} plan: run tests/_claim_plans.py --write"
+    assert got["results"] == want["results"] and got["statements"] == want["statements"], (
+        f"{name} ({mode}): {got['results']} results, statements {got['statements']}; pinned "
+        f"{want['results']}, {want['statements']} (if intended: tests/_claim_plans.py --write)")
+    assert got["digest"] == want["digest"], (
+        f"{name} ({mode}): the same statements on other instances than pinned (if intended: "
+        f"tests/_claim_plans.py --write)")
+
+
+def test_every_claim_has_a_pinned_plan():
+    for mode in MODES:
+        assert sorted(PLANS.get(mode, {})) == NAMES, mode
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_claim_holds_in_quick_mode(name):
-    results = all_claims()[name].run(RunContext(quick=True, seed=1))
+    results = all_claims()[name].run(RunContext(**MODES["quick"]))
     assert results and all(r.passed for r in results), _failures(results)
+    _plan_is_pinned(name, "quick", results)
+
+
+@pytest.mark.mutation        # about a minute for all claims: make mutate and make test-slow
+@pytest.mark.parametrize("name", NAMES)
+def test_claim_holds_in_full_mode_on_the_reports_seed(name):
+    results = all_claims()[name].run(RunContext(**MODES["full"]))
+    assert results and all(r.passed for r in results), _failures(results)
+    _plan_is_pinned(name, "full", results)
 
 
 @pytest.mark.slow

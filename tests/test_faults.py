@@ -610,6 +610,10 @@ class _Writer:
         read_fd, write_fd = os.pipe()
         with warnings.catch_warnings():        # fork in a process with threads (Python >= 3.12)
             warnings.simplefilter("ignore", DeprecationWarning)
+            # once the peers tests have imported JAX (the `peers` extra installed), its at-fork
+            # hook warns on every fork; the child runs only the report writer (file system calls,
+            # no JAX, no thread pool) and ends with os._exit
+            warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
             pid = os.fork()
         if pid == 0:                           # the child: never returns into pytest
             code = 4

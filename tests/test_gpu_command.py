@@ -25,8 +25,8 @@ from verify.gpu.command import (
     _run_process,
     allot,
     seconds_since_process_start,
-    write_json,
 )
+from verify.report._atomic import atomic_write_json as write_json
 
 CUDA = torch.cuda.is_available()
 

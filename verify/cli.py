@@ -36,37 +36,9 @@ DEFAULT_OUT = {"full": "reports", "quick": "reports/quick", "scale": "reports/sc
 
 
 def _add_run_options(p):
-    p.add_argument("--quick", action="store_true", help="small sweeps: seconds in all")
-    p.add_argument("--scale", action="store_true",
-                   help="wide grids (d up to 2000, κ up to 1e6, more seeds): for --jobs/--dask")
-    p.add_argument("--seed", type=int, default=0,
-                   help="root seed of every instance, 0 to 2**32 - 1 (default 0)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default reports/, or reports/quick/ with --quick and "
-                        "reports/scale/ with --scale, so that neither replaces the full report; "
-                        "imaml-verify claim: reports/claim/, "
-                        "imaml-verify figure: reports/figure/, run with a selection: "
-                        "reports/partial/)")
-    p.add_argument("--json", action="store_true",
-                   help="print results.json to stdout instead of the summary table")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda implies --array torch)")
-    p.add_argument("--dtype", default="float64", help="float64 (default) or float32")
-    p.add_argument("--array", default=None,
-                   help="array library of the checks: numpy or torch (default numpy on cpu, "
-                        "torch on cuda)")
-    p.add_argument("--full-results", action="store_true",
-                   help="keep every check of every claim in results.json (default: the worst and "
-                        "the failing ones)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="run claims and figures in N local processes (same results)")
-    p.add_argument("--dask", default=None, metavar="ADDRESS",
-                   help="run claims and figures on the dask.distributed scheduler at ADDRESS "
-                        "(optional extra 'dask')")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--native-kernels", action="store_true",
-                   help="keep this machine's own BLAS/SIMD code paths and threads (default: the "
-                        "command restarts itself with one thread and AVX2 kernels, so that its "
-                        "numbers are the same on every x86-64 machine; docs/architecture.md)")
+    from verify import options
+
+    options.add_arguments(p)   # every option of verify.run (verify/options.py), and --json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -146,15 +118,14 @@ def request_from_args(args) -> dict:
         figures = [] if args.no_figures else args.figure
         if claims is not None and figures is None:
             figures = list(FIGURES)
+    from verify import options
+
     partial = args.command != "run" or bool(args.claim or args.figure or args.no_figures)
-    return dict(claims=claims, figures=figures, quick=args.quick, scale=args.scale, seed=args.seed,
-                dtype=args.dtype, device=args.device, array=args.array,
-                iteration_counts=not partial,
-                out=args.out or DEFAULT_OUT[args.command if partial else
-                                            "quick" if args.quick else
-                                            "scale" if args.scale else "full"],
-                full_results=args.full_results, jobs=args.jobs, dask=args.dask,
-                progress=not args.no_progress)
+    values = options.from_args(args)
+    values["out"] = values["out"] or DEFAULT_OUT[args.command if partial else
+                                                 "quick" if args.quick else
+                                                 "scale" if args.scale else "full"]
+    return dict(claims=claims, figures=figures, iteration_counts=not partial, **values)
 
 
 def _print_table(doc, out=None):
@@ -174,25 +145,23 @@ def _print_table(doc, out=None):
         print(f"{f['id']} {f['status']}: {note}", file=out)
 
 
-#: options that change where or how the output is shown, not what is found
-_NOT_RECORDED = {"--out": 1, "--json": 0, "--no-progress": 0, "--native-kernels": 0,
-                 "--jobs": 1, "--dask": 1}
-
-
 def recorded_command(argv) -> list:
     """The command as results.json records it: without the options that only say where the
     report goes, how it is shown or where it is computed (``--out``, ``--json``,
     ``--no-progress``, ``--jobs``, ``--dask``; the kernels are recorded under
     environment.numerics), so that a report written elsewhere, or on N processes, is the same
     file."""
+    from verify import options
+
+    not_recorded = options.not_recorded()
     out, skip = ["imaml-verify"], 0
     for a in argv:
         if skip:
             skip -= 1
             continue
         name = a.split("=", 1)[0]
-        if name in _NOT_RECORDED:
-            skip = _NOT_RECORDED[name] if "=" not in a else 0
+        if name in not_recorded:
+            skip = not_recorded[name] if "=" not in a else 0
             continue
         out.append(a)
     return out

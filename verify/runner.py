@@ -21,10 +21,12 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 from pathlib import Path
 
+from verify import options as _options
 from verify._interrupt import check as check_interrupt
+from verify.options import RUN_OPTIONS
 
 __all__ = ["run", "RunRequest", "UsageError", "validate_request", "run_claim", "run_figure",
            "DTYPES", "ARRAYS"]
@@ -37,30 +39,21 @@ class UsageError(ValueError):
     """A request that cannot be run as given (the command line exits 2 and touches nothing)."""
 
 
-@dataclass
-class RunRequest:
-    """What to run, validated by :func:`validate_request` (see :func:`run` for the fields)."""
+def _complete(self) -> bool:
+    """Every claim, every figure and the table: the full report (not a partial selection)."""
+    return self.claims is None and self.figures is None and self.iteration_counts is not False
 
-    claims: list | None = None
-    figures: list | None = None
-    iteration_counts: bool | None = None
-    quick: bool = False
-    scale: bool = False
-    seed: int = 0
-    dtype: str = "float64"
-    device: str = "cpu"
-    array: str | None = None
-    out: str | os.PathLike | None = None
-    full_results: bool = False
-    jobs: int = 1
-    dask: object = None
-    command: list = field(default_factory=list)
-    progress: bool = False
 
-    @property
-    def complete(self) -> bool:
-        """Every claim, every figure and the table: the full report (not a partial selection)."""
-        return self.claims is None and self.figures is None and self.iteration_counts is not False
+#: What to run, validated by :func:`validate_request`: the selection (claims, figures), every
+#: option of :data:`verify.options.RUN_OPTIONS` (see :func:`run`) and the command to record.
+RunRequest = make_dataclass(
+    "RunRequest",
+    [("claims", object, field(default=None)), ("figures", object, field(default=None)),
+     *[(o.name, object, field(default=o.default)) for o in RUN_OPTIONS],
+     ("command", list, field(default_factory=list))],
+    namespace={"complete": property(_complete),
+               "__doc__": "What to run, validated by validate_request (see run for the fields)."})
+RunRequest.__module__ = __name__
 
 
 def _check_out(out) -> Path:
@@ -471,11 +464,7 @@ def _call(fn, args):
     return fn(*args)
 
 
-def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, seed: int = 0,
-        dtype: str = "float64",
-        device: str = "cpu", array: str | None = None, iteration_counts: bool | None = None,
-        out=None, full_results: bool = False, jobs: int = 1, dask=None, progress: bool = False,
-        command=None) -> dict:
+def run(claims=None, figures=None, *, command=None, **options) -> dict:
     """Run a verification and return its results document (the content of results.json).
 
     claims: claim names (None: every registered claim; ``imaml-verify list`` names them).
@@ -498,27 +487,32 @@ def run(claims=None, figures=None, *, quick: bool = False, scale: bool = False, 
     nothing, ``run([])``, included), and :class:`verify.report.writer.ReportWriteError` (one line;
     the previous report kept whole) when the report cannot be written.
     """
+    unknown = sorted(set(options) - set(_options.defaults()))
+    if unknown:
+        raise TypeError(f"run() got an unexpected keyword argument {unknown[0]!r} (its options: "
+                        f"{', '.join(_options.defaults())})")
+    values = {**_options.defaults(), **options}
+    dask = values["dask"]
+    values["dask"] = dask if dask is None or hasattr(dask, "submit") else str(dask)
     if figures is None and claims is not None:
         figures = []
     req = RunRequest(claims=claims, figures=figures,   # checked (not iterated) by validate_request
-                     iteration_counts=iteration_counts, quick=quick, scale=scale, seed=seed,
-                     dtype=dtype,
-                     device=device, array=array, out=out, full_results=full_results,
-                     jobs=jobs, dask=dask if dask is None or hasattr(dask, "submit") else str(dask),
-                     command=list(command) if command is not None else ["verify.run"],
-                     progress=progress)
+                     command=list(command) if command is not None else ["verify.run"], **values)
     claim_list, fig_ids, with_counts, ctx = validate_request(req)
     import contextlib
 
     from verify.report.writer import OutBusyError, out_lock
 
     with contextlib.ExitStack() as stack:
-        if out is not None:
+        if req.out is not None:
             try:   # held from before the first claim: a second run into `out` is refused now
-                stack.enter_context(out_lock(out))
+                stack.enter_context(out_lock(req.out))
             except OutBusyError as exc:
                 raise UsageError(f"--out {exc}") from None
         return _run(req, claim_list, fig_ids, with_counts, ctx)
+
+
+run.__signature__ = _options.signature(run)   # its keywords are the declared options
 
 
 def _run(req, claim_list, fig_ids, with_counts, ctx) -> dict:
@@ -552,10 +546,10 @@ def _run(req, claim_list, fig_ids, with_counts, ctx) -> dict:
         "tool": {"name": "imaml-verify", "version": tool_version()},
         "created": now_utc(),
         "command": req.command,
-        "settings": {"seed": ctx.seed, "quick": ctx.quick, "scale": ctx.scale, "dtype": ctx.dtype,
-                     "device": ctx.device, "array": ctx.array,
-                     "claims": [c.name for c in claim_list], "figures": fig_ids,
-                     "full_results": bool(full_results)},
+        "settings": {**_options.settings({**vars(req), "device": ctx.device,
+                                          "array": ctx.array, "scale": bool(ctx.scale),
+                                          "full_results": bool(full_results)}),
+                     "claims": [c.name for c in claim_list], "figures": fig_ids},
         "environment": environment(),
         "machine": machine(),
         "elapsed_s": {"total": time.perf_counter() - start, "claims": t_claims,

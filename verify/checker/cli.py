@@ -386,6 +386,7 @@ def run(args) -> int:
             _ints(args.cg, "--cg")
         if args.budget:
             _ints(args.budget, "--budget", 2)
+        _linear_options(args.linear_option)
         if ":" not in args.target:
             raise ValueError(f"expected module:function, got {args.target!r}")
     except ValueError as exc:

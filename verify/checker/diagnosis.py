@@ -245,12 +245,13 @@ def candidates(task, theta, ref, *, cg_steps=None, history=()) -> list[tuple[str
     alpha = lam / beta
     budget = cg_steps or 0
     for k, x in enumerate(neumann_iterates(M, v, alpha, max(NEUMANN_TERMS, budget)), start=1):
+        s = "s" if k > 1 else ""
         if k < budget:
             add(f"a Neumann series with too few terms: {k} of the {budget} budgeted "
                 f"(α = λ/β)", x)
         elif k > budget:
-            add(f"the fixed-point hypergradient not converged: {k} iterations (η = 1/β; "
-                f"equally, the Neumann series with α = λ/β, {k} terms)", x)
+            add(f"the fixed-point hypergradient not converged: {k} iteration{s} (η = 1/β; "
+                f"equally, the Neumann series with α = λ/β, {k} term{s})", x)
     # inner solve stopped after k steps (gradient descent / Nesterov from θ, step 1/β)
     q = (math.sqrt(beta / mu) - 1) / (math.sqrt(beta / mu) + 1)
     for label, mom in (("gradient descent", 0.0), ("Nesterov", q)):

@@ -1,5 +1,5 @@
 """The a-posteriori certificate (docs/mathematics.md §5a): from a solver's own result (its
-diagnostics ‖∇_φG‖, the CG residual, ‖∇L(φ)‖, and the φ, g, task and θ it carries) and the
+diagnostics ‖∇_φG‖, the residual of the implicit system, ‖∇L(φ)‖, and the φ, g, task and θ it carries) and the
 task's μ, L, ρ, a bound on the exact-solve error of that very meta-gradient, safe in floating
 point: ``certify(result, constants)``, the plain call. It must hold on every instance with no
 allowance: the true error is the proven upper end of the 50-digit reference's enclosure

@@ -124,5 +124,6 @@ def run_finite_termination(ctx):
             theta = conv(rng.standard_normal(dim))
             results.append(check_finite_termination(task, theta, m,
                                                     instance=dict(dim=dim, seed=seed, array=ctx.array,
-                                                                  dtype=ctx.dtype)))
+                                                                  dtype=ctx.dtype, lam=1.0,
+                                                                  levels=[float(x) for x in levels])))
     return results

@@ -75,10 +75,11 @@ def planted_points(twin, theta64, pairs, rng, inst):
     """Lemma 3 judged at planted (φ, g) for each (δ, δ′): the adversarial and a random point."""
     out = []
     for delta, delta_prime in pairs:
+        planted = dict(inst, planted_delta=delta, planted_delta_prime=delta_prime)
         phi, g = adversarial_point(twin, theta64, delta, delta_prime)
-        out.append(judge(twin, theta64, phi, g, instance=dict(inst, kind="adversarial")))
+        out.append(judge(twin, theta64, phi, g, instance=dict(planted, kind="adversarial")))
         phi, g = random_point(twin, theta64, delta, delta_prime, rng)
-        out.append(judge(twin, theta64, phi, g, instance=dict(inst, kind="random")))
+        out.append(judge(twin, theta64, phi, g, instance=dict(planted, kind="random")))
     return out
 
 
@@ -91,7 +92,7 @@ def run(ctx):
     for i, (d, kappa, lam, query) in enumerate(grid(ctx)):
         task, twin, theta, theta64, inst = make_instance(ctx, d, kappa, lam, query, i)
         results += planted_points(twin, theta64, pairs, np.random.default_rng(ctx.rng_seed(i, 3)),
-                                  inst)
+                                  dict(inst, points_seed=ctx.rng_seed(i, 3)))
         for inner_steps, cg_steps in ((2, 2), (10, 5)):
             res = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=cg_steps)
             results.append(judge(twin, theta64, to_numpy64(res.phi), to_numpy64(res.gradient),
@@ -99,5 +100,6 @@ def run(ctx):
                                                cg_steps=cg_steps)))
     for j, (task, theta, inst) in enumerate(far_instances(ctx, quick_count=2)):
         results += planted_points(float64_twin(task), to_numpy64(theta), pairs,
-                                  np.random.default_rng(ctx.rng_seed(j, 4)), inst)
+                                  np.random.default_rng(ctx.rng_seed(j, 4)),
+                                  dict(inst, points_seed=ctx.rng_seed(j, 4)))
     return results

@@ -196,7 +196,7 @@ def _device_name(device: str) -> str:
 def _write(out_dir: Path, name: str, results: dict, *, final: bool) -> None:
     """DIR/NAME, and (with the memory part, and at the end) fewshot_memory.png and fewshot.md;
     each file atomically, the JSON last (what the report reads)."""
-    from verify.report._atomic import atomic_write_text
+    from verify.report._atomic import atomic_write_json, atomic_write_text
 
     if final or ("memory" in results and results.get("memory_figure") is None):
         figure = memory_figure(results, out_dir / "fewshot_memory.png")
@@ -205,7 +205,7 @@ def _write(out_dir: Path, name: str, results: dict, *, final: bool) -> None:
     md = render_markdown(results, figure_path="fewshot_memory.png"
                          if results.get("memory_figure") else None)
     atomic_write_text(out_dir / "fewshot.md", md)
-    atomic_write_text(out_dir / name, json.dumps(results, indent=2, default=str))
+    atomic_write_json(out_dir / name, results)
 
 
 def partial_name(name: str) -> str:
@@ -231,10 +231,10 @@ class _Writer:
         self.progress = partial_name(name) if self.keep else name
 
     def update(self, results: dict) -> None:
-        from verify.report._atomic import atomic_write_text
+        from verify.report._atomic import atomic_write_json
 
         if self.keep:   # only the progress file: fewshot.md and the figure stay the complete run's
-            atomic_write_text(self.out / self.progress, json.dumps(results, indent=2, default=str))
+            atomic_write_json(self.out / self.progress, results)
         else:
             _write(self.out, self.name, results, final=False)
 

@@ -109,8 +109,10 @@ def caption(data):
             f"needed for error ≤ ε/2. The proof's inner count without √κ is below what Nesterov "
             f"needs (meta-gradient definition) for {len(typo_short)} of {len(rows)} targets"
             f"{' (ε ≤ ' + format(max(typo_short), '.0e') + ')' if typo_short else ''}; the proof's "
-            f"CG count without √κ is still above what CG needs (the claim theorem2-cg-proof-slip "
-            f"shows it too small for a gradient method on the same system).")
+            f"CG count without √κ is still above what CG needs on this task, but not in general (the "
+            f"claim theorem2-cg-proof-slip finds CG needing more on log-spaced spectra once κ "
+            f"passes a few tens, and shows the count too small for a gradient method on the same "
+            f"system).")
 
 
 FIGURE = register(FigureSpec("fig3", "theorem2", "Steps needed against Theorem 2",

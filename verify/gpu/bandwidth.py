@@ -182,7 +182,7 @@ def measure(*, size="full", device="cuda", on_result=None) -> dict:
 
 
 def main(argv=None) -> int:
-    from verify.gpu.command import write_json
+    from verify.report._atomic import atomic_write_json
 
     parser = argparse.ArgumentParser(prog="python -m verify.gpu.bandwidth",
                                      description=__doc__.split("\n\n")[0])
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
         print("bandwidth: no CUDA device on this machine", file=sys.stderr)
         return 2
     out = Path(args.out)
-    doc = measure(size=args.size, device=args.device, on_result=lambda d: write_json(out, d))
+    doc = measure(size=args.size, device=args.device, on_result=lambda d: atomic_write_json(out, d))
     for r in doc["batched"]:
         print(f"bandwidth: {r['n_tasks']}x{r['dim']} {r['dtype']}: solver "
               f"{r['bytes_per_second']['solver'] / 1e9:.1f} GB/s = "

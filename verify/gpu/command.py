@@ -37,16 +37,16 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["STAGES", "SHARES", "add_parser", "run", "main", "run_gpu", "write_json",
+from verify.options import to_argv
+from verify.report._atomic import atomic_write_json
+
+__all__ = ["Stage", "STAGE_TABLE", "STAGES", "SHARES", "add_parser", "run", "main", "run_gpu",
            "allot", "seconds_since_process_start"]
 
-STAGES = ("tests", "claims", "fewshot", "bandwidth")
-#: planned shares of the budget (what is left is re-shared in proportion as stages end)
-SHARES = {"tests": 0.17, "claims": 0.30, "fewshot": 0.47, "bandwidth": 0.06}
-#: below this many seconds a stage is skipped rather than started (GPU run; dry run: 3 s)
-MIN_SECONDS = {"tests": 30.0, "claims": 30.0, "fewshot": 60.0, "bandwidth": 12.0}
 DEFAULT_BUDGET_S = 420.0  #: the budget of a device run (a dry run has none unless given one)
 RESERVE_S = 5.0        #: kept back for the final summary and REPORT.md
 KILL_GRACE_S = 3.0     #: SIGTERM, then SIGKILL this long after
@@ -57,21 +57,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # -- small tools ----------------------------------------------------------------------------------
-def write_json(path, doc) -> None:
-    """Write ``doc`` to ``path`` atomically (a temporary file in the same folder, flushed,
-    fsynced and renamed over it): a reader, or a run killed meanwhile, sees the old file or the
-    new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(doc, indent=2, default=str))
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def seconds_since_process_start() -> float:
     """Seconds since this Python process started (Linux: /proc/self/stat against the system's
     uptime), so that a budget covers the interpreter's start-up; 0.0 where unknown."""
@@ -86,9 +71,10 @@ def seconds_since_process_start() -> float:
         return 0.0
 
 
-def allot(stage, remaining, pending, *, shares=SHARES) -> float:
+def allot(stage, remaining, pending, *, shares=None) -> float:
     """Seconds for ``stage`` out of ``remaining``, shared in proportion to the planned shares of
     the stages still to run (``pending``, ``stage`` included)."""
+    shares = SHARES if shares is None else shares
     total = sum(shares[s] for s in pending)
     return max(0.0, remaining) * shares[stage] / total
 
@@ -208,9 +194,9 @@ def _stage_claims(st, seconds):
         rest = sum(s for _, s in CLAIM_DTYPES[i:])
         budget = None if deadline is None else (deadline - time.monotonic()) * share / rest
         folder = st.out / f"claims-{dtype}"
-        argv = [st.python, "-m", "verify", "run", "--quick", "--device", st.device,
-                "--dtype", dtype, "--array", "torch", "--no-figures", "--no-progress", "--full-results",
-                "--out", folder]
+        argv = [st.python, "-m", "verify", "run", "--no-figures",
+                *to_argv(quick=True, device=st.device, dtype=dtype, array="torch",
+                         progress=False, full_results=True, out=folder)]
         for name in st.claims or ():
             argv += ["--claim", name]
         results = folder / "results.json"
@@ -348,8 +334,27 @@ def _bandwidth_figures(doc) -> dict:
     return out
 
 
-RUNNERS = {"tests": _stage_tests, "claims": _stage_claims, "fewshot": _stage_fewshot,
-           "bandwidth": _stage_bandwidth}
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the command: its name, its planned share of the budget (what is left is
+    re-shared in proportion as stages end), the seconds below which it is skipped rather than
+    started on a device (a dry run: 3 s), and what runs it: ``run(stage, seconds)`` returns the
+    stage's entry of summary.json (``seconds`` None: no time limit)."""
+
+    name: str
+    share: float
+    min_seconds: float
+    run: Callable
+
+
+#: the stages, in the order they run: the one table
+STAGE_TABLE = (Stage("tests", 0.17, 30.0, _stage_tests),
+               Stage("claims", 0.30, 30.0, _stage_claims),
+               Stage("fewshot", 0.47, 60.0, _stage_fewshot),
+               Stage("bandwidth", 0.06, 12.0, _stage_bandwidth))
+STAGES = tuple(s.name for s in STAGE_TABLE)
+SHARES = {s.name: s.share for s in STAGE_TABLE}
+RUNNERS = {s.name: s.run for s in STAGE_TABLE}
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -383,11 +388,11 @@ def run_gpu(out, *, budget=420.0, dry_run=False, stages=None, claims=None, pytho
                     "argv": list(sys.argv), "status": "running"})
     summary.setdefault("stages", {})
     st = _Stage(out, dry_run, python or sys.executable, claims)
-    minimum = {k: (3.0 if dry_run else v) for k, v in MIN_SECONDS.items()}
+    minimum = {t.name: (3.0 if dry_run else t.min_seconds) for t in STAGE_TABLE}
 
     def save():
         summary["elapsed_s"] = clock() - t_start
-        write_json(path, summary)
+        atomic_write_json(path, summary)
 
     for i, name in enumerate(chosen):
         if deadline is None:   # no budget (a dry run): no stage is timed out or skipped
@@ -423,7 +428,7 @@ def run_gpu(out, *, budget=420.0, dry_run=False, stages=None, claims=None, pytho
     save()
     write_report(out, summary)
     summary["elapsed_s"] = clock() - t_start
-    write_json(path, summary)
+    atomic_write_json(path, summary)
     return summary
 
 

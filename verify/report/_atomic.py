@@ -24,7 +24,7 @@ try:
 except ImportError:  # pragma: no cover  (Windows)
     fcntl = None
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "remove_stale_temporaries", "folder_lock",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "remove_stale_temporaries", "folder_lock",
            "pid_alive"]
 
 _TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
@@ -91,6 +91,15 @@ def atomic_write_bytes(path, data: bytes) -> Path:
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, doc) -> Path:
+    """Write ``doc`` as indented JSON to ``path`` atomically (values JSON cannot hold are
+    written as their ``str``): a reader, or a run killed meanwhile, sees the old file or the new
+    one, never half of one."""
+    import json
+
+    return atomic_write_text(path, json.dumps(doc, indent=2, default=str))
 
 
 # -- locks ------------------------------------------------------------------------------------------
