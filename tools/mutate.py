@@ -54,27 +54,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: the fast tests each package's mutants are judged by (ordered: quickest and most specific first)
 TESTS = {
-    "theory": ["tests/test_theory_pinned.py", "tests/test_bounds_pinned.py", "tests/test_theory.py", "tests/test_verdicts.py", "tests/test_maml.py",
+    "theory": ["tests/test_theory_pinned.py", "tests/test_bounds_pinned.py", "tests/test_neumann.py",
+               "tests/test_minres.py", "tests/test_theory.py", "tests/test_verdicts.py", "tests/test_maml.py",
                "tests/test_logistic.py", "tests/test_checks_core.py", "tests/test_first_order.py",
                "tests/test_corollary1.py", "tests/test_bad_input.py", "tests/test_metamorphic.py",
                "tests/test_backends.py", "tests/test_solvers.py", "tests/test_claims.py",
                "tests/test_batched.py", "tests/test_accurate.py", "tests/test_construction.py",
                "tests/test_table1.py", "tests/test_enclosures.py", "tests/test_scale_pinned.py",
                "tests/test_certificates_at_scale.py"],
-    "solvers": ["tests/test_solvers_pinned.py", "tests/test_solvers.py", "tests/test_batched.py", "tests/test_host_reads.py",
+    "solvers": ["tests/test_solvers_pinned.py", "tests/test_linear_solvers.py", "tests/test_solvers.py", "tests/test_batched.py", "tests/test_host_reads.py",
                 "tests/test_bad_input.py", "tests/test_metamorphic.py",
                 "tests/test_backends.py", "tests/test_first_order.py", "tests/test_maml.py",
                 "tests/test_verdicts.py", "tests/test_checks_core.py", "tests/test_logistic.py",
                 "tests/test_corollary1.py", "tests/test_bounds_pinned.py", "tests/test_claims.py",
                 "tests/test_accurate.py", "tests/test_table1.py", "tests/test_scale_pinned.py",
                 "tests/test_certificates_at_scale.py"],
-    "verify/checks": ["tests/test_checks_pinned.py", "tests/test_teeth.py", "tests/test_table1.py",
+    "verify/checks": ["tests/test_checks_pinned.py", "tests/test_neumann.py", "tests/test_minres.py",
+                      "tests/test_teeth.py", "tests/test_table1.py",
                       "tests/test_checks_core.py", "tests/test_verdicts.py",
                       "tests/test_corollary1.py", "tests/test_first_order.py",
                       "tests/test_logistic.py", "tests/test_maml.py", "tests/test_memory.py",
                       "tests/test_assumption1.py", "tests/test_claims.py",
                       "tests/test_certificates_at_scale.py"],
-    "verify/checker": ["tests/test_checker_pinned.py", "tests/test_checker.py",
+    "verify/checker": ["tests/test_checker_pinned.py", "tests/test_checker_linear.py", "tests/test_checker.py",
                        "tests/test_checker_peers.py", "tests/test_faults.py"],
 }
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from solvers import ImplicitSystem
 from theory import to_numpy64
 from verify.tasks import to_array
 
@@ -63,7 +64,7 @@ class StationaryQuadratic:
         self.dim = int(A.shape[0])
         self._A64, self._Aq64 = to_numpy64(A), to_numpy64(A_query)
         self._b64, self._bq64 = to_numpy64(b), to_numpy64(b_query)
-        self.system_eigenvalues = np.linalg.eigvalsh(np.eye(self.dim) + self._A64 / self.lam)
+        self.system_eigenvalues = np.linalg.eigvalsh(self.system_matrix())
 
     # -- the task protocol (the solvers see only this) -----------------------------------------
     def inner_loss(self, phi):
@@ -87,14 +88,14 @@ class StationaryQuadratic:
         return np.linalg.solve(C, self.lam * to_numpy64(theta) - self._b64)
 
     def implicit_gradient(self, phi):
-        M = np.eye(self.dim) + self._A64 / self.lam
-        return np.linalg.solve(M, self._Aq64 @ to_numpy64(phi) + self._bq64)
+        return np.linalg.solve(self.system_matrix(), self._Aq64 @ to_numpy64(phi) + self._bq64)
 
     def meta_gradient(self, theta):
         return self.implicit_gradient(self.inner_solution(theta))
 
     def system_matrix(self) -> np.ndarray:
-        return np.eye(self.dim) + self._A64 / self.lam
+        """M = I + A/λ (float64, :class:`solvers.ImplicitSystem`)."""
+        return ImplicitSystem.of_hessian(self._A64, self.lam).matrix()
 
 
 def indefinite_task(dim, *, lam=1.0, negative=(-4.0, -0.5), positive=(0.5, 4.0),

@@ -133,7 +133,7 @@ def neumann_step_fit(g, H, lam, v, terms: int):
     """(α, ‖g − x_k(α)‖) for the step α > 0 whose ``terms``-term Neumann series of
     M = I + H/λ comes closest to ``g`` (a search over α‖M‖ in [1e-3, 4], log-spaced, refined by
     golden sections), from M's eigendecomposition: x_k(α) = U((1 − (1 − αw)^k)/w ⊙ Uᵀv)."""
-    w, U = np.linalg.eigh(np.eye(H.shape[0]) + H / lam)
+    w, U = np.linalg.eigh(ImplicitSystem.of_hessian(H, lam).matrix())
     vh, gh = U.T @ v, U.T @ g
     top = float(np.max(np.abs(w)))
     if top == 0 or np.any(w == 0):
@@ -356,7 +356,7 @@ def diagnose(g_out, task, theta, ref, *, allowance=None, allowance32=None, cg_st
     if d >= 2 and rescaled > FIT_MATCH:
         H = _f64(ref.H)
         v = _f64(ref.outer_grad)
-        top = float(np.max(np.abs(np.linalg.eigvalsh(np.eye(d) + H / lam))))
+        top = float(np.max(np.abs(np.linalg.eigvalsh(ImplicitSystem.of_hessian(H, lam).matrix()))))
         for k in ([cg_steps] if cg_steps else range(2, 41)):
             if k < 2:
                 continue

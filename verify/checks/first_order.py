@@ -220,7 +220,7 @@ def krylov_errors(task64, phi64, g0, steps):
     precision, verify.checker.reference.krylov_iterate)."""
     from verify.checker.reference import krylov_iterate
 
-    M = np.eye(task64.dim) + to_numpy64(task64.A) / task64.lam
+    M = ImplicitSystem.of_hessian(to_numpy64(task64.A), task64.lam).matrix()
     v = to_numpy64(task64.outer_grad(phi64))
     target = np.linalg.solve(M, v)
     r0 = v - M @ g0

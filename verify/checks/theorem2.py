@@ -253,8 +253,7 @@ def cg_slip_point(task, theta, eps):
     c, _ = theorem2_constants(twin, theta64, eps)
     phi = twin.inner_solution(theta64)
     target = to_numpy64(twin.implicit_gradient(phi))
-    lam = float(twin.lam)
-    res = cg(lambda v: v + twin.inner_hvp(phi, v) / lam, twin.outer_grad(phi),
+    res = cg(ImplicitSystem.at(twin, phi).matvec, twin.outer_grad(phi),
              max_steps=20 * twin.dim, rtol=0.0, atol=0.0, history=True)
     return (theorem2_cg_steps_proof_slip(c, eps),
             steps_to_stay_below(distances(res.history.iterates, target), eps / 2))
