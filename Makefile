@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 LOCK := constraints.txt
 
-.PHONY: test test-slow report report-quick check-report bench gpu-verify gpu-check install clean docs pep-cache bench-peers lock
+.PHONY: test test-slow report report-quick check-report bench bench-scale gpu-verify gpu-check install clean docs pep-cache bench-peers lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-peers: $(STAMP) $(PEERS_STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-only -p no:cacheprovider -m "not slow or slow"
+
+# the whole `--scale --jobs 2` run, timed (a quarter of an hour on two cores)
+bench-scale: $(STAMP)
+	IMAML_BENCH_SCALE=1 $(PY) -m pytest -q benchmarks/test_scale.py --benchmark-only -p no:cacheprovider -k scale_run
 
 # all GPU evidence within BUDGET seconds (GPU_FLAGS=--dry-run: tiny sizes on the CPU)
 BUDGET ?= 420

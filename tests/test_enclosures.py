@@ -223,13 +223,14 @@ def test_negative_control_an_indefinite_matrix_is_not_proven_definite():
 
 def test_shifted_bound_is_the_stated_formula():
     """The bound of one Cholesky test, in exact rationals: σ − 2^k(α·tr(Hₛ) + 2n(n + 1)·tiny +
-    n·tiny) − maxᵢ(u|hᵢᵢ|/(1 − u) + tiny), α = γ_{n+1}/(1 − γ_{n+1})."""
+    n·tiny) − maxᵢ(u|hᵢᵢ|/(1 − u) + tiny), α = γ_{n+2}/(1 − γ_{n+2}) (Higham's γ_{n+1} and one
+    rounding more for a division done as a product with a rounded reciprocal)."""
     A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.25], [0.5, 0.25, 2.0]])
     lam, sigma, n = 0.75, 1.5, 3
     u, tiny = Fraction(unit_roundoff("float64")), Fraction(underflow_threshold("float64"))
     diag = [math.fsum((A[i, i], lam, -sigma)) for i in range(n)]
     k = math.frexp(max(abs(v) for v in [*diag, 1.0, 0.5, 0.25]))[1] - 1
-    g = (n + 1) * u / (1 - (n + 1) * u)
+    g = (n + 2) * u / (1 - (n + 2) * u)
     alpha = g / (1 - g)
     trace = sum(Fraction(d) for d in diag) / Fraction(2) ** k
     want = (Fraction(sigma) - Fraction(2) ** k * (alpha * trace + 2 * n * (n + 1) * tiny
@@ -287,7 +288,8 @@ def test_meta_gradient_error_bound_needs_both_residuals():
     phi_wrong = phi_star + 1e-3
     g_at_wrong = np.array([float(x) for x in ex.implicit(_fr(phi_wrong))])
     g_wrong = np.array([float(x) for x in exact]) + 1e-3
-    mu = Fraction(min_eigenvalue_lower_bound(task.A, task.lam))
+    # the μ₋ the bound uses: the Cholesky tests started from the task's own λmin
+    mu = Fraction(min_eigenvalue_lower_bound(task.A, task.lam, estimate=task.curvature_bounds()[1]))
     aq = Fraction(abs_matrix_norm(task.A_query))
     for phi, g in ((phi_wrong, g_at_wrong), (phi_star, g_wrong)):
         err2 = sum((Fraction(float(a)) - e) ** 2 for a, e in zip(g, exact))
@@ -449,16 +451,24 @@ def test_error_bounds_at_the_centre_are_the_radius():
 def test_refinement_takes_the_passes_its_digits_need(monkeypatch):
     """Each pass gains at least −log10(κ·d·u) digits: a 50-digit reference of a κ = 100 task
     takes at most ⌈(dps + log10 κ)/(−log10(κ·d·u))⌉ + 1 passes per solve (it stops on its
-    proven radius, not after a fixed count)."""
-    calls = []
-    real = np.linalg.solve
-    monkeypatch.setattr(np.linalg, "solve", lambda *a: calls.append(1) or real(*a))
+    proven radius, not after a fixed count). Every pass of every solve uses one LU
+    factorization of A + λI."""
+    import scipy.linalg
+
+    calls, factorizations = [], []
+    real_solve, real_factor = scipy.linalg.lu_solve, scipy.linalg.lu_factor
+    monkeypatch.setattr(scipy.linalg, "lu_solve", lambda *a, **k: calls.append(1) or real_solve(*a, **k))
+    monkeypatch.setattr(scipy.linalg, "lu_factor",
+                        lambda *a, **k: factorizations.append(1) or real_factor(*a, **k))
     task = planted_spectrum_task(3, 100.0, 1.0, seed=19)[0]
     ref = QuadraticReference(task)
     ref.inner_solution(_theta(task))
+    assert ref._lu is task._factors(float64=True)          # the task's own factors
     kappa, d, u = 100.0, 3, unit_roundoff("float64")
     per_pass = -math.log10(kappa * d * u)
     assert 1 <= len(calls) <= math.ceil((ref.dps + math.log10(kappa)) / per_pass) + 1
+    ref.meta_gradient(_theta(task) + 1.0)                  # two more solves, the same factors
+    assert len(factorizations) == 1 and len(calls) > 2
 
 
 def test_verified_constants_bound_the_float_ones():
@@ -472,3 +482,103 @@ def test_verified_constants_bound_the_float_ones():
     zero_query = QuadraticTask(task.A, task.b, np.zeros((4, 4)), task.b_query, task.lam)
     assert QuadraticReference(zero_query).constants(theta).L == 0.0
     assert min_eigenvalue_lower_bound(np.zeros((3, 3)), 0.25) == 0.25
+
+
+# -- exact products on float64 BLAS (theory/_limbs.py) ------------------------------------------
+def _exact_product(M, X, F):
+    """M·(X·2^F) in exact rationals, entry by entry (the definition the limbs must meet)."""
+    xs = [Fraction(int(v)) * Fraction(2) ** F for v in X]
+    return [sum((Fraction(float(a)) * x for a, x in zip(row, xs)), Fraction(0))
+            for row in np.asarray(M, dtype=np.float64)]
+
+
+def _wide_matrices():
+    """Matrices whose entries span many binades, with zeros, signs, subnormals and the largest
+    floats; and vectors of Python integers far wider than a float."""
+    rng = np.random.default_rng(2021)
+    for trial in range(24):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 30))
+        spread = int(rng.integers(0, 120))
+        M = rng.standard_normal((n, m)) * 2.0 ** rng.integers(-spread, spread + 1, (n, m))
+        M[rng.random((n, m)) < 0.2] = 0.0
+        if trial % 6 == 1:
+            M[0, 0] = 5e-324                                    # the smallest subnormal
+        if trial % 6 == 2:
+            M *= 2.0 ** 900                                     # near the top of the range
+        X = np.array([int(v) for v in rng.integers(-2 ** 62, 2 ** 62, m)], dtype=object)
+        X = X * (1 << int(rng.integers(0, 300))) + np.array(
+            [int(v) for v in rng.integers(-9, 10, m)], dtype=object)
+        yield M, X, int(rng.integers(-400, 400))
+
+
+def test_limb_products_are_exact():
+    """ExactMatrix.times is the exact product M·x, on every limb count and on the Python-integer
+    path of matrices that need too many limbs; the exponent is the matrix's smallest ulp's."""
+    from theory._limbs import MAX_LIMBS, ExactMatrix
+
+    seen = set()
+    for M, X, F in _wide_matrices():
+        em = ExactMatrix(M)
+        Y, G = em.times(X, F)
+        got = [Fraction(int(v)) * Fraction(2) ** G for v in Y]
+        assert got == _exact_product(M, X, F)
+        N, E = em.integers()
+        assert all(Fraction(int(a)) * Fraction(2) ** E == Fraction(float(b))
+                   for a, b in zip(N.reshape(-1), M.reshape(-1)))
+        seen.add(em.limbs if em.limbs == 0 else "limbs")
+    assert seen == {0, "limbs"}, seen        # both paths were exercised
+    zero = ExactMatrix(np.zeros((3, 2)))
+    assert [int(v) for v in zero.times(np.array([5, -7], dtype=object), 3)[0]] == [0, 0, 0]
+    assert 0 < MAX_LIMBS
+
+
+def test_limb_widths_keep_every_partial_sum_below_2_to_52():
+    from theory._limbs import limb_width
+
+    for n in (1, 2, 3, 7, 8, 9, 100, 2000, 2048, 2049, 10 ** 6):
+        w, wx = limb_width(n)
+        assert w > 0 and wx > 0 and w + wx + math.ceil(math.log2(max(n, 2))) <= 52
+
+
+def test_limb_products_fail_with_limbs_too_wide(monkeypatch):
+    """Negative control: limbs whose products overflow float64's 53 bits (w + w_x = 60) round,
+    and the exact comparison sees it; and a product with the wrong exponent is not exact."""
+    import theory._limbs as limbs
+
+    rng = np.random.default_rng(7)
+    M = rng.standard_normal((20, 40))
+    X = np.array([int(v) for v in rng.integers(-2 ** 62, 2 ** 62, 40)], dtype=object) << 100
+    good = limbs.ExactMatrix(M).times(X, 0)
+    monkeypatch.setattr(limbs, "limb_width", lambda n: (34, 26))
+    bad = limbs.ExactMatrix(M).times(X, 0)
+    assert bad[1] == good[1] and any(int(a) != int(b) for a, b in zip(bad[0], good[0]))
+    value = lambda Y, G: [Fraction(int(v)) * Fraction(2) ** G for v in Y]  # noqa: E731
+    assert value(*good) == _exact_product(M, X, 0)
+    assert value(*bad) != _exact_product(M, X, 0)
+
+
+def test_limb_products_refuse_bad_input():
+    from theory._limbs import ExactMatrix
+
+    with pytest.raises(ValueError, match="finite"):
+        ExactMatrix(np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match="2-D"):
+        ExactMatrix(np.ones(3))
+    with pytest.raises(ValueError, match="length 2"):
+        ExactMatrix(np.ones((2, 2))).times(np.array([1, 2, 3], dtype=object), 0)
+
+
+def test_task_exact_data_is_made_once_and_only_for_tasks_that_cannot_change():
+    """The exact copy of a NumPy task's data and its eigenvalue proofs are kept on the task
+    (references, certificates and error bars share them); a duck-typed task (mutable) gets a
+    fresh one each time."""
+    from types import SimpleNamespace
+
+    from theory.exact import _task_data
+
+    task = planted_spectrum_task(4, 100.0, 1.0, seed=3)[0]
+    assert _task_data(task) is _task_data(task) is QuadraticReference(task)._exact
+    duck = SimpleNamespace(A=np.asarray(task.A).copy(), b=np.asarray(task.b).copy(),
+                           A_query=np.asarray(task.A_query).copy(),
+                           b_query=np.asarray(task.b_query).copy(), lam=task.lam)
+    assert _task_data(duck) is not _task_data(duck)

@@ -273,7 +273,10 @@ def test_sigint_is_held_back_during_the_swap():
 
 
 # -- the same document whatever the parallelism ------------------------------------------------
-PARALLEL_ARGS = dict(claims=["lemma1", "cg-finite-termination", "reptile-counterexample"],
+# certificate and lemma3 build the same grid instances (their units are run together, the
+# instance built once); lemma1's grid units and its far unit; two claims that are one unit
+PARALLEL_ARGS = dict(claims=["lemma1", "certificate", "lemma3", "cg-finite-termination",
+                             "reptile-counterexample"],
                      figures=["1"], quick=True, full_results=True)
 
 
@@ -284,8 +287,13 @@ def _without_timings(doc):
 
 
 @pytest.fixture(scope="module")
-def serial_doc():
-    return _without_timings(verify.run(**PARALLEL_ARGS))
+def serial_run():
+    return verify.run(**PARALLEL_ARGS)
+
+
+@pytest.fixture(scope="module")
+def serial_doc(serial_run):
+    return _without_timings(serial_run)
 
 
 class _RecordingBar:
@@ -314,17 +322,58 @@ def recorded_bars(monkeypatch):
     return bars
 
 
+def _plans():
+    from verify.registry import RunContext
+
+    ctx = RunContext(quick=True)
+    return {name: CLAIMS[name].plan(ctx) for name in PARALLEL_ARGS["claims"]}
+
+
+def _shared_units():
+    """Units of the selected claims that build an instance another selected claim's unit builds."""
+    seen = {}
+    for plan in _plans().values():
+        for u in plan:
+            if u.shares is not None:
+                seen[u.shares] = seen.get(u.shares, 0) + 1
+    return sum(n - 1 for n in seen.values())
+
+
 def _assert_every_unit_reported(bars):
-    """One bar; moved once per claim and figure, each named as it finished, then closed."""
+    """One bar; moved once per work item (each claim's units, those that build the same
+    instance together) and figure, each named as it finished, then closed."""
     (bar,) = bars
-    assert bar.total == bar.n == len(PARALLEL_ARGS["claims"]) + len(PARALLEL_ARGS["figures"])
-    assert sorted(bar.labels) == sorted(PARALLEL_ARGS["claims"] + [f"fig{f}" for f in PARALLEL_ARGS["figures"]])
+    plans = _plans()
+    units = sum(map(len, plans.values()))
+    assert _shared_units() > 0 and units > 2 * len(plans)   # the grids are split and shared
+    assert bar.total == bar.n == units - _shared_units() + len(PARALLEL_ARGS["figures"])
+    assert len(bar.labels) == bar.n
+    labels = [u.label or name for name, plan in plans.items() for u in plan]
+    assert set(bar.labels) <= set(labels) | {f"fig{f}" for f in PARALLEL_ARGS["figures"]}
+    assert {f"fig{f}" for f in PARALLEL_ARGS["figures"]} <= set(bar.labels)
+    assert {"lemma1 far instances", "cg-finite-termination"} <= set(bar.labels)
     assert bar.closed
 
 
+def _assert_execution(doc, executor, retried=0):
+    plans = _plans()
+    ex = doc["execution"]
+    assert ex["executor"] == executor and ex["workers"] == 2
+    assert ex["units"] == sum(map(len, plans.values()))
+    assert ex["work_items"] == ex["units"] - _shared_units() + len(PARALLEL_ARGS["figures"])
+    if executor == "dask":
+        assert ex["retried"] == retried == len(ex["retried_items"])
+
+
+def test_a_serial_run_says_so(serial_run):
+    assert serial_run["execution"] == {"executor": "serial"}
+
+
 def test_local_processes_give_the_same_document(serial_doc, recorded_bars):
-    assert _without_timings(verify.run(**PARALLEL_ARGS, jobs=2, progress=True)) == serial_doc
+    doc = verify.run(**PARALLEL_ARGS, jobs=2, progress=True)
+    assert _without_timings(doc) == serial_doc
     _assert_every_unit_reported(recorded_bars)
+    _assert_execution(doc, "processes")
 
 
 def test_a_dask_cluster_gives_the_same_document(serial_doc, recorded_bars):
@@ -334,6 +383,45 @@ def test_a_dask_cluster_gives_the_same_document(serial_doc, recorded_bars):
         doc = verify.run(**PARALLEL_ARGS, dask=cluster.scheduler_address, progress=True)
     assert _without_timings(doc) == serial_doc
     _assert_every_unit_reported(recorded_bars)
+    _assert_execution(doc, "dask")
+
+
+def test_a_worker_killed_mid_item_is_retried_and_the_document_is_the_same(serial_doc, tmp_path):
+    """The first work item a worker starts kills that worker (SIGKILL, once: a flag file)
+    after its start was logged; the scheduler starts the item again on a worker (the nanny
+    restarts the dead one), the document is the serial one, and it says one item was retried."""
+    distributed = pytest.importorskip("distributed", reason="the optional 'dask' extra is missing")
+    flag = str(tmp_path / "killed")
+
+    class KillOnce(distributed.WorkerPlugin):
+        def setup(self, worker):
+            import os
+            import signal
+            import time
+
+            import verify.runner as runner
+
+            original = runner._run_item_here
+
+            def dying(*args, **kwargs):
+                try:
+                    fd = os.open(flag, os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    return original(*args, **kwargs)
+                os.close(fd)
+                time.sleep(1.0)     # mid-item: its start has reached the scheduler
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            runner._run_item_here = dying
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            client.register_plugin(KillOnce())
+            doc = verify.run(**PARALLEL_ARGS, dask=client)
+    assert os.path.exists(flag)                      # a worker did die mid-item
+    assert _without_timings(doc) == serial_doc
+    assert doc["execution"]["retried"] == 1 and len(doc["execution"]["retried_items"]) == 1
 
 
 @pytest.mark.parametrize("kwargs, words", [(dict(jobs=0), "--jobs"),

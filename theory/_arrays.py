@@ -5,7 +5,7 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_torch_array
 
 __all__ = ["array_namespace", "device", "to_numpy64", "frozen", "Sealed", "versions",
-           "changed_in_place"]
+           "changed_in_place", "immutable_cache"]
 
 
 def to_numpy64(x) -> np.ndarray:
@@ -74,3 +74,22 @@ def changed_in_place(names, arrays, recorded) -> str | None:
         if v is not None and _version(a) != v:
             return name
     return None
+
+
+def immutable_cache(task, names) -> dict | None:
+    """A private dict kept on ``task`` for quantities computed from its data, when that data
+    cannot change: a sealed task (attributes cannot be rebound) whose arrays ``names`` are all
+    read-only NumPy arrays (a task's own frozen copies). None otherwise (torch tensors can be
+    changed in place, duck-typed tasks rebound): then nothing may be cached."""
+    attrs = getattr(task, "__dict__", None)
+    if not isinstance(attrs, dict) or not attrs.get("_sealed"):
+        return None
+    for n in names:
+        a = attrs.get(n)
+        if not isinstance(a, np.ndarray) or a.flags.writeable:
+            return None
+    cache = attrs.get("_cache")
+    if cache is None:
+        cache = {}
+        object.__setattr__(task, "_cache", cache)
+    return cache

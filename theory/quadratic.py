@@ -164,12 +164,36 @@ class QuadraticTask(Sealed):
         lam = self._lam_rows()
         return self.A + (lam if isinstance(lam, float) else lam[..., None]) * eye
 
-    def _solve(self, M, rhs):
-        """M⁻¹ rhs for a vector (single task) or one right-hand side per task of a stack."""
+    def _numpy_single(self) -> bool:
+        return not self.batched and isinstance(self.A, np.ndarray)
+
+    def _factors(self, float64: bool = False):
+        """LU factors of A + λI of a single NumPy task (in float64 with ``float64``), made at the
+        first solve and kept: the task's arrays are read-only copies and its attributes cannot
+        be rebound, so they always describe its data. Every later solve (references at other
+        θ, the Jacobian, the constants) costs O(d²) instead of O(d³)."""
+        import scipy.linalg
+
+        key = "_lu64" if float64 and self.A.dtype != np.float64 else "_lu"
+        f = self.__dict__.get(key)
+        if f is None:
+            C = self._system() if key == "_lu" else (to_numpy64(self.A)
+                                                    + self.lam * np.eye(self.dim))
+            f = scipy.linalg.lu_factor(C, check_finite=False)
+            setattr(self, key, f)
+        return f
+
+    def _solve(self, rhs):
+        """(A + λI)⁻¹ rhs for a vector (single task), a matrix of right-hand sides (single NumPy
+        task) or one right-hand side per task of a stack."""
         xp = self._xp
+        if self._numpy_single():
+            import scipy.linalg
+
+            return scipy.linalg.lu_solve(self._factors(), rhs, check_finite=False)
         if self.batched:
-            return xp.linalg.solve(M, rhs[..., None])[..., 0]
-        return xp.linalg.solve(M, rhs)
+            return xp.linalg.solve(self._system(), rhs[..., None])[..., 0]
+        return xp.linalg.solve(self._system(), rhs)
 
     # -- task protocol -------------------------------------------------------------------------
     def inner_loss(self, phi):
@@ -219,7 +243,7 @@ class QuadraticTask(Sealed):
     def inner_solution(self, theta):
         """Alg*(θ) = (A + λI)⁻¹(λθ − b)."""
         self._check_point(theta, "theta")
-        return self._solve(self._system(), self._lam_rows() * theta - self.b)
+        return self._solve(self._lam_rows() * theta - self.b)
 
     def jacobian(self, theta):
         """dAlg*/dθ = λ(A + λI)⁻¹ = (I + A/λ)⁻¹ (Lemma 1); it does not depend on θ."""
@@ -227,6 +251,8 @@ class QuadraticTask(Sealed):
         xp = self._xp
         eye = xp.eye(self.dim, dtype=self.A.dtype, device=device(self.A))
         lam = self._lam_rows()
+        if self._numpy_single():
+            return lam * self._solve(eye)
         return (lam if isinstance(lam, float) else lam[..., None]) * xp.linalg.solve(
             self._system(), eye)
 
@@ -234,7 +260,7 @@ class QuadraticTask(Sealed):
         """(I + H(φ)/λ)⁻¹∇L(φ) = λ(A + λI)⁻¹∇L(φ): the exact solution of the CG system of
         Algorithm 2 at a given (possibly approximate) φ (docs/mathematics.md §4)."""
         self._check_point(phi, "phi")
-        return self._lam_rows() * self._solve(self._system(), self.outer_grad(phi))
+        return self._lam_rows() * self._solve(self.outer_grad(phi))
 
     def meta_gradient(self, theta):
         """Exact dθ L(Alg*(θ)) = λ(A + λI)⁻¹(Aₜφ* + bₜ), φ* = Alg*(θ)."""
@@ -258,7 +284,14 @@ class QuadraticTask(Sealed):
         A, b = to_numpy64(self.A), to_numpy64(self.b)
         Aq, bq = to_numpy64(self.A_query), to_numpy64(self.b_query)
         if radius is None:
-            phi = np.linalg.solve(A + self.lam * np.eye(self.dim), self.lam * to_numpy64(theta) - b)
+            import scipy.linalg
+
+            # one LU of the float64 data, kept for a NumPy task (whose data cannot change),
+            # made afresh for a torch one: the same numbers on every backend
+            factors = self._factors(float64=True) if self._numpy_single() else \
+                scipy.linalg.lu_factor(A + self.lam * np.eye(self.dim), check_finite=False)
+            phi = scipy.linalg.lu_solve(factors, self.lam * to_numpy64(theta) - b,
+                                        check_finite=False)
             D = float(np.linalg.norm(phi))
             B = float(np.linalg.norm(Aq @ phi + bq)) + L * delta
             return Constants(beta, mu, beta / mu, L, B, 0.0, D, self.lam)

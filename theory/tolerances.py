@@ -256,26 +256,45 @@ def computation_magnitudes(task, theta, phi, g) -> Magnitudes:
                         f"magnitudes=Magnitudes(...) explicitly")
     lam = float(task.lam)
     t, p, gv = _n(to_numpy64(theta)), _n(to_numpy64(phi)), _n(to_numpy64(g))
+    from theory._arrays import immutable_cache
+
+    names = ("A", "b", "A_query", "b_query") if quadratic else ("X", "y", "X_query", "y_query")
+    cache = immutable_cache(task, names)
+    data = None if cache is None else cache.get("magnitudes")
+    if data is None:        # what depends on the task's data alone (kept when it cannot change)
+        data = _data_magnitudes(task, quadratic)
+        if cache is not None:
+            cache["magnitudes"] = data
+    if quadratic:
+        a, aq, nb, nbq, d = data
+        outer = (aq * p, nbq)
+        stat = (a * p, nb, lam * p, lam * t)
+        res = outer + (gv, a * gv / lam)
+        return Magnitudes(stat, res, outer, d, d, max(1.0, 1.0 / lam))
+    m1, m2, m3, q1, q2, n, nq, d = data
+    outer = (2 * q1, q2 * p / 4)
+    stat = (2 * m1, m2 * p / 4, lam * p, lam * t)
+    hvp = (1.5 * m2 * gv, m3 * p * gv / (6 * math.sqrt(3)))
+    res = outer + (gv,) + tuple(h / lam for h in hvp)
+    return Magnitudes(stat, res, outer, max(n, nq) + d + 10, d, max(1.0, 1.0 / lam))
+
+
+def _data_magnitudes(task, quadratic: bool) -> tuple:
+    """The parts of :func:`computation_magnitudes` that depend on the task's data alone:
+    (‖|A|‖, ‖|A_q|‖, ‖b‖, ‖b_q‖, d) or (m₁, m₂, m₃, q₁, q₂, n, m, d)."""
+    from theory._arrays import to_numpy64
+
     if quadratic:
         A, Aq = to_numpy64(task.A), to_numpy64(task.A_query)
-        a, aq = abs_matrix_norm(A), abs_matrix_norm(Aq)
-        outer = (aq * p, _n(to_numpy64(task.b_query)))
-        stat = (a * p, _n(to_numpy64(task.b)), lam * p, lam * t)
-        res = outer + (gv, a * gv / lam)
-        d = A.shape[-1]
-        return Magnitudes(stat, res, outer, d, d, max(1.0, 1.0 / lam))
+        return (abs_matrix_norm(A), abs_matrix_norm(Aq), _n(to_numpy64(task.b)),
+                _n(to_numpy64(task.b_query)), A.shape[-1])
     X, Xq = to_numpy64(task.X), to_numpy64(task.X_query)
     r = np.array([upper_norm(row) for row in X])
     rq = np.array([upper_norm(row) for row in Xq])
     with np.errstate(over="ignore", under="ignore"):
         m1, m2, m3 = (round_up(float(np.mean(r ** k)), X.shape[0] + k + 1) for k in (1, 2, 3))
         q1, q2 = (round_up(float(np.mean(rq ** k)), Xq.shape[0] + k + 1) for k in (1, 2))
-    outer = (2 * q1, q2 * p / 4)
-    stat = (2 * m1, m2 * p / 4, lam * p, lam * t)
-    hvp = (1.5 * m2 * gv, m3 * p * gv / (6 * math.sqrt(3)))
-    res = outer + (gv,) + tuple(h / lam for h in hvp)
-    n, d = X.shape
-    return Magnitudes(stat, res, outer, max(n, Xq.shape[0]) + d + 10, d, max(1.0, 1.0 / lam))
+    return m1, m2, m3, q1, q2, X.shape[0], Xq.shape[0], X.shape[1]
 
 
 #: Clarabel's default stopping tolerances (tol_gap_abs = tol_gap_rel = tol_feas = 1e-8)

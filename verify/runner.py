@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 from verify import options as _options
@@ -248,23 +248,14 @@ def run_figure(fig_id: str, ctx, records, *, formats=("png", "svg")):
     return entry, files
 
 
-def _claim_by_name(name: str, ctx) -> dict:
-    """run_claim for a claim named in this process's registry (what a worker process runs)."""
-    from verify.registry import all_claims
-
-    return run_claim(all_claims()[name], ctx)
-
-
-def _figure_by_id(fig_id: str, ctx, records, formats):
-    return run_figure(fig_id, ctx, records, formats=formats)
-
-
 class _Serial:
     """Run work units here, one after another (the default: :func:`_run_here`, in order).
 
     The parallel executors' ``map(fn, arg_lists, on_done)`` returns the results in the order
     of ``arg_lists`` and calls ``on_done(i)`` in this process as unit i finishes (in the order
     they finish: the progress bar and the Ctrl-C check of parallel runs)."""
+
+    execution = None
 
     def close(self):
         pass
@@ -279,6 +270,7 @@ class _Processes:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        self.execution = {"executor": "processes", "workers": jobs}
         saved = {k: os.environ.get(k) for k in self.THREAD_VARS}
         os.environ.update({k: "1" for k in self.THREAD_VARS})   # inherited by the workers
         try:
@@ -312,6 +304,7 @@ class _Dask:
     def __init__(self, address):
         from distributed import Client
 
+        self.execution = {"executor": "dask", "retried": 0, "retried_items": []}
         self.own = isinstance(address, str)
         if not self.own:
             self.client = address
@@ -323,11 +316,27 @@ class _Dask:
                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
 
     def map(self, fn, arg_lists, on_done=None):
+        """As the other executors; ``fn`` is called with ``topic=`` (the event its start is
+        logged under). A worker lost mid-item has its items started again elsewhere by the
+        scheduler (dask's own retry: ``distributed.scheduler.allowed-failures``); the items
+        started more than once are counted in :attr:`execution` ("retried")."""
+        import uuid
+
         from distributed import as_completed
 
-        futures = [self.client.submit(fn, *args, pure=False) for args in arg_lists]
+        topic = f"imaml-verify-start-{uuid.uuid4().hex}"
+        self.execution["workers"] = len(self.client.scheduler_info().get("workers", {})) or None
+        # earlier items first (the runner lists the largest first)
+        futures = [self.client.submit(fn, *args, topic=topic, pure=False, priority=-i)
+                   for i, args in enumerate(arg_lists)]
         _report_done(futures, as_completed(futures), on_done)
-        return self.client.gather(futures)
+        results = self.client.gather(futures)
+        starts = {}
+        for _, msg in self.client.get_events(topic):
+            starts[msg["label"], msg["id"]] = starts.get((msg["label"], msg["id"]), 0) + 1
+        retried = sorted(label for (label, _), n in starts.items() if n > 1)
+        self.execution.update(retried=len(retried), retried_items=retried)
+        return results
 
     def close(self):
         if self.own:
@@ -419,49 +428,145 @@ def _run_here(claim_list, fig_ids, with_counts, ctx, formats, progress, start):
     return records, figure_entries, files, counts, t_claims
 
 
-def _run_on(executor, claim_list, fig_ids, with_counts, ctx, formats, progress, start):
-    """The same on an executor: the claims, the figures that need no claim results and the
-    table at once; then the figures drawn from the claims' results. The progress bar moves,
-    and a recorded Ctrl-C stops the run, as each unit finishes."""
-    from verify.figures import FIGURES
-    from verify.iteration_counts import iteration_counts_data
+@dataclass
+class _WorkItem:
+    """What one worker runs at once: units of work of one or more claims ((claim index, unit
+    index, claim name, key)) that build the same instance (``Unit.shares``), or one figure, or
+    the iteration-count table. ``size``: the units' sizes summed (largest first)."""
 
-    independent = [f for f in fig_ids if FIGURES[f].needs != "claims"]
-    units = ([(_claim_by_name, (c.name, ctx)) for c in claim_list]
-             + [(_figure_by_id, (f, ctx, [], formats)) for f in independent]
-             + ([(iteration_counts_data, (ctx,))] if with_counts else []))
-    labels = ([c.name for c in claim_list] + list(independent)
-              + (["iteration counts"] if with_counts else []))
-    bar = _progress_bar(len(units) + len(fig_ids) - len(independent), progress)
+    members: list
+    size: float
+    label: str
+    kind: str = "units"          # "units", "figure" or "counts"
+
+
+def _work_items(claim_list, fig_ids, with_counts, ctx):
+    """(work items, how many units each claim has): each unit of each claim's plan, units that
+    build the same instance put together, the figures that need no claim results and the table;
+    the largest first (ties in plan order), so that no large unit is left for the end."""
+    from verify.figures import FIGURES
+    from verify.registry import Claim
+
+    items, shared, counts = [], {}, []
+    for ci, claim in enumerate(claim_list):
+        plan = claim.plan(ctx)
+        counts.append(len(plan))
+        for ui, unit in enumerate(plan):
+            member = (ci, ui, claim.name, unit.key)
+            if unit.shares is not None and unit.shares in shared:
+                item = shared[unit.shares]
+                item.members.append(member)
+                item.size += unit.size
+                continue
+            item = _WorkItem([member], float(unit.size), unit.label or claim.name)
+            items.append(item)
+            if unit.shares is not None:
+                shared[unit.shares] = item
+    whole = Claim.WHOLE_SIZE
+    items += [_WorkItem([f], whole, f, "figure") for f in fig_ids if FIGURES[f].needs != "claims"]
+    if with_counts:
+        items.append(_WorkItem([], whole, "iteration counts", "counts"))
+    order = sorted(range(len(items)), key=lambda i: (-items[i].size, i))
+    return [items[i] for i in order], counts
+
+
+def _run_item(item: _WorkItem, ctx, formats, topic=None):
+    """Run one work item here (in a worker): for units, [(results, error, seconds)] one per
+    member, the instance they share built once (verify.checks._common.shared_instances); a unit
+    that raises gives no results and its traceback, as a claim that raises does in
+    :func:`run_claim`. On a dask worker, ``topic`` names the event its start is logged under
+    (the run counts the items started more than once: the retried ones)."""
+    if topic is not None:
+        from distributed import get_worker
+
+        get_worker().log_event(topic, {"label": item.label, "id": item.members and
+                                       repr(item.members[0][:2])})
+    from verify._threads import single_thread
+
+    with single_thread():   # one BLAS thread, as in a serial run (the same rounding)
+        return _run_item_here(item, ctx, formats)
+
+
+def _run_item_here(item, ctx, formats):
+    if item.kind == "figure":
+        return run_figure(item.members[0], ctx, [], formats=formats)
+    if item.kind == "counts":
+        from verify.iteration_counts import iteration_counts_data
+
+        return iteration_counts_data(ctx)
+    from verify.checks._common import shared_instances
+    from verify.registry import all_claims
+
+    known, out = all_claims(), []
+    with shared_instances():
+        for _, _, name, key in item.members:
+            start = time.perf_counter()
+            try:
+                results, error = known[name].execute(ctx, key), None
+            except Exception:
+                results, error = [], traceback.format_exc()
+            out.append((results, error, time.perf_counter() - start))
+    return out
+
+
+def _assemble(claim_list, counts, items, outputs):
+    """The claim records from the units' outputs: each claim's results in the order of its
+    plan (what ``Claim.run`` returns serially), its time the sum of its units'; a claim any of
+    whose units raised is an ERROR with no results (the first such traceback), as serially."""
+    from verify.report import claim_record
+
+    per_claim = [[None] * n for n in counts]
+    for item, output in zip(items, outputs):
+        if item.kind != "units":
+            continue
+        for (ci, ui, _, _), unit_out in zip(item.members, output):
+            per_claim[ci][ui] = unit_out
+    records = []
+    for claim, units in zip(claim_list, per_claim):
+        error = next((e for _, e, _ in units if e is not None), None)
+        results = [] if error is not None else [r for res, _, _ in units for r in res]
+        records.append(claim_record(claim, results, elapsed_s=sum(t for _, _, t in units),
+                                    error=error))
+    return records
+
+
+def _run_on(executor, claim_list, fig_ids, with_counts, ctx, formats, progress, start):
+    """The same on an executor, in units of work (:func:`_work_items`): every claim's units,
+    the figures that need no claim results and the table at once; then the figures drawn from
+    the claims' results. The progress bar moves, and a recorded Ctrl-C stops the run, as each
+    work item finishes."""
+    from verify.figures import FIGURES
+
+    items, counts = _work_items(claim_list, fig_ids, with_counts, ctx)
+    after = [f for f in fig_ids if FIGURES[f].needs == "claims"]
+    bar = _progress_bar(len(items) + len(after), progress)
 
     def finished(i):
-        bar.set_postfix_str(labels[i])
+        bar.set_postfix_str(items[i].label)
         bar.update()
         check_interrupt()
 
     try:
-        results = executor.map(_call, [(fn, args) for fn, args in units], on_done=finished)
+        outputs = executor.map(_run_item, [(item, ctx, formats) for item in items],
+                               on_done=finished)
     except BaseException:
         bar.close()
         raise
-    records = results[:len(claim_list)]
+    records = _assemble(claim_list, counts, items, outputs)
     t_claims = time.perf_counter() - start
-    done = dict(zip(independent, results[len(claim_list):len(claim_list) + len(independent)]))
-    counts = results[-1] if with_counts else None
-    for f in fig_ids:
-        if f not in done:
-            bar.set_postfix_str(f)
-            done[f] = run_figure(f, ctx, records, formats=formats)
-            check_interrupt()
-            bar.update()
+    done = {item.members[0]: out for item, out in zip(items, outputs) if item.kind == "figure"}
+    counts_out = next((out for item, out in zip(items, outputs) if item.kind == "counts"), None)
+    for f in after:
+        bar.set_postfix_str(f)
+        done[f] = run_figure(f, ctx, records, formats=formats)
+        check_interrupt()
+        bar.update()
     bar.close()
     figure_entries = {f: done[f][0] for f in fig_ids}
     files = {rel: data for f in fig_ids for rel, data in done[f][1].items()}
-    return records, figure_entries, files, counts, t_claims
-
-
-def _call(fn, args):
-    return fn(*args)
+    if executor.execution is not None:
+        executor.execution.update(units=sum(counts), work_items=len(items))
+    return records, figure_entries, files, counts_out, t_claims
 
 
 def run(claims=None, figures=None, *, command=None, **options) -> dict:
@@ -554,6 +659,7 @@ def _run(req, claim_list, fig_ids, with_counts, ctx) -> dict:
         "machine": machine(),
         "elapsed_s": {"total": time.perf_counter() - start, "claims": t_claims,
                       "figures": t_figures},
+        "execution": executor.execution or {"executor": "serial"},
         "summary": summary(records),
         "claims": records if full_results else [compact(r) for r in records],
         "figures": figure_entries,

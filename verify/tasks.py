@@ -215,13 +215,17 @@ def float64_twin(task):
     """The same task (the same stored numbers) as float64 NumPy arrays: the exact reference for
     float32 or torch runs, for a quadratic or a logistic task. Quadratic data rounded to float32
     may be indefinite by float32 rounding; the twin accepts that (judged with the source dtype's
-    tolerance) rather than altering the data."""
+    tolerance) rather than altering the data. A quadratic task that is already float64 NumPy is
+    its own twin (its arrays are read-only copies: nothing to copy, no second eigendecomposition)."""
     from theory import to_numpy64
 
     if isinstance(task, LogisticTask):
         return LogisticTask(*(to_numpy64(a) for a in (task.X, task.y, task.X_query,
                                                       task.y_query)), task.lam)
     if isinstance(task, QuadraticTask):
+        if all(isinstance(x, np.ndarray) and x.dtype == np.float64
+               for x in (task.A, task.b, task.A_query, task.b_query)):
+            return task          # already float64 NumPy, and read-only: the twin is the task
         return type(task)(*(to_numpy64(x) for x in (task.A, task.b, task.A_query,
                                                      task.b_query)),
                           task.lam, psd_rtol=task.psd_rtol)

@@ -11,6 +11,9 @@ the three computations the checks judge:
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from theory import to_numpy64
@@ -20,7 +23,8 @@ from verify.registry import RunContext
 from verify.tasks import float64_twin, nonconvex_task, planted_spectrum_task, to_array
 
 __all__ = ["grid", "make_instance", "allowance", "unit", "inner_allowance", "cg_allowance",
-           "meta_gradient_allowance", "crafted_task", "far_instances", "exact_reference"]
+           "meta_gradient_allowance", "crafted_task", "far_instances", "exact_reference",
+           "grid_units", "shared_instances", "LARGE_DIM"]
 
 
 #: with ctx.scale, each grid point is tried with this many seeds (the callers salt the instance
@@ -42,16 +46,68 @@ def grid(ctx: RunContext, *, queries=("shared", "reversed", "independent")):
     return points * SCALE_REPEATS if getattr(ctx, "scale", False) and not ctx.quick else points
 
 
+#: above this dimension a check takes the form whose cost fits the size (lemma1: the Jacobian
+#: along a few random directions instead of all d columns; cg-bound: at least this many steps
+#: rather than d); at or below it, the same checks as the full report
+LARGE_DIM = 200
+
+_shared = threading.local()
+
+
+@contextlib.contextmanager
+def shared_instances():
+    """Within it, :func:`make_instance` builds each instance once: a second call with the same
+    arguments (another claim's unit of the same grid point, run together by verify.runner)
+    gets the same task and twin (read-only: tasks cannot change) and fresh copies of θ. The
+    instances are dropped on leaving, so a worker holds at most one work item's."""
+    outer = getattr(_shared, "cache", None)
+    _shared.cache = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _shared.cache = outer
+
+
+def _copy(x):
+    return x.clone() if hasattr(x, "clone") else np.array(x, copy=True)
+
+
 def make_instance(ctx: RunContext, dim, kappa, lam, query, *salt, spectrum="uniform"):
     """(task in ctx's array/dtype/device, float64 NumPy twin, theta, theta64, instance dict).
-    theta64 is the exact value of theta (the float32 rounding when the run is float32)."""
+    theta64 is the exact value of theta (the float32 rounding when the run is float32).
+    Inside :func:`shared_instances` the task and twin of equal arguments are built once."""
     seed = ctx.rng_seed(dim, int(kappa), int(lam * 1000), len(query), *salt)
-    task, spec = planted_spectrum_task(dim, kappa, lam, seed=seed, query=query, spectrum=spectrum,
-                                       array=ctx.array, dtype=ctx.dtype, device=ctx.device)
-    theta = to_array(np.random.default_rng(seed + 1).standard_normal(dim), array=ctx.array,
-                     dtype=ctx.dtype, device=ctx.device)
-    instance = dict(spec.as_dict(), array=ctx.array, dtype=ctx.dtype, device=ctx.device)
-    return task, float64_twin(task), theta, to_numpy64(theta), instance
+    key = (seed, ctx.array, ctx.dtype, ctx.device, dim, float(kappa), float(lam), query,
+           tuple(salt), spectrum)
+    cache = getattr(_shared, "cache", None)
+    if cache is not None and key in cache:
+        task, twin, theta, instance = cache[key]
+    else:
+        task, spec = planted_spectrum_task(dim, kappa, lam, seed=seed, query=query,
+                                           spectrum=spectrum, array=ctx.array, dtype=ctx.dtype,
+                                           device=ctx.device)
+        theta = to_array(np.random.default_rng(seed + 1).standard_normal(dim), array=ctx.array,
+                         dtype=ctx.dtype, device=ctx.device)
+        instance = dict(spec.as_dict(), array=ctx.array, dtype=ctx.dtype, device=ctx.device)
+        twin = float64_twin(task)
+        if cache is not None:
+            cache[key] = (task, twin, _copy(theta), dict(instance))
+    theta = _copy(theta)
+    return task, twin, theta, to_numpy64(theta), dict(instance)
+
+
+def grid_units(ctx: RunContext, claim_name: str, *, queries=("shared", "reversed", "independent"),
+               spectrum="uniform"):
+    """One unit of work per instance of :func:`grid` (verify.registry.Unit): key ('grid', i, d,
+    κ, λ, query), i the instance's index in the grid (its seed's salt), size d³, and the
+    instance it builds (``shares``: the arguments of :func:`make_instance`, equal for claims
+    that check the same instance)."""
+    from verify.registry import Unit
+
+    return [Unit(("grid", i, d, kappa, lam, query), size=float(d) ** 3,
+                 shares=("planted", d, float(kappa), float(lam), query, i, spectrum),
+                 label=f"{claim_name} d={d} κ={kappa:g} λ={lam:g} {query}")
+            for i, (d, kappa, lam, query) in enumerate(grid(ctx, queries=queries))]
 
 
 def allowance(ctx_or_dtype, kappa, scale, dim) -> float:

@@ -16,9 +16,9 @@ import numpy as np
 from solvers import imaml_meta_gradient
 from theory import to_numpy64
 from theory.bounds import certify
-from verify.checks._common import exact_reference, far_instances, grid, make_instance
+from verify.checks._common import exact_reference, far_instances, grid_units, make_instance
 from verify.checks._result import compare
-from verify.registry import claim
+from verify.registry import Unit, claim
 from verify.tasks import float64_twin, planted_spectrum_task, to_array
 
 SECTION = "§5a"
@@ -99,32 +99,36 @@ def check_certificate(task, theta, twin=None, theta64=None, *, inner, inner_step
                             "stationarity": res.stationarity, "system_residual": res.system_residual})
 
 
+def units(ctx):
+    """One unit per grid instance (all its solver settings), one for the instances far from
+    the grid, one for those at the ends of the data's scale."""
+    return grid_units(ctx, "certificate") + [
+        Unit(("far",), size=1.0, label="certificate far instances"),
+        Unit(("scaled",), size=1.0, label="certificate data scales")]
+
+
 @claim("certificate", title="A-posteriori certificate of the exact-solve error", section=SECTION,
        statement=STATEMENT,
        loose="not in the appendix: Lemma 3 made computable (docs/mathematics.md §5a). Without the "
        "rounding of the computed residuals it fails on large ‖θ‖ with a small meta-gradient "
        "(the computed ‖∇_φG‖ is then far below the exact one), and with unscaled norms or "
-       "without the underflow threshold at data of size 1e-170 (float64) or 1e-22 (float32)")
-def run(ctx):
-    results = []
-    for i, (d, kappa, lam, query) in enumerate(grid(ctx)):
+       "without the underflow threshold at data of size 1e-170 (float64) or 1e-22 (float32)",
+       units=units)
+def run_unit(ctx, key):
+    if key[0] == "grid":
+        _, i, d, kappa, lam, query = key
         task, twin, theta, _, inst = make_instance(ctx, d, kappa, lam, query, i)
+        cases, settings = [(task, theta, inst, twin)], SETTINGS
+    elif key[0] == "far":
+        cases, settings = [(t, th, inst, None) for t, th, inst in far_instances(ctx)], FAR_SETTINGS
+    else:
+        cases, settings = [(t, th, inst, None) for t, th, inst in scaled_instances(ctx)], \
+            SCALE_SETTINGS
+    results = []
+    for task, theta, inst, twin in cases:
+        twin = float64_twin(task) if twin is None else twin
         ref = exact_reference(twin)
-        for inner, inner_steps, cg_steps in SETTINGS:
-            results.append(check_certificate(task, theta, twin, inner=inner,
-                                             inner_steps=inner_steps, cg_steps=cg_steps,
-                                             instance=inst, reference=ref))
-    for task, theta, inst in far_instances(ctx):
-        twin = float64_twin(task)
-        ref = exact_reference(twin)
-        for inner, inner_steps, cg_steps in FAR_SETTINGS:
-            results.append(check_certificate(task, theta, twin, inner=inner,
-                                             inner_steps=inner_steps, cg_steps=cg_steps,
-                                             instance=inst, reference=ref))
-    for task, theta, inst in scaled_instances(ctx):
-        twin = float64_twin(task)
-        ref = exact_reference(twin)
-        for inner, inner_steps, cg_steps in SCALE_SETTINGS:
+        for inner, inner_steps, cg_steps in settings:
             results.append(check_certificate(task, theta, twin, inner=inner,
                                              inner_steps=inner_steps, cg_steps=cg_steps,
                                              instance=inst, reference=ref))

@@ -7,9 +7,10 @@ import numpy as np
 from solvers import ImplicitSystem, cg
 from theory.bounds import cg_contraction, cg_error_bound
 from theory import to_numpy64
-from verify.checks._common import allowance, cg_allowance, far_instances, grid, make_instance
+from verify.checks._common import (LARGE_DIM, allowance, cg_allowance, far_instances,
+                                   grid_units, make_instance)
 from verify.checks._result import compare
-from verify.registry import claim
+from verify.registry import Unit, claim
 from verify.tasks import float64_twin, planted_spectrum_task, to_array
 from validation import dtype_name
 
@@ -90,17 +91,22 @@ def check_finite_termination(task, theta, distinct, *, instance=None):
                    details={"steps": res.steps, "status": res.status.value})
 
 
-@claim("cg-bound", title="CG: Chebyshev bound", section=SECTION, statement=STATEMENT)
-def run(ctx):
-    results = []
-    for i, (d, kappa, lam, query) in enumerate(grid(ctx, queries=("shared", "independent"))):
+def units(ctx):
+    """One unit per grid instance (log-spaced spectra; both norms), one for the far ones."""
+    return grid_units(ctx, "cg-bound", queries=("shared", "independent"), spectrum="log") + [
+        Unit(("far",), size=1.0, label="cg-bound far instances")]
+
+
+@claim("cg-bound", title="CG: Chebyshev bound", section=SECTION, statement=STATEMENT, units=units)
+def run_unit(ctx, key):
+    if key[0] == "far":
+        cases = far_instances(ctx, quick_count=1)
+    else:
+        _, i, d, kappa, lam, query = key
         task, _, theta, _, inst = make_instance(ctx, d, kappa, lam, query, i, spectrum="log")
-        for norm in ("2", "M"):
-            results.append(check_cg_bound(task, theta, instance=inst, norm=norm))
-    for task, theta, inst in far_instances(ctx, quick_count=1):
-        for norm in ("2", "M"):
-            results.append(check_cg_bound(task, theta, instance=inst, norm=norm))
-    return results
+        cases = [(task, theta, inst)]
+    return [check_cg_bound(task, theta, instance=inst, norm=norm)
+            for task, theta, inst in cases for norm in ("2", "M")]
 
 
 @claim("cg-finite-termination", title="CG: finite termination", section=SECTION, statement=FT_STATEMENT)

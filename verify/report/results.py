@@ -124,7 +124,7 @@ def compact(record: dict) -> dict:
 
 
 #: what differs between two runs of the same code with the same seed on the same machine
-VOLATILE = ("created", "elapsed_s", "machine")
+VOLATILE = ("created", "elapsed_s", "machine", "execution")
 
 
 def split_timing(doc: dict) -> tuple[dict, dict]:
