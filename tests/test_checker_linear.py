@@ -121,6 +121,10 @@ def test_bad_linear_arguments_name_themselves():
         check_meta_gradient(fn, linear_solver="neumann", linear_options={"beta": 1.0}, **BUDGET)
     with pytest.raises(CheckerArgumentError, match=r"linear_options\['alpha'\] must be a finite"):
         check_meta_gradient(fn, linear_solver="neumann", linear_options={"alpha": -1.0}, **BUDGET)
+    with pytest.raises(CheckerArgumentError, match=r"linear_options\['alpha'\] must be a finite"):
+        check_meta_gradient(fn, linear_solver="neumann", linear_options={"alpha": 0.0}, **BUDGET)
+    with pytest.raises(CheckerArgumentError, match=r"linear_options\['alpha'\] must be a finite"):
+        check_meta_gradient(fn, linear_solver="neumann", linear_options={"alpha": True}, **BUDGET)
     with pytest.raises(CheckerArgumentError, match="linear_options must be a dict"):
         check_meta_gradient(fn, linear_solver="neumann", linear_options=[1.0], **BUDGET)
     with pytest.raises(CheckerArgumentError, match="give them in budget mode"):
@@ -150,3 +154,132 @@ def test_cli_linear_solver(capsys):
     assert main(["check", "test_checker_linear:neumann_at_default_step", *common,
                  "--linear-option", "alpha=10"]) == 1
     assert "α too large" in capsys.readouterr().out
+
+
+# -- pinned: the ladder, the diagnosis call, the divergence flag, the step fit's guards ----------
+from types import SimpleNamespace
+
+from theory.bounds import neumann_error_bound
+from verify.checker import Instance, build, core
+from verify.checker.diagnosis import FIT_MATCH, neumann_step_fit
+from verify.checker.reference import converged_allowance
+
+
+def _evaluate_alone(fn, budgets, inst, **linear):
+    check = core._MetaGradientCheck(fn, budgets=budgets, inner="any", backend="numpy",
+                                    device="cpu", dtype="float64", families=("planted",),
+                                    **linear)
+    return check.evaluate(inst)
+
+
+def test_the_neumann_ladder_ends_where_the_series_bound_reaches_rounding():
+    """Budget mode with linear_solver='neumann' on one instance: (K, M), (2K, 2M), (4K, 4M) and
+    the budget where the inner bound and the *series'* bound ‖I − αM‖^m‖g*‖ (α = λ/β) reach
+    1e-3 of the allowance (cap max(50d, 200)); no Krylov stage (nothing skipped)."""
+    from theory.bounds import lemma3_B1
+    from verify.tasks import float64_twin
+
+    inst = Instance(dim=6, kappa=3.0, lam=0.37, floor=0.5, seed=31)
+    calls = []
+
+    def alg2(task, theta, inner_steps, cg_steps):
+        calls.append((inner_steps, cg_steps))
+        return ours("neumann")(task, theta, inner_steps, cg_steps)
+
+    out = _evaluate_alone(alg2, (4, 2), inst, linear_solver="neumann")
+    task, theta = build(inst)
+    ref = exact_meta_gradient(task, theta)
+    al = converged_allowance(task, theta, ref).total
+    c = float64_twin(task).constants(np.asarray(theta))
+    dist = float(np.linalg.norm(np.asarray(theta) - np.asarray(ref.phi, float)))
+    lam, mu, beta = c.lam, c.mu, c.beta
+    target = 1e-3 * al / (lemma3_B1(c, sharp=True) + lam / mu * c.L)
+    k_conv = core._steps_until(lambda k: core.inner_distance_bound(c.kappa, k, dist), target)
+    m_conv = core._steps_until(
+        lambda m: neumann_error_bound((mu / lam, beta / lam), lam / beta, m,
+                                      lam / mu * (c.B + c.L * dist)), 1e-3 * al, cap=300)
+    cg_conv = core._steps_until(lambda m: core.cg_error_bound(c.kappa, m, lam / mu * (c.B + c.L * dist)),
+                                1e-3 * al, cap=300)
+    assert m_conv is not None and m_conv > cg_conv        # the series needs more than CG
+    assert calls == [(4, 2), (8, 4), (16, 8), (max(k_conv, 4), max(m_conv, 2))]
+    assert out.passed and out.skipped == 0
+
+
+def test_a_failing_series_is_diagnosed_at_a_converged_inner_solve_and_cg_is_not():
+    """A failing budget of a non-CG solver calls the implementation once more at the same linear
+    budget with φ converged (details['converged_inner']); CG's failures do not."""
+    inst = Instance(dim=6, kappa=3.0, lam=0.37, floor=0.5, seed=31)
+    calls = []
+
+    def big(task, theta, inner_steps, cg_steps):
+        calls.append((inner_steps, cg_steps))
+        return library_neumann(2.5)(task, theta, inner_steps, cg_steps)
+
+    out = _evaluate_alone(big, (4, 2), inst, linear_solver="neumann")
+    f = out.failures[0]
+    assert not out.passed and f.check == "budget"
+    k, m = f.budgets
+    k_conv, g = f.details["converged_inner"]
+    assert calls[-2:] == [(k, m), (k_conv, m)] and k_conv > k
+    assert np.array_equal(g, big(*build(inst), k_conv, m))
+    cg_out = _evaluate_alone(lambda t, th, inner_steps, cg_steps: 2 * ours("cg")(
+        t, th, inner_steps, cg_steps), (4, 2), inst)
+    assert not cg_out.passed and "converged_inner" not in cg_out.failures[0].details
+
+
+def test_the_divergence_flag_at_alpha_norm_exactly_two():
+    """‖I − αM‖ = 1 (α‖M‖ = 2: the top component never decays) is flagged; just below is not.
+    M = diag(1, 2) (H = diag(0, 1), λ = 1)."""
+    check = core._MetaGradientCheck(None, budgets=(1, 1), inner="any", backend="numpy",
+                                    device="cpu", dtype="float64", families=("planted",),
+                                    linear_solver="neumann", linear_options={"alpha": 1.0})
+    ref = SimpleNamespace(H=np.diag([0.0, 1.0]), g=np.array([3.0, 4.0]))
+    task = SimpleNamespace(lam=1.0)
+    c = SimpleNamespace(lam=1.0, beta=2.0, mu=1.0)
+    f = check._diverging("inst", task, ref, c)
+    assert f.check == "divergent" and f.measured == 2.0 and f.allowed == 2.0
+    assert f.reference_norm == 5.0 and f.details["contraction"] == 1.0
+    assert f.diagnosis.explained == 0.0 and f.diagnosis.known
+    assert "α‖I + H/λ‖ = 2 ≥ 2" in f.diagnosis.name
+    check.linear_options = {"alpha": 0.999}
+    assert check._diverging("inst", task, ref, c) is None
+    check.linear_solver, check.linear_options = "fixed_point", {"step_size": 1.0}  # α = ηλ = 1
+    assert check._diverging("inst", task, ref, c).measured == 2.0
+    check.linear_solver = "minres"
+    assert check._diverging("inst", task, ref, c) is None
+
+
+def test_linear_step_and_delta():
+    c = SimpleNamespace(lam=0.5, beta=4.0, mu=1.0, kappa=4.0)
+    assert core.linear_step(c, "neumann") == 0.125 and core.linear_step(c, "cg") is None
+    assert core.linear_step(c, "neumann", {"alpha": 0.3}) == 0.3
+    assert core.linear_step(c, "fixed_point") == 0.25 * 0.5
+    assert core.linear_step(c, "fixed_point", {"step_size": 0.1}) == 0.1 * 0.5
+    # ‖g*‖ ≤ (λ/μ)·grad_bound = 1.5; the spectrum [μ/λ, β/λ] = [2, 8]
+    assert core.linear_delta(c, 3, 3.0, "neumann") == neumann_error_bound((2.0, 8.0), 0.125, 3, 1.5)
+    assert core.linear_delta(c, 3, 3.0, "cg") == core.cg_error_bound(4.0, 3, 1.5)
+    from theory.bounds import minres_error_bound
+    assert core.linear_delta(c, 3, 3.0, "minres") == minres_error_bound(3, 3.0, positive=(2.0, 8.0))
+
+
+def test_the_step_fit_refuses_a_singular_system_and_fits_the_identity():
+    v = np.array([1.0, 2.0])
+    assert neumann_step_fit(v, np.diag([-1.0, 1.0]), 1.0, v, 3) is None      # w = (0, 2)
+    assert neumann_step_fit(v, np.diag([-1.0, -1.0]), 1.0, v, 3) is None     # M = 0
+    # M = I: x_k(α) = (1 − (1 − α)^k) v; g = 0.875 v is k = 3 at α = 1/2
+    a, miss = neumann_step_fit(0.875 * v, np.zeros((2, 2)), 1.0, v, 3)
+    assert abs(a - 0.5) <= FIT_MATCH and miss <= FIT_MATCH
+
+
+@pytest.mark.parametrize("alpha_norm", [1.2e-3, 0.7, 2.3, 3.9])
+def test_the_step_fit_searches_alpha_norm_from_1e_3_to_4(alpha_norm):
+    """The search runs over α‖M‖ ∈ [1e-3, 4] whatever ‖M‖ (here 1000): each step is recovered,
+    to rounding of the fit."""
+    H = np.diag([0.0, 4.0, 999.0])
+    v = np.array([1.0, -2.0, 0.5])
+    M = solvers.ImplicitSystem.of_hessian(H, 1.0)
+    alpha = alpha_norm / 1000.0
+    g = list(neumann_iterates(M.matvec, v, alpha, 10))[-1]
+    a, miss = neumann_step_fit(g, H, 1.0, v, 10)
+    # (FIT_MATCH: the catalogue's own threshold for naming a fitted answer)
+    assert abs(a - alpha) <= FIT_MATCH * alpha and miss <= FIT_MATCH * float(np.linalg.norm(g))

@@ -9,26 +9,31 @@ import math
 import numpy as np
 import pytest
 
+from _tolerances import relative_tolerance
+
 from theory.bounds import minres_contraction, minres_error_bound, minres_residual_bound
 from verify.checks.minres import check_minres_bound
 from verify.systems import indefinite_task
 from verify.tasks import planted_spectrum_task
 
 
+#: a few float64 roundings (the closed forms take a handful of operations)
+ROUNDING = relative_tolerance("float64", dim=8)
+
 def test_contraction_definite_and_two_intervals():
-    assert minres_contraction((1.0, 4.0)) == pytest.approx(1 / 3, rel=1e-15)
+    assert minres_contraction((1.0, 4.0)) == pytest.approx(1 / 3, rel=ROUNDING)
     # [−4, −0.5] ∪ [0.5, 4]: √(ad) = 4, √(bc) = 0.5
-    assert minres_contraction((0.5, 4.0), (-4.0, -0.5)) == pytest.approx(3.5 / 4.5, rel=1e-15)
+    assert minres_contraction((0.5, 4.0), (-4.0, -0.5)) == pytest.approx(3.5 / 4.5, rel=ROUNDING)
     # unequal lengths: [−1, −0.1] is enlarged to [−9.9, −0.1] (the length of [0.2, 10])
     u, v = math.sqrt(9.9 * 10.0), math.sqrt(0.1 * 0.2)
     assert minres_contraction((0.2, 10.0), (-1.0, -0.1)) == pytest.approx((u - v) / (u + v),
-                                                                         rel=1e-15)
+                                                                         rel=ROUNDING)
     # and the other way: [0.5, 2] enlarged to [0.5, 19.5] against [−20, −1]
     u, v = math.sqrt(20.0 * 19.5), math.sqrt(1.0 * 0.5)
     assert minres_contraction((0.5, 2.0), (-20.0, -1.0)) == pytest.approx((u - v) / (u + v),
-                                                                         rel=1e-15)
+                                                                         rel=ROUNDING)
     # symmetric [−d, −c] ∪ [c, d]: (κ − 1)/(κ + 1), κ = d/c (the rate of κ² per two steps)
-    assert minres_contraction((1.0, 9.0), (-9.0, -1.0)) == pytest.approx(0.8, rel=1e-15)
+    assert minres_contraction((1.0, 9.0), (-9.0, -1.0)) == pytest.approx(0.8, rel=ROUNDING)
 
 
 def test_residual_and_error_bounds():
