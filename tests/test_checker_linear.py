@@ -172,14 +172,16 @@ def _evaluate_alone(fn, budgets, inst, **linear):
     return check.evaluate(inst)
 
 
-def test_the_neumann_ladder_ends_where_the_series_bound_reaches_rounding():
+@pytest.mark.parametrize("kappa", [3.0, 7.0, 10.0])
+def test_the_neumann_ladder_ends_where_the_series_bound_reaches_rounding(kappa):
     """Budget mode with linear_solver='neumann' on one instance: (K, M), (2K, 2M), (4K, 4M) and
     the budget where the inner bound and the *series'* bound ‖I − αM‖^m‖g*‖ (α = λ/β) reach
-    1e-3 of the allowance (cap max(50d, 200)); no Krylov stage (nothing skipped)."""
+    1e-3 of the allowance, if that is within max(50d, 200) = 300 steps (κ = 3: 60 odd; κ = 7:
+    245; κ = 10: 354, not asked for); no Krylov stage (nothing skipped)."""
     from theory.bounds import lemma3_B1
     from verify.tasks import float64_twin
 
-    inst = Instance(dim=6, kappa=3.0, lam=0.37, floor=0.5, seed=31)
+    inst = Instance(dim=6, kappa=kappa, lam=0.37, floor=0.5, seed=31)
     calls = []
 
     def alg2(task, theta, inner_steps, cg_steps):
@@ -200,8 +202,13 @@ def test_the_neumann_ladder_ends_where_the_series_bound_reaches_rounding():
                                       lam / mu * (c.B + c.L * dist)), 1e-3 * al, cap=300)
     cg_conv = core._steps_until(lambda m: core.cg_error_bound(c.kappa, m, lam / mu * (c.B + c.L * dist)),
                                 1e-3 * al, cap=300)
-    assert m_conv is not None and m_conv > cg_conv        # the series needs more than CG
-    assert calls == [(4, 2), (8, 4), (16, 8), (max(k_conv, 4), max(m_conv, 2))]
+    ladder = [(4, 2), (8, 4), (16, 8)]
+    if kappa == 10.0:
+        assert m_conv is None       # beyond the cap
+    else:
+        assert m_conv > cg_conv and (m_conv > 200) == (kappa == 7.0)   # the series needs more
+        ladder.append((max(k_conv, 4), max(m_conv, 2)))
+    assert calls == ladder
     assert out.passed and out.skipped == 0
 
 
@@ -283,3 +290,47 @@ def test_the_step_fit_searches_alpha_norm_from_1e_3_to_4(alpha_norm):
     a, miss = neumann_step_fit(g, H, 1.0, v, 10)
     # (FIT_MATCH: the catalogue's own threshold for naming a fitted answer)
     assert abs(a - alpha) <= FIT_MATCH * alpha and miss <= FIT_MATCH * float(np.linalg.norm(g))
+
+
+def test_the_catalogues_neumann_names_by_budget():
+    """Converged mode: 'not converged' after 1…NEUMANN_TERMS iterations (singular for 1);
+    budget M: 'too few terms' for 1…M−1, nothing at M (that is the declared series), 'not
+    converged' beyond; a budget above NEUMANN_TERMS extends the terms tried."""
+    from verify.checker.diagnosis import NEUMANN_TERMS, candidates
+
+    task, theta, ref, M, v, beta = _instance()
+    conv = [n for n, _ in candidates(task, theta, ref) if "Neumann series with α = λ/β" in n]
+    assert len(conv) == NEUMANN_TERMS
+    assert conv[0].startswith("the fixed-point hypergradient not converged: 1 iteration (")
+    assert conv[0].endswith("1 term)") and conv[1].endswith("2 terms)")
+    assert "not converged: 2 iterations (" in conv[1]
+    names = [n for n, _ in candidates(task, theta, ref, cg_steps=5)]
+    few = [n for n in names if n.startswith("a Neumann series with too few terms")]
+    assert few == [f"a Neumann series with too few terms: {k} of the 5 budgeted (α = λ/β)"
+                   for k in range(1, 5)]
+    late = [n for n in names if n.startswith("the fixed-point hypergradient not converged")]
+    assert late[0].startswith("the fixed-point hypergradient not converged: 6 iterations")
+    assert len(late) == NEUMANN_TERMS - 5
+    many = [n for n, _ in candidates(task, theta, ref, cg_steps=NEUMANN_TERMS + 50)]
+    assert sum(n.startswith("a Neumann series with too few terms") for n in many) == NEUMANN_TERMS + 49
+
+
+@pytest.mark.parametrize("cg_steps", [None, 2])
+def test_a_two_term_series_with_alpha_too_large_is_named(cg_steps):
+    """The shortest series the fit covers: 2 terms (converged mode tries 2…40 terms, budget
+    mode the budget)."""
+    task, theta, ref, M, v, beta = _instance()
+    top = float(np.max(np.linalg.eigvalsh(M.matrix())))
+    g = list(neumann_iterates(M.matvec, v, 2.3 / top, 2))[-1]
+    d = diagnose(g, task, theta, ref, cg_steps=cg_steps)
+    assert d.name.startswith("a Neumann series with α too large") and d.name.endswith("(2 terms)")
+
+
+def test_a_rescaled_answer_on_m_equal_to_c_i_is_named_a_rescaling():
+    """On M = cI every Neumann series is a multiple of g*: the fit is not tried where a rescaled
+    g* explains the output, which is named as such."""
+    task, _ = planted_spectrum_task(5, 1.0, 0.37, seed=0, query="independent")
+    theta = np.random.default_rng(1).standard_normal(5)
+    ref = exact_meta_gradient(task, theta)
+    d = diagnose(np.asarray(ref.g, float) * (1 + 1e-3), task, theta, ref)
+    assert d.name.startswith("the exact meta-gradient scaled by"), d.name
