@@ -5,7 +5,9 @@ instance, verdict, and the exact part of its details: the step counts and other 
 booleans and strings the report shows), the instance's numbers to 9 significant digits; the
 pin keeps, per claim and mode,
 the number of results, how many results make each statement, and a SHA-256 digest of the whole
-list. The evidence behind REPORT.md cannot then change silently — a different grid, seed,
+list, computed with the report's pinned numerical kernels (verify._numerics: a step count at
+a threshold can differ by one with another BLAS thread count). The evidence behind REPORT.md
+cannot then change silently — a different grid, seed,
 family, or a result dropped — and a deliberate change is one regeneration:
 
     .venv/bin/python tests/_claim_plans.py --write      # rewrites tests/data/claim_plans.json
@@ -92,4 +94,9 @@ def write() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         raise SystemExit("usage: python tests/_claim_plans.py --write")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from verify._numerics import exec_pinned, state
+
+    if state() == "native":      # the plans of the pinned report: its step counts, its threads
+        exec_pinned([sys.executable, *sys.argv])
     write()

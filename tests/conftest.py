@@ -1,11 +1,41 @@
 """Hypothesis profiles (registered once, here), the array back-ends every test runs on, and the
-session's one `imaml-verify run --quick` shared by test_cli.py and test_figures.py."""
+session's one `imaml-verify run --quick` shared by test_cli.py and test_figures.py.
+
+The tests run with the report's pinned numerical kernels (verify/_numerics.py): a `pytest`
+started without them starts itself again with them (as `imaml-verify run` does), so that the
+claim plans the tests compare (step counts that another processor's rounding can move by one
+at a threshold) are the same on every x86-64 machine. `IMAML_VERIFY_TESTS_NATIVE=1` keeps the
+machine's own kernels (the pinned plans may then differ)."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+
+def _restart_pinned(config) -> None:
+    from verify._numerics import pinned_environment, state
+
+    argv = getattr(sys, "orig_argv", None)
+    started_as_pytest = bool(argv) and any("pytest" in os.path.basename(a) for a in argv[:3])
+    if (state() != "native" or os.environ.get("IMAML_VERIFY_TESTS_NATIVE") == "1"
+            or os.name != "posix" or not started_as_pytest):
+        return      # pinned already, asked not to, or pytest.main() inside another program
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)     # the terminal's own descriptors back
+    env = dict(os.environ)
+    env.update(pinned_environment())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+
+
+def pytest_configure(config):
+    _restart_pinned(config)
+
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -56,3 +86,18 @@ def quick_run(tmp_path_factory):
     results = out / "results.json"
     assert results.is_file(), f"the quick run (exit {status}) wrote no results.json:\n{buf.getvalue()}"
     return status, out, json.loads(results.read_text(encoding="utf-8")), buf.getvalue()
+
+
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler (KeyboardInterrupt) on SIGINT for the test. A shell without job
+    control starts background commands (`make test &` in a script, nohup) with SIGINT ignored,
+    and Python then leaves it ignored: the tests of what a real Ctrl-C does need the handler a
+    user at a terminal has."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

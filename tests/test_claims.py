@@ -2,13 +2,15 @@
 runs seed 0), in full mode on the report's seed 0 (marker `mutation`: `make mutate` and
 `make test-slow` run it, `make test` does not), and in full mode on seed 7 under
 `make test-slow`. The quick and full plans (which instances, which statements) are pinned
-(tests/_claim_plans.py). Claim-specific properties and negative controls live in the test
+(tests/_claim_plans.py); the full plans' digests, made with the report's pinned numerical kernels,
+are compared in a pinned process (make mutate and make test-slow start pytest so). Claim-specific properties and negative controls live in the test
 module of each claim."""
 from __future__ import annotations
 
 import pytest
 
 from _claim_plans import MODES, pinned, summary
+from verify._numerics import state
 from verify.registry import RunContext, all_claims
 
 NAMES = sorted(all_claims())
@@ -30,6 +32,8 @@ def _plan_is_pinned(name, mode, results):
     assert got["results"] == want["results"] and got["statements"] == want["statements"], (
         f"{name} ({mode}): {got['results']} results, statements {got['statements']}; pinned "
         f"{want['results']}, {want['statements']} (if intended: tests/_claim_plans.py --write)")
+    if mode == "full" and state() == "native":
+        return   # full-mode step counts at a threshold follow the BLAS threads: pinned runs only
     assert got["digest"] == want["digest"], (
         f"{name} ({mode}): the same statements on other instances than pinned (if intended: "
         f"tests/_claim_plans.py --write)")

@@ -163,7 +163,7 @@ def test_sys_exit_and_its_own_keyboard_interrupt_fail_the_call_not_the_checker()
     assert not report.passed and "KeyboardInterrupt itself" in str(report.diagnosis)
 
 
-def test_a_real_ctrl_c_still_stops_the_check():
+def test_a_real_ctrl_c_still_stops_the_check(python_ctrl_c):
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals reach the main thread only")
 

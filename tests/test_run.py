@@ -261,7 +261,7 @@ def test_regenerating_a_report_changes_nothing_but_run_json(tmp_path):
     assert set(timing["claims_s"]) == {"lemma1", "cg-bound"} and timing["elapsed_s"]["total"] > 0
 
 
-def test_sigint_is_held_back_during_the_swap():
+def test_sigint_is_held_back_during_the_swap(python_ctrl_c):
     import signal
 
     seen = []

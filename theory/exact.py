@@ -241,32 +241,47 @@ def _shifted_bound(A: np.ndarray, lam: float, sigma: float) -> Fraction | None:
 #: shifts tried below the floating-point λmin μ̃, as offsets w·2^-k (w = max(|μ̃|, 2^-30·max|Aᵢⱼ|)):
 #: the first whose Cholesky test completes gives the bound, the nearest one the tightest
 SHIFT_OFFSETS = (2.0 ** -40, 2.0 ** -20, 0.5, 4.0)
+#: after the nearest shift, one more below it by this many times the proof's own backward term
+#: (n + 2)u·tr(A + λI): where the nearest shift is closer to λmin than the factorization's
+#: rounding (κ ≳ 1e6), whether it completes depends on the processor's kernels; this rung
+#: completes on any of them and keeps the bound within a few backward terms of λmin
+ROUNDING_RUNG = 4.0
+
+
+def _shifts(A: np.ndarray, lam: float, mu_tilde: float) -> list[float]:
+    """The shifts σ tried by :func:`min_eigenvalue_lower_bound`, nearest first: μ̃ − w·2^-40,
+    μ̃ − w·2^-40 − ROUNDING_RUNG·(n + 2)u·tr(A + λI), then μ̃ − w·2^-20, μ̃ − w/2, μ̃ − 4w."""
+    top = float(np.max(np.abs(A), initial=0.0))
+    width = max(abs(mu_tilde), 2.0 ** -30 * top + abs(lam) * 2.0 ** -30)
+    n = A.shape[0]
+    trace = abs(math.fsum([*(float(A[i, i]) for i in range(n)), n * lam]))
+    rung = ROUNDING_RUNG * (n + 2) * unit_roundoff("float64") * trace
+    near = mu_tilde - width * SHIFT_OFFSETS[0]
+    return [near, near - rung, *(mu_tilde - width * o for o in SHIFT_OFFSETS[1:])]
 
 
 def min_eigenvalue_lower_bound(A, lam: float = 0.0, *, estimate: float | None = None) -> float:
     """A proven lower bound μ₋ ≤ λmin(A + λI) of a symmetric float64 matrix A (entries exact),
     rounded down; -inf when no shift can be proven.
 
-    σ = μ̃ − w·2^-k (:data:`SHIFT_OFFSETS`, μ̃ the floating-point λmin from ``eigvalsh``, or
-    ``estimate`` when given: the eigenvalue a task already has), each tried by
-    :func:`_shifted_bound` (a Cholesky test) from the nearest shift on; the first that
-    completes gives the bound: within about w·2^-40 + n²u·‖A + λI‖ of λmin when A + λI − σI is
-    still factorable so close to singular, a few of those factors below it otherwise. The
+    σ from :func:`_shifts` (μ̃ the floating-point λmin from ``eigvalsh``, or ``estimate`` when
+    given: the eigenvalue a task already has), each tried by :func:`_shifted_bound` (a Cholesky
+    test) from the nearest shift on; the first that completes gives the bound: within about
+    w·2^-40 + n²u·‖A + λI‖ of λmin (the rounding rung's few backward terms where the nearest
+    shift is inside the factorization's rounding), far below it only when μ̃ is poor. The
     proof is the Cholesky test's, whatever μ̃ is: a poor estimate only loosens the bound, and
     one from which no shift completes is replaced by ``eigvalsh``'s. A = 0 gives λ exactly."""
     A = np.asarray(to_numpy64(A), dtype=np.float64)
     lam = float(lam)
     if not np.any(A):
         return lam                              # A = 0: λmin(A + λI) = λ exactly
-    top = float(np.max(np.abs(A), initial=0.0))
     tries = [] if estimate is None or not math.isfinite(estimate) else [float(estimate)]
     tries.append(None)
     for mu_tilde in tries:
         if mu_tilde is None:
             mu_tilde = float(np.linalg.eigvalsh(A + lam * np.eye(A.shape[0]))[0])
-        width = max(abs(mu_tilde), 2.0 ** -30 * top + abs(lam) * 2.0 ** -30)
-        for offset in SHIFT_OFFSETS:
-            bound = _shifted_bound(A, lam, mu_tilde - width * offset)
+        for sigma in _shifts(A, lam, mu_tilde):
+            bound = _shifted_bound(A, lam, sigma)
             if bound is not None:
                 return _down(bound)
     return -math.inf

@@ -76,7 +76,8 @@ TESTS = {
                       "tests/test_logistic.py", "tests/test_maml.py", "tests/test_memory.py",
                       "tests/test_assumption1.py", "tests/test_claims.py",
                       "tests/test_certificates_at_scale.py"],
-    "verify/checker": ["tests/test_checker_pinned.py", "tests/test_checker_linear.py", "tests/test_checker.py",
+    "verify/checker": ["tests/test_checker_pinned.py", "tests/test_calling_pinned.py",
+                       "tests/test_checker_linear.py", "tests/test_checker.py",
                        "tests/test_checker_peers.py", "tests/test_faults.py"],
 }
 
@@ -575,11 +576,13 @@ def _baseline(tests, durations_path=None) -> float:
     """Run the tests once, unmutated (they must pass); with ``durations_path``, write each
     test's duration there (the mutants run their tests quickest first)."""
     start = time.perf_counter()
+    log = ROOT / ".mutation" / "baseline.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     pid = os.fork()
     if pid == 0:
         import pytest
 
-        fd = os.open(os.devnull, os.O_WRONLY)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         rec = _Durations()
@@ -591,7 +594,9 @@ def _baseline(tests, durations_path=None) -> float:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit("the unmutated code fails its tests: fix that first")
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]
+        raise SystemExit("the unmutated code fails its tests: fix that first (pytest's output: "
+                         f"{log.relative_to(ROOT)}):\n" + "\n".join(tail))
     return time.perf_counter() - start
 
 
@@ -600,6 +605,16 @@ def _key(m) -> tuple:
     claim of an always-pass mutant)."""
     return (m["file"], m.get("text", ""), m["kind"], m["change"]) if isinstance(m, dict) else \
         (m.file, m.text, m.kind, m.change)
+
+
+def _pinned() -> None:
+    """Start again with the report's pinned numerical kernels (verify._numerics), as make mutate
+    does: the tests compare claim plans made with them."""
+    sys.path.insert(0, str(ROOT))
+    from verify._numerics import exec_pinned, state
+
+    if state() == "native" and os.name == "posix":
+        exec_pinned([sys.executable, *sys.orig_argv[1:]])
 
 
 def main(argv=None) -> int:
@@ -760,4 +775,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    _pinned()
     sys.exit(main())

@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 
-__all__ = ["MARK", "VARIABLES", "pinned_environment", "state", "reexec_pinned"]
+__all__ = ["MARK", "VARIABLES", "pinned_environment", "state", "reexec_pinned", "exec_pinned"]
 
 #: set in a pinned process's environment: "pinned" (kernels and threads) or "threads"
 MARK = "IMAML_VERIFY_NUMERICS"
@@ -86,3 +86,20 @@ def reexec_pinned(args) -> None:
         os.execve(sys.executable, [sys.executable, "-m", "verify", *args], env)
     except OSError:  # pragma: no cover - then this process runs as it is ('native')
         return
+
+
+def exec_pinned(argv) -> None:
+    """Replace this process by the command ``argv`` with :func:`pinned_environment` added (the
+    tests of full-mode claim plans, ``make mutate`` and ``make test-slow``, and
+    ``tests/_claim_plans.py --write``, whose step counts are those of the pinned report)."""
+    if not argv:
+        raise SystemExit("usage: python -m verify._numerics COMMAND [ARG ...]")
+    env = dict(os.environ)
+    env.update(pinned_environment())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv[0], list(argv), env)
+
+
+if __name__ == "__main__":
+    exec_pinned(sys.argv[1:])
