@@ -20,14 +20,20 @@ def test_same_is_bitwise_and_checks_type_shape_dtype():
     b = a.copy()
     b[0] = -0.0                                     # == compares equal, the bytes do not
     assert not C._same(b, a)
-    assert not C._same(a.reshape(3, 1), a)
-    assert not C._same(a.astype(np.float32), a)
-    assert not C._same([0.0, 1.0, 2.0], a)          # no longer an array
+    assert C._same(a.reshape(3, 1), a) is False
+    assert C._same(a.astype(np.float32), a) is False
+    assert C._same([0.0, 1.0, 2.0], a) is False     # no longer an array
     big = np.arange((1 << 16) + 1, dtype=np.float64)    # above the byte-comparison size
     assert C._same(big.copy(), big)
     changed = big.copy()
     changed[-1] += 1
-    assert not C._same(changed, big)
+    assert C._same(changed, big) is False
+    zero = np.zeros((1 << 16) + 1)
+    signed = zero.copy()
+    signed[-1] = -0.0                               # bit for bit at every size
+    assert C._same(signed, zero) is False and C._same(zero.copy(), zero) is True
+    strided = np.zeros((2, (1 << 16) + 1))[:, ::2]
+    assert C._same(strided.copy(), strided) is True
     small = np.arange(1 << 16, dtype=np.float64)    # at the limit: still the byte comparison
     z = small.copy()
     z[0] = -0.0
@@ -50,7 +56,7 @@ def test_same_on_torch_and_on_inputs_that_cannot_be_compared():
         def tobytes(self, *a, **k):
             raise RuntimeError("cannot")
     x = np.arange(3.0)
-    assert not C._same(x.copy().view(Broken), x)
+    assert C._same(x.copy().view(Broken), x) is False      # cannot be compared: changed
 
 
 def test_fresh_copies_and_read_only():
@@ -184,7 +190,11 @@ def test_the_ways_of_calling_report_each_outcome():
         gate.set()
     with C._Alarm() as alarm:
         assert alarm.run(lambda: 6, 10.0) == ("returned", 6)
-        assert not alarm.active
+        assert not alarm.active and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        active, (left, every) = alarm.run(lambda: (alarm.active, signal.getitimer(
+            signal.ITIMER_REAL)), 1000.0)[1]
+        assert active is True and 0 < left <= 1000.0 and every == 0.25   # then every 0.25 s
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
         status, exc = alarm.run(lambda: {}["k"], 10.0)
         assert status == "raised" and isinstance(exc, KeyError)
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
@@ -214,3 +224,104 @@ def test_the_search_arguments_at_their_lower_ends():
         _check_search(0, 0, 1, 10.0, False, None)
     with pytest.raises(CheckerArgumentError, match="corners must be True or False"):
         _check_search(0, 1, 1, 10.0, 1, None)
+
+
+def test_task_from_gives_each_call_its_own_caches():
+    from verify.tasks import logistic_task
+
+    task, _ = logistic_task(20, 3, 0.05, seed=6, scale=2.0)
+    task.certified_solution(np.array([0.3, -0.7, 1.1]))          # fills its Newton cache
+    caches = [k for k, v in task.__dict__.items() if isinstance(v, dict) and v]
+    nones = [k for k, v in task.__dict__.items() if v is None]
+    assert caches
+    copies = {k: C._fresh(v, writable=True) for k, v in C.task_inputs(task, np.zeros(3)).items()}
+    new = C.task_from(task, copies)
+    for k in caches:
+        assert new.__dict__[k] == {} and new.__dict__[k] is not task.__dict__[k]
+    for k in nones:
+        assert new.__dict__[k] is None
+    from verify.tasks import planted_spectrum_task
+
+    q, _ = planted_spectrum_task(4, 10.0, 1.0, seed=1)
+    assert q.n_tasks is None                       # a single task: None that is not a cache
+    copies = {k: C._fresh(v, writable=True) for k, v in C.task_inputs(q, np.zeros(4)).items()}
+    assert C.task_from(q, copies).n_tasks is None
+
+
+def test_the_sigint_recorder_passes_a_real_ctrl_c_on_as_the_previous_handler_would():
+    seen = []
+    rec = C._Sigint()
+    rec.previous = lambda signum, frame: seen.append(signum)
+    rec._handler(signal.SIGINT, None)
+    assert rec.real and seen == [signal.SIGINT]
+    rec = C._Sigint()
+    rec.previous = signal.SIG_IGN                  # ignored before: still ignored, but recorded
+    rec._handler(signal.SIGINT, None)
+    assert rec.real
+    rec = C._Sigint()
+    rec.previous = signal.SIG_DFL
+    with pytest.raises(KeyboardInterrupt):
+        rec._handler(signal.SIGINT, None)
+    assert rec.real
+
+
+def test_is_torch_needs_both_detach_and_clone():
+    class CloneOnly:
+        def clone(self):
+            return self
+
+    class DetachOnly:
+        def detach(self):
+            return self
+    assert not C._is_torch(CloneOnly()) and not C._is_torch(DetachOnly())
+    assert not C._is_torch(np.zeros(2))
+    torch = pytest.importorskip("torch")
+    assert C._is_torch(torch.zeros(2))
+
+
+def test_the_guards_enter_as_themselves():
+    with C._Sigint() as s:
+        assert isinstance(s, C._Sigint)
+    with C._Alarm() as a:
+        assert isinstance(a, C._Alarm)
+
+
+def test_the_alarm_raises_only_into_an_active_call_outside_the_checker():
+    import sys
+
+    alarm = C._Alarm()
+    here = sys._getframe()                          # a frame of this test file: the call's
+    alarm._handler(signal.SIGALRM, here)            # not active: nothing
+    alarm.active = True
+    alarm._handler(signal.SIGALRM, None)            # no frame: nothing
+    with pytest.raises(C._Timeout):
+        alarm._handler(signal.SIGALRM, here)
+    fake = type("F", (), {"f_code": type("Code", (), {"co_filename": C.__file__})()})()
+    alarm._handler(signal.SIGALRM, fake)            # inside the checker's own frames: ignored
+
+
+def test_one_guard_for_a_whole_check_on_the_main_thread_only():
+    assert C._guard is None
+    with C.guarded():
+        outer = C._guard
+        assert isinstance(outer, C._Guard)
+        assert signal.getsignal(signal.SIGINT) == outer.sigint._handler
+        with C.guarded():                           # nested: the outer guard stays
+            assert C._guard is outer
+        # a call inside uses the installed guard: no handler of its own
+        assert C._invoke(lambda: signal.getsignal(signal.SIGINT), None) == (
+            "returned", outer.sigint._handler)
+    assert C._guard is None
+    # outside a check, a call on the main thread installs a guard for itself
+    status, handler = C._invoke(lambda: signal.getsignal(signal.SIGINT), None)
+    assert status == "returned" and getattr(handler, "__self__", None).__class__ is C._Sigint
+    seen = {}
+
+    def worker():
+        with C.guarded():
+            seen["guard"] = C._guard
+        seen["call"] = C._invoke(lambda: 9, None)
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"guard": None, "call": ("returned", 9)}
