@@ -148,7 +148,7 @@ def test_batched_meta_gradients_vs_numpy_batched_solve(benchmark, kappa):
         target=8.0, meets_target=t["ours"] / t["solve"] <= 8.0,
         max_relative_error=float((errors / np.linalg.norm(exact, axis=1)).max()),
         max_certificate=float(bounds_.max()), inner_iterations=out.result.inner.steps,
-        cg_steps=out.result.cg.steps)
+        cg_steps=out.result.linear.steps)
 
 
 @pytest.mark.parametrize("kappa", [10.0, 1e3, 1e6])

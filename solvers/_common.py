@@ -21,9 +21,9 @@ from array_api_compat import array_namespace, is_numpy_namespace, is_torch_array
 from solvers._result import NonFiniteIterate
 from validation import check_same_namespace
 
-__all__ = ["array_namespace", "ops", "norm", "dot", "as_scalar", "to_host", "count_host_reads",
-           "checked", "check_callback_output", "on_host", "raise_if_not_finite", "quiet",
-           "safe_norm", "host_norm", "pow2_scale"]
+__all__ = ["array_namespace", "ops", "to_host", "count_host_reads", "checked",
+           "check_callback_output", "on_host", "raise_if_not_finite", "quiet", "safe_norm",
+           "host_norm", "pow2_scale"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,16 +56,6 @@ def _ops_for(xp):
 
 def ops(xp):
     return _ops_for(xp)
-
-
-def dot(xp, a, b):
-    """Row-wise inner product over the last axis (batched over leading task dimensions)."""
-    return _ops_for(xp).dot(a, b)
-
-
-def norm(xp, a):
-    """Row-wise Euclidean norm over the last axis."""
-    return _ops_for(xp).norm(a)
 
 
 #: (mantissa bits, exponent bias, integer type of the same width) of the float types whose powers
@@ -191,25 +181,12 @@ def count_host_reads():
         counter.count = _Reads.count - start
 
 
-def as_scalar(value):
-    """A Python float for a 0-d array (a host read); an array stays an array (batched results)."""
-    return to_host(value) if getattr(value, "ndim", 0) == 0 else value
-
-
 def raise_if_not_finite(value: float, what: str, step: int) -> None:
     """``value`` is a norm (or curvature) the iteration computed anyway: a NaN or Inf there
     means an iterate or a callback's output went non-finite (no separate scan of arrays)."""
     if not math.isfinite(value):
         raise NonFiniteIterate(f"{what} became NaN or Inf at step {step}; the problem is not "
                                f"smooth/convex as assumed or the step size is too large")
-
-
-def check_finite_result(xp, x, what: str, step: int):
-    """One scan of the returned iterate (at the end of a run, not per step)."""
-    o = _ops_for(xp)
-    if not to_host(o.all(o.isfinite(o.plain(x)))):
-        raise_if_not_finite(math.nan, what, step)
-    return x
 
 
 def check_callback_output(out, like, name: str):

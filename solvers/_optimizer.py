@@ -67,7 +67,7 @@ def finish(xp, oracle, x, steps, status, rec, last_grad_norm=None):
     o = ops(xp)
     if last_grad_norm is None:
         g = o.plain(oracle(x))
-        last_grad_norm = host_norm(xp, g) if x.ndim == 1 else float(np.max(host_norm(xp, g)))
+        last_grad_norm = float(np.max(host_norm(xp, g)))
         raise_if_not_finite(last_grad_norm, f"the output of {oracle.name}", steps + 1)
         if rec is not None:
             rec.record(x, last_grad_norm)
@@ -86,7 +86,9 @@ def first_order_loop(grad, x0, *, step_size, momentum, max_steps, rtol, atol, hi
     A batch x0 of shape (n, d) is n independent problems: each row stops by the same rule
     with its own tolerance and is frozen from then on, so row i ends exactly where the run of
     row i alone ends; ``row_steps`` and ``row_status`` give each row's outcome, ``steps`` the
-    most evaluations, ``residual_norm`` the largest final gradient norm (a float).
+    most evaluations, ``residual_norm`` the largest final gradient norm (a float). One loop
+    for both: a vector is one row (its masks never freeze part of it), on its own shape, so
+    that autograd through the loop records exactly the arithmetic of the iteration.
 
     The gradient norm read each step (one host read) is also the finiteness test: a NaN or
     Inf in ∇f, or an iterate that overflowed, shows there."""
@@ -94,36 +96,68 @@ def first_order_loop(grad, x0, *, step_size, momentum, max_steps, rtol, atol, hi
     s = step_parameter(step_size, "step_size", x0, low=0.0)
     momentum = step_parameter(momentum, "momentum", x0, low=0.0, high=1.0)
     accelerated = not (isinstance(momentum, float) and momentum == 0.0)
-    run = _vector_loop if x0.ndim == 1 else _rows_loop
     with quiet(xp):      # an overflowing norm is recomputed scaled (host_norm), not warned of
-        return run(xp, ops(xp), oracle, x0, s, momentum, accelerated, max_steps, rtol, atol,
-                   History() if history else None)
+        result = _loop(xp, ops(xp), oracle, x0, s, momentum, accelerated, max_steps, rtol,
+                       atol, History() if history else None)
+    if x0.ndim == 1:
+        result.row_steps, result.row_status = None, None
+    return result
 
 
-def _vector_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
-    x = y = x0
-    tol = None
-    for k in range(max_steps):
-        g = oracle(y)
-        gnorm = host_norm(xp, g)
-        raise_if_not_finite(gnorm, f"the output of {oracle.name}", k + 1)
-        if tol is None:
-            tol = max(atol, rtol * gnorm)
-        if gnorm <= tol:
-            if rec is not None:
-                rec.record(y, gnorm)
-            return finish(xp, oracle, y, k + 1, Status.CONVERGED, rec, gnorm)
-        if rec is not None:
-            rec.record(x, gnorm)
-        x_new = y - s * g
-        y = x_new + momentum * (x_new - x) if accelerated else x_new
-        x = x_new
-    return finish(xp, oracle, x, max_steps, Status.MAX_STEPS, rec)
+class as_rows:
+    """One vector as a batch of one row, and back: ``x0`` of shape (1, d), callbacks that take
+    and return rows (the caller's functions still see vectors), and the result as a one-vector
+    result (x of shape (d,), no per-row fields). A batch passes through unchanged."""
+
+    def __init__(self, x0):
+        self.vector, self.given = x0.ndim == 1, x0
+        self.x0 = x0[None] if self.vector else x0
+
+    def oracle(self, fn):
+        """fn on rows: for a vector, fn(x[0])[None] (with fn's own attributes, e.g. a count)."""
+        if not self.vector:
+            return fn
+        return _RowCallback(fn)
+
+    def wrap(self, fn):
+        """A callback of arrays (hvp(x, v)) on rows."""
+        if not self.vector:
+            return fn
+        return lambda *args: fn(*(a[0] for a in args))[None]
+
+    def scalar(self, fn):
+        """A callback returning one value per row (an objective) on rows."""
+        if not self.vector:
+            return fn
+        return lambda x: fn(x[0])
+
+    def result(self, result):
+        if not self.vector:
+            return result
+        # no step taken: the start itself (the caller's object)
+        result.x = self.given if result.x is self.x0 else result.x[0]
+        if result.history is not None:
+            result.history.iterates = [x[0] for x in result.history.iterates]
+        result.row_steps, result.row_status = None, None
+        return result
 
 
-def _rows_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
-    """The iteration of :func:`_vector_loop` on independent rows, converged rows frozen."""
-    n = x0.shape[0]
+class _RowCallback:
+    """A vector callback seen as a callback on one row (its other attributes: the callback's)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, x):
+        return self.fn(x[0])[None]
+
+    def __getattr__(self, name):
+        return getattr(self.fn, name)
+
+
+def _loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
+    """The iteration on independent rows (a vector: one row), converged rows frozen."""
+    n = x0.shape[0] if x0.ndim == 2 else 1
     x = y = x0
     tol = None
     done = np.zeros(n, dtype=bool)
@@ -140,20 +174,24 @@ def _rows_loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, ato
             done |= newly
             row_steps[newly] = k + 1
             stop_norm[newly] = gn[newly]
-        if rec is not None:
-            rec.record(x, float(gn.max()))
         if done.all():
             break
-        frozen = xp.asarray(done, device=device(x0))[:, None]
+        if rec is not None:
+            rec.record(x, float(gn.max()))
         x_new = y - s * g
         y_new = x_new + momentum * (x_new - x) if accelerated else x_new
-        # a converged row keeps its y (the point it returns) and its x
-        x = o.where(frozen, x, x_new) if done.any() else x_new
-        y = o.where(frozen, y, y_new) if done.any() else y_new
-    out = o.where(xp.asarray(done, device=device(x0))[:, None], y, x) if done.any() else x
+        if done.any():       # (some rows of a batch) a converged row keeps its y and its x
+            frozen = xp.asarray(done, device=device(x0))[:, None]
+            x, y = o.where(frozen, x, x_new), o.where(frozen, y, y_new)
+        else:
+            x, y = x_new, y_new
+    out = y if done.all() else (o.where(xp.asarray(done, device=device(x0))[:, None], y, x)
+                                if done.any() else x)
     last = None
     if done.all():
         last = float(stop_norm.max())
+        if rec is not None:
+            rec.record(out, last)
     result = finish(xp, oracle, out, int(row_steps.max()),
                     Status.CONVERGED if done.all() else Status.MAX_STEPS, rec, last)
     result.row_steps = row_steps

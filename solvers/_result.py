@@ -15,6 +15,7 @@ class Status(str, enum.Enum):
     MAX_STEPS = "max_steps"      #: took max_steps steps without meeting a tolerance
     BREAKDOWN = "breakdown"      #: CG met non-positive curvature pᵀMp ≤ 0 (M not positive definite)
     STALLED = "stalled"          #: a line search found no decrease (rounding level reached)
+    DIVERGED = "diverged"        #: a Neumann series / fixed-point iteration's residual grew above its start
 
 
 class SolverBreakdown(ArithmeticError):

@@ -9,6 +9,7 @@ information, written through the same inner solver as iMAML.
 from __future__ import annotations
 
 from solvers._common import array_namespace
+from solvers.implicit import ImplicitSystem
 from solvers.imaml import MetaGradientResult, _norms, implicit_gradient_at, inner_solve
 from solvers.protocol import checked_task
 
@@ -20,8 +21,8 @@ def fomaml_meta_gradient(task, theta, *, inner_steps, inner="nesterov", warm_sta
                          history=False) -> MetaGradientResult:
     """First-order MAML: g = ∇L(φ) with φ from :func:`solvers.inner_solve` (same options as
     :func:`solvers.imaml_meta_gradient`). Computed as iMAML with ``cg_steps=0`` and
-    ``cg_start='gradient'`` (docs/mathematics.md §4, §7), so ``result.cg`` is CG's 0-step result and
-    ``cg_residual`` the implicit system's residual at g. Method 'fomaml'."""
+    ``cg_start='gradient'`` (docs/mathematics.md §4, §7), so ``result.linear`` is CG's 0-step
+    result and ``system_residual`` the implicit system's residual at g. Method 'fomaml'."""
     inner_result = inner_solve(task, theta, inner_steps=inner_steps, inner=inner,
                                warm_start=warm_start, inner_step_size=inner_step_size,
                                inner_momentum=inner_momentum, newton_cg_steps=newton_cg_steps,
@@ -36,7 +37,7 @@ def reptile_direction(task, theta, *, inner_steps, inner="nesterov", warm_start=
     """Reptile's meta-update direction θ − φ with φ from :func:`solvers.inner_solve` (same
     options as :func:`solvers.imaml_meta_gradient`). Method 'reptile'; ``gradient`` holds
     θ − φ (a descent-like direction in the units of θ, not of a gradient: λ(θ − φ) compares
-    with a gradient). ``cg`` is None; ``cg_residual`` is the implicit system's residual
+    with a gradient). ``linear`` is None; ``system_residual`` is the implicit system's residual
     ‖∇L(φ) − (I + H(φ)/λ)λ(θ − φ)‖ and ``outer_grad_norm`` ‖∇L(φ)‖ (diagnostics, not counted
     as work: ``evaluations`` has the inner solver's gradients only)."""
     inner_result = inner_solve(task, theta, inner_steps=inner_steps, inner=inner,
@@ -49,13 +50,12 @@ def reptile_direction(task, theta, *, inner_steps, inner="nesterov", warm_start=
     phi = inner_result.x
     direction = theta - phi
     v = view.outer_grad(phi)
-    scaled = lam * direction
-    residual = v - scaled - view.inner_hvp(phi, scaled) / lam
+    residual = ImplicitSystem.at(view, phi, like=theta).residual(lam * direction, v)
     evals = {"inner_grad": inner_result.steps, "hvp": inner_result.evaluations.get("hvp", 0),
              "outer_grad": 0}
-    stationarity, cg_residual, outer_grad_norm = _norms(
+    stationarity, system_residual, outer_grad_norm = _norms(
         xp, view.inner_grad(phi) + lam * (phi - theta), residual, v)
     return MetaGradientResult(
-        gradient=direction, phi=phi, inner=inner_result, cg=None, stationarity=stationarity,
-        cg_residual=cg_residual, outer_grad_norm=outer_grad_norm, evaluations=evals,
+        gradient=direction, phi=phi, inner=inner_result, linear=None, stationarity=stationarity,
+        system_residual=system_residual, outer_grad_norm=outer_grad_norm, evaluations=evals,
         method="reptile", task=task, theta=theta)

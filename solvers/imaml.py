@@ -6,8 +6,9 @@ from typing import Any
 
 from solvers._common import array_namespace, check_callback_output, ops, safe_norm, to_host
 from solvers._result import SolverResult
-from solvers.cg import cg
 from solvers.gradient_descent import gradient_descent
+from solvers.implicit import ImplicitSystem
+from solvers.linear import linear_solver as _linear_solver
 from solvers.nesterov import nesterov
 from solvers.newton_cg import newton_cg
 from solvers.protocol import check_task, checked_task, curvature_bounds, momentum_for
@@ -26,9 +27,12 @@ class MetaGradientResult:
     """A meta-gradient with its diagnostics.
 
     gradient: the meta-gradient g. phi: the approximate inner solution. inner: the inner
-    solver's :class:`SolverResult`. cg: CG's result on (I + H(φ)/λ)g = ∇L(φ) (None for methods
-    without a linear solve). stationarity: ‖∇_φG(φ, θ)‖ at the returned φ. cg_residual: the true
-    residual ‖∇L(φ) − (I + H(φ)/λ)g‖. outer_grad_norm: ‖∇L(φ)‖. The three are computed in the
+    solver's :class:`SolverResult`. linear: the linear solver's result on the implicit system
+    (I + H(φ)/λ)g = ∇L(φ) (None for methods without a linear solve), linear_solver its name
+    (an entry of :data:`solvers.LINEAR_SOLVERS`: 'cg', 'minres', 'neumann', 'fixed_point').
+    stationarity: ‖∇_φG(φ, θ)‖ at the returned φ. system_residual: the true residual
+    ‖∇L(φ) − (I + H(φ)/λ)g‖ of the implicit system at the returned g, whatever solved it (for
+    MAML and Reptile a diagnostic). outer_grad_norm: ‖∇L(φ)‖. The three are computed in the
     working precision from the returned φ and g, their norms scaled (no underflow or overflow
     at any scale of the data: ``solvers._common.safe_norm``). evaluations: total counts of
     inner gradients, Hessian-vector products and outer gradients used (diagnostics excluded;
@@ -39,19 +43,21 @@ class MetaGradientResult:
 
     For one task the three norms are floats. For a stack of n tasks (θ of shape (n, d)) they
     are arrays of shape (n,) in θ's library and device (row i for task i), and
-    ``cg.row_status`` / ``cg.row_steps`` give CG's status and steps per task."""
+    ``linear.row_status`` / ``linear.row_steps`` give the linear solver's status and steps per
+    task."""
 
     gradient: Any
     phi: Any
     inner: SolverResult | None
-    cg: SolverResult | None
+    linear: SolverResult | None
     stationarity: Any
-    cg_residual: Any
+    system_residual: Any
     outer_grad_norm: Any
     evaluations: dict = field(default_factory=dict)
     method: str = "imaml"
     task: Any = None
     theta: Any = None
+    linear_solver: str | None = None
 
     @property
     def n_tasks(self) -> int | None:
@@ -60,7 +66,7 @@ class MetaGradientResult:
 
     def row(self, i: int) -> "MetaGradientResult":
         """Task i of a batched result as a one-task result (floats for the three norms; the
-        inner and CG results as one-task results; ``task`` is ``task[i]`` where the stack can be
+        inner and linear solvers' results as one-task results; ``task`` is ``task[i]`` where the stack can be
         indexed, else None, and ``theta`` row i). For a stack of quadratic tasks on NumPy it is
         bitwise the result of the same call on task i alone."""
         if self.n_tasks is None:
@@ -68,11 +74,12 @@ class MetaGradientResult:
         return MetaGradientResult(
             gradient=self.gradient[i], phi=self.phi[i],
             inner=None if self.inner is None else self.inner.row(i),
-            cg=None if self.cg is None else self.cg.row(i),
-            stationarity=_float(self.stationarity[i]), cg_residual=_float(self.cg_residual[i]),
+            linear=None if self.linear is None else self.linear.row(i),
+            stationarity=_float(self.stationarity[i]),
+            system_residual=_float(self.system_residual[i]),
             outer_grad_norm=_float(self.outer_grad_norm[i]), evaluations=dict(self.evaluations),
             method=self.method, task=_task_row(self.task, i),
-            theta=None if self.theta is None else self.theta[i])
+            theta=None if self.theta is None else self.theta[i], linear_solver=self.linear_solver)
 
 
 def _task_row(task, i):
@@ -172,27 +179,34 @@ def inner_solve(task, theta, *, inner_steps, inner="nesterov", warm_start="theta
 def imaml_meta_gradient(task, theta, *, inner_steps, cg_steps, inner="nesterov",
                         warm_start="theta", cg_start="zero", inner_step_size=None,
                         inner_momentum=None, newton_cg_steps=None, history=False,
-                        on_breakdown="raise", inner_tol=None, cg_tol=None) -> MetaGradientResult:
+                        on_breakdown="raise", inner_tol=None, cg_tol=None, linear_solver="cg",
+                        linear_options=None) -> MetaGradientResult:
     """Algorithm 2 of iMAML: an approximate inner solve φ ≈ Alg*(θ) (see :func:`inner_solve`),
-    then ``cg_steps`` steps of CG on (I + H(φ)/λ) g = ∇L(φ) from g₀ = 0 (``cg_start='zero'``) or
-    g₀ = ∇L(φ) (``'gradient'``; with 0 CG steps this is first-order MAML).
+    then ``cg_steps`` steps of the linear solver on (I + H(φ)/λ) g = ∇L(φ) from g₀ = 0
+    (``cg_start='zero'``) or g₀ = ∇L(φ) (``'gradient'``; with 0 steps this is first-order
+    MAML). The linear solver is CG, as in the paper, or another entry of
+    :data:`solvers.LINEAR_SOLVERS` (see :func:`implicit_gradient_at`); ``cg_steps`` and
+    ``cg_tol`` keep Algorithm 2's names whichever solver runs.
 
     Fixed work (the paper's form): ``inner_steps`` and ``cg_steps``. Accuracy-driven: with
-    ``inner_tol`` the inner solver stops once ‖∇_φG(φ, θ)‖ ≤ inner_tol, with ``cg_tol`` CG stops
-    once its residual is ≤ cg_tol; the step counts are then caps (None: the solvers' own). By
-    docs/mathematics.md §5a the result is then within (λρB/μ² + λL/μ)·inner_tol/μ +
-    (λ/μ)·cg_tol of the exact meta-gradient (theory.bounds.meta_gradient_tolerances turns an
-    accuracy ε into the two tolerances; verify.accurate.accurate_meta_gradient does it all).
+    ``inner_tol`` the inner solver stops once ‖∇_φG(φ, θ)‖ ≤ inner_tol, with ``cg_tol`` the
+    linear solver stops once its residual is ≤ cg_tol; the step counts are then caps (None: the
+    solvers' own). By docs/mathematics.md §5a the result is then within
+    (λρB/μ² + λL/μ)·inner_tol/μ + (λ/μ)·cg_tol of the exact meta-gradient
+    (theory.bounds.meta_gradient_tolerances turns an accuracy ε into the two tolerances;
+    verify.accurate.accurate_meta_gradient does it all).
 
     θ of shape (n, d) with a stack of n tasks (a batched task, e.g. a stacked
     theory.QuadraticTask) gives n meta-gradients (n, d) at once, with per-task diagnostics.
 
     Sees the task only through the task protocol, each callback's output validated on its first
-    call before use. CG breakdown (I + H(φ)/λ not positive definite) raises, or with
-    ``on_breakdown='return'`` is reported in ``result.cg.status`` (per task: ``row_status``).
+    call before use. A breakdown of the linear solver (CG on an I + H(φ)/λ that is not positive
+    definite, a diverging Neumann series) raises, or with ``on_breakdown='return'`` is reported
+    in ``result.linear.status`` (per task: ``row_status``).
     """
     if cg_start not in ("zero", "gradient"):
         raise ValueError(f"cg_start must be 'zero' or 'gradient', got {cg_start!r}")
+    _linear_solver(linear_solver)
     inner_tol, cg_tol = _tolerance(inner_tol, "inner_tol"), _tolerance(cg_tol, "cg_tol")
     if cg_tol is None or cg_steps is not None:
         check_steps(cg_steps, "cg_steps")
@@ -201,45 +215,57 @@ def imaml_meta_gradient(task, theta, *, inner_steps, cg_steps, inner="nesterov",
                                inner_momentum=inner_momentum, newton_cg_steps=newton_cg_steps,
                                atol=inner_tol or 0.0, history=history)
     return implicit_gradient_at(task, theta, inner_result, cg_steps=cg_steps, cg_start=cg_start,
-                                history=history, on_breakdown=on_breakdown, cg_tol=cg_tol)
+                                history=history, on_breakdown=on_breakdown, cg_tol=cg_tol,
+                                linear_solver=linear_solver, linear_options=linear_options)
 
 
 def implicit_gradient_at(task, theta, inner_result, *, cg_steps, cg_start="zero",
-                         history=False, on_breakdown="raise", method="imaml", cg_tol=None):
-    """The CG half of Algorithm 2 at a given inner result (shared by first-order MAML):
-    ``cg_steps`` steps of CG (or, with ``cg_tol``, until the residual is ≤ cg_tol, ``cg_steps``
-    then a cap) on (I + H(φ)/λ) g = ∇L(φ). ``outer_grad`` and ``inner_hvp`` are validated
+                         history=False, on_breakdown="raise", method="imaml", cg_tol=None,
+                         linear_solver="cg", linear_options=None):
+    """The linear half of Algorithm 2 at a given inner result (shared by first-order MAML):
+    ``cg_steps`` steps of ``linear_solver`` (or, with ``cg_tol``, until the residual
+    ‖∇L(φ) − (I + H(φ)/λ)g‖ is ≤ cg_tol, ``cg_steps`` then a cap) on the implicit system
+    (I + H(φ)/λ) g = ∇L(φ) (:class:`solvers.ImplicitSystem`).
+
+    ``linear_solver``: an entry of :data:`solvers.LINEAR_SOLVERS` — 'cg' (Algorithm 2),
+    'minres' (symmetric, also indefinite systems), 'neumann' (the truncated Neumann series
+    α Σ_{j<k}(I − αM)^j ∇L, ``linear_options={'alpha': α}``, default λ/β) or 'fixed_point'
+    (the hypergradient of the inner gradient step's fixed-point map, hypertorch's
+    ``fixed_point``: ``linear_options={'step_size': η}``, default 1/β; the Neumann series with
+    α = ηλ), docs/mathematics.md §4, §4a, §4b. ``outer_grad`` and ``inner_hvp`` are validated
     against θ on their first call, before any arithmetic uses them."""
+    solver = _linear_solver(linear_solver)
     cg_tol = _tolerance(cg_tol, "cg_tol")
     if cg_tol is None or cg_steps is not None:
         check_steps(cg_steps, "cg_steps")
+    if linear_options is not None and not isinstance(linear_options, dict):
+        raise TypeError(f"linear_options must be a dict of the solver's options, got "
+                        f"{type(linear_options).__name__}")
     check_array(theta, "theta", ndim=(1, 2))
     xp = array_namespace(theta)
     view = checked_task(task, theta)
     lam = view.lam_rows
     phi = inner_result.x
     v = view.outer_grad(phi)
-
-    def matvec(w):
-        return w + view.inner_hvp(phi, w) / lam
-
+    system = ImplicitSystem.at(view, phi, like=theta)
     g0 = v if cg_start == "gradient" else None
-    cg_result = cg(matvec, v, x0=g0, max_steps=cg_steps, rtol=0.0, atol=cg_tol or 0.0,
-                   history=history, on_breakdown=on_breakdown)
-    g = cg_result.x
-    stationarity, cg_residual, outer_grad_norm = _norms(
-        xp, view.inner_grad(phi) + lam * (phi - theta), v - matvec(g), v)
+    linear = solver.solve(system, v, options=linear_options, x0=g0, max_steps=cg_steps,
+                          rtol=0.0, atol=cg_tol or 0.0, history=history,
+                          on_breakdown=on_breakdown)
+    g = linear.x
+    stationarity, system_residual, outer_grad_norm = _norms(
+        xp, view.inner_grad(phi) + lam * (phi - theta), system.residual(g, v), v)
     # work of the method only: one inner gradient per inner step (newton_cg: per iteration),
     # the final-residual gradient of the inner solver is a diagnostic and is not counted
     evals = {"inner_grad": inner_result.steps,
-             # with 0 CG steps the start's residual is a diagnostic, not work of the method
+             # with 0 steps the start's residual is a diagnostic, not work of the method
              "hvp": inner_result.evaluations.get("hvp", 0)
-             + (cg_result.evaluations["matvec"] if cg_result.steps else 0),
+             + (linear.evaluations["matvec"] if linear.steps else 0),
              "outer_grad": 1}
-    return MetaGradientResult(gradient=g, phi=phi, inner=inner_result, cg=cg_result,
-                              stationarity=stationarity, cg_residual=cg_residual,
+    return MetaGradientResult(gradient=g, phi=phi, inner=inner_result, linear=linear,
+                              stationarity=stationarity, system_residual=system_residual,
                               outer_grad_norm=outer_grad_norm, evaluations=evals,
-                              method=method, task=task, theta=theta)
+                              method=method, task=task, theta=theta, linear_solver=solver.name)
 
 
 def _norms(xp, *arrays):

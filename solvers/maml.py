@@ -28,6 +28,7 @@ from solvers._common import (array_namespace, check_callback_output, raise_if_no
                              safe_norm, to_host)
 from solvers._result import SolverResult, Status
 from solvers.gradient_descent import gradient_descent
+from solvers.implicit import ImplicitSystem
 from solvers.imaml import MetaGradientResult, default_step_sizes
 from solvers.protocol import check_task
 from validation import check_array, check_steps
@@ -159,18 +160,19 @@ def _backprop(task, theta, *, inner_steps, step_size, backprop_steps, backward, 
     # diagnostics (not counted as work): stationarity ‖∇G(φ_K, θ)‖ and the implicit system's
     # residual ‖∇L(φ) − (I + H(φ)/λ)g‖ at MAML's own φ_K and g
     grad_inner = bridge.from_task(bridge.call("inner_grad", bridge.to_task(phi)))
-    hv = bridge.from_task(bridge.call("inner_hvp", phi_out, gradient))
+    system = ImplicitSystem(lambda w: bridge.from_task(bridge.call("inner_hvp", phi_out,
+                                                                   bridge.to_task(w))), lam)
     tx = array_namespace(phi)
-    stationarity, cg_residual, outer_grad_norm = to_host(
+    stationarity, system_residual, outer_grad_norm = to_host(
         safe_norm(tx, grad_inner + lam * (phi - theta_c)),
-        safe_norm(tx, v.detach() - g.detach() - hv / lam), safe_norm(tx, v.detach()))
+        safe_norm(tx, system.residual(g.detach(), v.detach())), safe_norm(tx, v.detach()))
     inner = SolverResult(x=phi_out, steps=K, residual_norm=stationarity, status=status,
                          evaluations={"grad": K})
     # T < K: the first differentiated step starts at the constant φ_{K−T}, so its gradient has
     # no backward (J_{K−T} = 0): T − 1 HVPs; T = K starts at θ itself: K HVPs
     evals = {"inner_grad": K, "hvp": T if T == K else max(T - 1, 0), "outer_grad": 1}
-    return MetaGradientResult(gradient=gradient, phi=phi_out, inner=inner, cg=None,
-                              stationarity=stationarity, cg_residual=cg_residual,
+    return MetaGradientResult(gradient=gradient, phi=phi_out, inner=inner, linear=None,
+                              stationarity=stationarity, system_residual=system_residual,
                               outer_grad_norm=outer_grad_norm, evaluations=evals,
                               method=method, task=task, theta=theta)
 
@@ -181,7 +183,7 @@ def maml_meta_gradient(task, theta, *, inner_steps, step_size=None, backward="au
     φₖ₊₁ = φₖ − α(∇L̂(φₖ) + λ(φₖ − θ)), then g = J_Kᵀ∇L(φ_K) by backpropagation through the
     loop, J_K = dφ_K/dθ. ``step_size`` α defaults to 1/β from the task's ``curvature_bounds``.
 
-    Returns a :class:`MetaGradientResult` (method 'maml'; ``cg`` is None; ``cg_residual`` is
+    Returns a :class:`MetaGradientResult` (method 'maml'; ``linear`` is None; ``system_residual`` is
     the residual ‖∇L(φ_K) − (I + H(φ_K)/λ)g‖ of the implicit system at MAML's own point, a
     diagnostic). ``evaluations`` counts K inner gradients, K Hessian-vector products (each
     backward step through ∇L̂ costs one) and 1 outer gradient. Always takes exactly K steps.

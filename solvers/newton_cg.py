@@ -5,9 +5,9 @@ import numpy as np
 from array_api_compat import device
 
 from solvers._common import checked, host_norm, ops, quiet, raise_if_not_finite, to_host
-from solvers._optimizer import prepare
+from solvers._optimizer import as_rows, prepare
 from solvers._result import History, SolverResult, Status
-from solvers.cg import cg
+from solvers.linear.cg import cg
 from validation import check_positive, check_steps
 
 __all__ = ["newton_cg"]
@@ -62,7 +62,8 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
         counts["objective"] += 1
         return to_host(objective(x))
 
-    hvp = checked(hvp, x0, "hvp")
+    rows = as_rows(x0)
+    hvp = rows.wrap(checked(hvp, x0, "hvp"))
 
     def direction_at(x, g):
         inner = cg(lambda v: hvp(x, v), -g, max_steps=cg_steps, rtol=cg_rtol, atol=cg_atol,
@@ -72,65 +73,26 @@ def newton_cg(objective, grad, hvp, x0, *, max_steps=3, cg_steps=5, rtol=0.0, at
 
     # relative change of f below which f's values are rounding noise (Hager & Zhang's ε_k)
     f_resolution = float(xp.finfo(x0.dtype).eps) ** 0.5
-    run = _newton_vector if x0.ndim == 1 else _newton_rows
     with quiet(xp):      # an overflowing norm is recomputed scaled (host_norm), not warned of
-        x, steps, gnorm, status, rec = run(
-            xp, ops(xp), f, oracle, direction_at, x0, max_steps=max_steps, rtol=rtol, atol=atol,
-            armijo=armijo, backtrack=backtrack, max_backtracks=max_backtracks,
-            f_resolution=f_resolution, rec=History() if history else None)
+        x, steps, gnorm, status, rec = _newton(
+            xp, ops(xp), rows.scalar(f), rows.oracle(oracle), direction_at, rows.x0,
+            max_steps=max_steps, rtol=rtol, atol=atol, armijo=armijo, backtrack=backtrack,
+            max_backtracks=max_backtracks, f_resolution=f_resolution,
+            rec=History() if history else None)
     o = ops(xp)
     if not to_host(o.all(o.isfinite(o.plain(x)))):
         raise_if_not_finite(float("nan"), "the Newton-CG iterate", steps)
-    return SolverResult(x=x, steps=steps, residual_norm=gnorm, status=status,
-                        evaluations={"grad": oracle.count, **counts}, history=rec)
+    return rows.result(SolverResult(x=x, steps=steps, residual_norm=gnorm, status=status,
+                                    evaluations={"grad": oracle.count, **counts}, history=rec))
 
 
-def _newton_vector(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, armijo,
-                   backtrack, max_backtracks, f_resolution, rec):
-    x, tol, status, steps = x0, None, Status.MAX_STEPS, 0
-    g = oracle(x)
-    while True:
-        gnorm = host_norm(xp, g)
-        raise_if_not_finite(gnorm, f"the output of {oracle.name}", steps)
-        tol = max(atol, rtol * gnorm) if tol is None else tol
-        if rec is not None:
-            rec.record(x, gnorm)
-        if gnorm <= tol:
-            status = Status.CONVERGED
-            break
-        if steps >= max_steps:
-            break
-        inner = direction_at(x, g)
-        direction = inner.x if inner.steps > 0 else -g
-        slope = to_host(o.dot(o.plain(g), o.plain(direction)))
-        f0, t, g_trial = f(x), 1.0, None
-        for _ in range(max_backtracks):
-            trial = x + t * direction
-            f_trial = f(trial)
-            if f_trial <= f0 + armijo * t * slope:
-                break
-            if f_trial <= f0 + f_resolution * abs(f0):
-                # f cannot resolve a decrease this small (‖∇f‖ near √eps): judge the step by
-                # the directional derivative instead, the approximate Armijo condition of
-                # Hager & Zhang (SIAM J. Optim. 16, 2005), exact for quadratics
-                g_trial = oracle(trial)
-                if to_host(o.dot(o.plain(g_trial), o.plain(direction))) <= (2 * armijo - 1) * slope:
-                    break
-                g_trial = None
-            t *= backtrack
-        else:
-            status = Status.STALLED
-            break
-        x = trial
-        steps += 1
-        g = oracle(x) if g_trial is None else g_trial
-    return x, steps, gnorm, status, rec
-
-
-def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, armijo,
-                 backtrack, max_backtracks, f_resolution, rec):
-    """The same iteration on n independent rows: one batched CG, a line search per row (the
-    same tests as :func:`_newton_vector`, each row with its own t), rows that stall frozen."""
+def _newton(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, armijo, backtrack,
+            max_backtracks, f_resolution, rec):
+    """The iteration on n independent rows (one vector: a batch of one row): one batched CG,
+    a line search per row (each row its own t), rows that stall frozen. An iteration in which
+    no open row accepts a step is not a step: the run stops there (STALLED). The gradient at
+    the accepted points is the one the approximate Armijo test evaluated when it was evaluated
+    at exactly those points (every row open and accepted), else evaluated anew."""
     n = x0.shape[0]
     x, tol, status, steps = x0, None, Status.MAX_STEPS, 0
     stalled = np.zeros(n, dtype=bool)
@@ -164,8 +126,13 @@ def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, a
             f_trial = np.atleast_1d(f(trial))
             take = ~accepted & (f_trial <= f0 + armijo * t * slope)
             unresolved = ~accepted & ~take & (f_trial <= f0 + f_resolution * np.abs(f0))
+            g_trial = None
             if unresolved.any():
-                slope_trial = np.atleast_1d(to_host(o.dot(o.plain(oracle(trial)), o.plain(direction))))
+                # f cannot resolve a decrease this small (‖∇f‖ near √eps): judge the step by
+                # the directional derivative instead, the approximate Armijo condition of
+                # Hager & Zhang (SIAM J. Optim. 16, 2005), exact for quadratics
+                g_trial = oracle(trial)
+                slope_trial = np.atleast_1d(to_host(o.dot(o.plain(g_trial), o.plain(direction))))
                 take |= unresolved & (slope_trial <= (2 * armijo - 1) * slope)
             if take.any():
                 new_x = o.where(xp.asarray(take, device=device(x))[:, None], trial, new_x)
@@ -173,8 +140,15 @@ def _newton_rows(xp, o, f, oracle, direction_at, x0, *, max_steps, rtol, atol, a
             if accepted.all():
                 break
             t = np.where(accepted, t, t * backtrack)
-        stalled |= ~accepted
+        else:
+            g_trial = None
+        newly_stalled = open_rows & ~accepted
+        if newly_stalled.all() or not (open_rows & accepted).any():
+            status = Status.STALLED
+            break
+        stalled |= newly_stalled
         x = new_x
         steps += 1
-        g = oracle(x)
+        # the gradient at trial is that at the new points when every row took its trial
+        g = g_trial if g_trial is not None and open_rows.all() and accepted.all() else oracle(x)
     return x, steps, gnorm, status, rec

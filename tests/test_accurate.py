@@ -119,7 +119,7 @@ def test_tolerances_are_exactly_the_certificate_solved():
     for eps in (1e-9, 1e-3, 10.0):
         inner_tol, cg_tol = meta_gradient_tolerances(c, eps)
         delta = inner_tol / c.mu
-        cert = aposteriori_bound(c, stationarity=inner_tol, cg_residual=cg_tol,
+        cert = aposteriori_bound(c, stationarity=inner_tol, system_residual=cg_tol,
                                  outer_grad_norm=c.B + c.L * delta)
         assert cert.bound == pytest.approx(eps, rel=1e-12)
         assert cert.delta_prime == pytest.approx(eps / 2, rel=1e-12)

@@ -339,7 +339,7 @@ def test_meta_gradient_reports_breakdown_of_an_indefinite_hessian(task):
     with pytest.raises(SolverBreakdown, match="not positive definite"):
         imaml_meta_gradient(bad, np.ones(D), **kw)
     returned = imaml_meta_gradient(bad, np.ones(D), on_breakdown="return", **kw)
-    assert returned.cg.status is Status.BREAKDOWN and np.all(np.isfinite(returned.gradient))
+    assert returned.linear.status is Status.BREAKDOWN and np.all(np.isfinite(returned.gradient))
 
 
 # -- the probes of a newcomer: custom tasks, tolerances, empty data, grad-requiring input --------

@@ -121,18 +121,18 @@ def test_batched_meta_gradient_is_each_task_alone(array, inner, data, inner_step
     res = imaml_meta_gradient(stack, theta, **kw)
     n = theta.shape[0]
     assert_like(res.gradient, theta, "gradient") and tuple(res.gradient.shape) == tuple(theta.shape)
-    for name in ("stationarity", "cg_residual", "outer_grad_norm"):
+    for name in ("stationarity", "system_residual", "outer_grad_norm"):
         value = getattr(res, name)
         assert_like(value, theta[:, 0], name) and tuple(value.shape) == (n,)
-    assert len(res.cg.row_status) == n and res.cg.row_steps.shape == (n,)
+    assert len(res.linear.row_status) == n and res.linear.row_steps.shape == (n,)
     for i, (single, spec) in enumerate(zip(singles, specs)):
         alone = imaml_meta_gradient(single, theta[i], **kw)
         if array == "numpy":
             assert np.array_equal(res.phi[i], alone.phi) and np.array_equal(res.gradient[i],
                                                                              alone.gradient)
-            assert (res.cg.row_steps[i], res.cg.row_status[i]) == (alone.cg.steps,
-                                                                    alone.cg.status)
-            for name in ("stationarity", "cg_residual", "outer_grad_norm"):
+            assert (res.linear.row_steps[i], res.linear.row_status[i]) == (alone.linear.steps,
+                                                                    alone.linear.status)
+            for name in ("stationarity", "system_residual", "outer_grad_norm"):
                 assert float(getattr(res, name)[i]) == getattr(alone, name), name
             continue
         if inner == "newton_cg":   # CG inside: judged against the minimizer, as Newton-CG is
@@ -148,7 +148,7 @@ def test_batched_meta_gradient_is_each_task_alone(array, inner, data, inner_step
         phi = to_numpy64(res.phi[i])
         target = single.implicit_gradient(phi if array == "numpy" else res.phi[i])
         start = to_numpy64(single.outer_grad(res.phi[i])) if cg_start == "gradient" else 0 * phi
-        envelope = bounds.cg_error_bound(spec.kappa, int(res.cg.row_steps[i]),
+        envelope = bounds.cg_error_bound(spec.kappa, int(res.linear.row_steps[i]),
                                          gap(start, target))
         assert gap(res.gradient[i], target) <= envelope + rounding_allowance(
             "float64", kappa=spec.kappa, scale=gradient_scale(single, theta[i]),
@@ -180,7 +180,7 @@ def test_first_order_methods_on_a_stack(array):
             alone = run(single, theta[i], inner_steps=12)
             np.testing.assert_allclose(to_numpy64(res.gradient[i]), to_numpy64(alone.gradient),
                                        rtol=1e-12, atol=1e-12 * gradient_scale(single, theta[i]))
-            assert float(res.cg_residual[i]) == pytest.approx(alone.cg_residual, rel=1e-9)
+            assert float(res.system_residual[i]) == pytest.approx(alone.system_residual, rel=1e-9)
 
 
 def test_a_broken_row_does_not_spoil_the_others():
@@ -205,9 +205,9 @@ def test_a_broken_row_does_not_spoil_the_others():
     from solvers import implicit_gradient_at
 
     res = implicit_gradient_at(Flipped(), theta, inner, cg_steps=20, on_breakdown="return")
-    assert res.cg.row_status[1] is Status.BREAKDOWN and res.cg.status is Status.BREAKDOWN
+    assert res.linear.row_status[1] is Status.BREAKDOWN and res.linear.status is Status.BREAKDOWN
     for i in (0, 2):
-        assert res.cg.row_status[i] is Status.MAX_STEPS or res.cg.row_status[i] is Status.CONVERGED
+        assert res.linear.row_status[i] is Status.MAX_STEPS or res.linear.row_status[i] is Status.CONVERGED
         alone = implicit_gradient_at(singles[i], theta[i], inner_solve(singles[i], theta[i],
                                                                        inner_steps=200), cg_steps=20)
         np.testing.assert_allclose(res.gradient[i], alone.gradient, rtol=1e-10)

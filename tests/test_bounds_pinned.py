@@ -99,20 +99,20 @@ def test_corollary1_pinned():
 
 
 def test_certificate_pinned():
-    cert = b.aposteriori_bound(C, stationarity=0.4, cg_residual=0.2, outer_grad_norm=1.0)
+    cert = b.aposteriori_bound(C, stationarity=0.4, system_residual=0.2, outer_grad_norm=1.0)
     delta, dprime = 0.4 / 2.0, 1.5 / 2.0 * 0.2
     B = 1.0 + 3.0 * delta
     bound = (1.5 * 0.5 * B / 4.0 + 1.5 * 3.0 / 2.0) * delta + dprime
     assert (cert.delta, cert.delta_prime, cert.B) == pytest.approx((delta, dprime, B))
     assert cert.bound == pytest.approx(bound) and cert.rounding == 0.0 and not cert.rounding_safe
-    r = b.aposteriori_bound(C, stationarity=0.4, cg_residual=0.2, outer_grad_norm=1.0,
+    r = b.aposteriori_bound(C, stationarity=0.4, system_residual=0.2, outer_grad_norm=1.0,
                             stationarity_rounding=0.1, residual_rounding=0.05,
                             outer_grad_rounding=0.5)
     d2, dp2 = 0.5 / 2.0, 0.75 * 0.25
     B2 = 1.5 + 3.0 * d2
     assert r.bound == pytest.approx((1.5 * 0.5 * B2 / 4.0 + 2.25) * d2 + dp2)
     assert r.rounding == pytest.approx(r.bound - bound) and r.rounding_safe
-    one_missing = b.aposteriori_bound(C, stationarity=0.4, cg_residual=0.2, outer_grad_norm=1.0,
+    one_missing = b.aposteriori_bound(C, stationarity=0.4, system_residual=0.2, outer_grad_norm=1.0,
                                       stationarity_rounding=0.1, residual_rounding=0.05)
     assert not one_missing.rounding_safe
 
@@ -217,7 +217,7 @@ def test_pinned_where_every_term_matters():
     assert b.theorem2_inner_steps_sharp(C2, eps) == math.ceil(
         root * math.log(4 * 4.8 * 4.0 * (B1 / eps + 0.3 / 2.5)))
     assert b.theorem2_delta(C2, 1e6) == pytest.approx(2.5 / 0.6)
-    cert = b.aposteriori_bound(C2, stationarity=0.5, cg_residual=0.0, outer_grad_norm=2.0)
+    cert = b.aposteriori_bound(C2, stationarity=0.5, system_residual=0.0, outer_grad_norm=2.0)
     d = 0.5 / 2.5
     assert cert.bound == pytest.approx((1.5 * 0.3 * (2.0 + 3.0 * d) / 2.5 ** 2 + 1.5 * 3.0 / 2.5) * d)
     assert b.gd_steps_estimate(10.0, 1.5, 1.0) == math.ceil(math.log(1.5) / -math.log(0.9)) == 4
@@ -243,7 +243,7 @@ def test_certificate_is_rounding_safe_only_with_every_rounding():
     for missing in range(3):
         roundings = [0.1, 0.05, 0.5]
         roundings[missing] = 0.0
-        cert = b.aposteriori_bound(C2, stationarity=0.4, cg_residual=0.2, outer_grad_norm=1.0,
+        cert = b.aposteriori_bound(C2, stationarity=0.4, system_residual=0.2, outer_grad_norm=1.0,
                                    stationarity_rounding=roundings[0],
                                    residual_rounding=roundings[1],
                                    outer_grad_rounding=roundings[2])

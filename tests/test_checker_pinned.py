@@ -182,11 +182,18 @@ def test_iterative_candidates_are_their_iterations(setting):
 
 def test_the_catalogue_of_candidates_is_pinned(setting):
     """The names and their order (the first listed wins a tie): 21 closed forms, 9 steps of each
-    of four CGs, the previous-residual CG, 8 stops of each inner solver."""
+    of four CGs, the previous-residual CG, the Neumann series / fixed point at α = λ/β cut after
+    1…NEUMANN_TERMS terms, 8 stops of each inner solver."""
     names = [n for n, _ in setting["cands"]]
     assert names[:21] == list(_closed_forms(setting))
-    assert len(names) == len(set(names)) == 21 + 4 * 9 + 14 + 16
+    assert dg.NEUMANN_TERMS == 400
+    assert len(names) == len(set(names)) == 21 + 4 * 9 + 14 + dg.NEUMANN_TERMS + 16
     assert names[21] == "CG on I + H/λ stopped after 1 step"
+    first = 21 + 4 * 9 + 14
+    assert names[first] == ("the fixed-point hypergradient not converged: 1 iteration (η = 1/β; "
+                            "equally, the Neumann series with α = λ/β, 1 term)")
+    assert names[first + dg.NEUMANN_TERMS - 1].startswith(
+        "the fixed-point hypergradient not converged: 400 iterations")
     assert names[-1] == "the inner solve stopped after 60 Nesterov steps"
 
 
@@ -641,16 +648,18 @@ def captured(monkeypatch):
 def test_cli_passes_every_option_through(captured, capsys):
     assert ccli.run(_args("_checker_catalogue:textbook_solve", "--budget", "7,3", "--backend",
                           "torch", "--dtype", "float32", "--seed", "5", "--max-examples", "9",
-                          "--family", "planted", "--family", "logistic", "--inner", "gd")) == 0
+                          "--family", "planted", "--family", "logistic", "--inner", "gd",
+                          "--linear-solver", "neumann", "--linear-option", "alpha=0.5")) == 0
     kind, fn, args, kw = captured[-1]
     assert kind == "converged" and fn.__name__ == "textbook_solve" and args == ()
     assert kw == dict(inner_steps=7, cg_steps=3, backend="torch", device="cpu", dtype="float32",
                       seed=5, max_examples=9, families=["planted", "logistic"], inner="gd",
-                      timeout=60.0)
+                      timeout=60.0, linear_solver="neumann", linear_options={"alpha": 0.5})
     assert capsys.readouterr().out.startswith("PASS: f")
     assert ccli.run(_args("_checker_catalogue:textbook_solve")) == 0
     assert captured[-1][3]["inner_steps"] is None and captured[-1][3]["cg_steps"] is None
     assert captured[-1][3]["max_examples"] is None and captured[-1][3]["families"] is None
+    assert captured[-1][3]["linear_solver"] == "cg" and captured[-1][3]["linear_options"] is None
     capsys.readouterr()
     assert ccli.run(_args("_checker_catalogue:textbook_solve", "--cg", "1,4", "--json")) == 1
     kind, fn, args, kw = captured[-1]
@@ -670,6 +679,10 @@ def test_cli_passes_every_option_through(captured, capsys):
     (("no_such_module_xyz:f",), "cannot import 'no_such_module_xyz'"),
     (("_checker_catalogue:nothing_here",), "has no attribute 'nothing_here'"),
     (("_checker_catalogue:DEFECTS",), "is not callable"),
+    (("_checker_catalogue:textbook_solve", "--linear-option", "alpha"),
+     "--linear-option must be NAME=NUMBER"),
+    (("_checker_catalogue:textbook_solve", "--linear-option", "alpha=x"),
+     "--linear-option must be NAME=NUMBER"),
 ])
 def test_cli_usage_errors_name_what_is_wrong(captured, capsys, argv, message):
     assert ccli.run(_args(*argv)) == 2

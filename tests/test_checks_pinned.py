@@ -381,7 +381,7 @@ def test_certificate_details_are_its_certificate():
     d = r.details
     assert d["factor"] == cert.bound / err and d["rounding_share"] == cert.rounding / cert.bound
     assert (d["delta_hat"], d["delta_prime_hat"], d["B_hat"]) == (cert.delta, cert.delta_prime, cert.B)
-    assert d["stationarity"] == res.stationarity and d["cg_residual"] == res.cg_residual
+    assert d["stationarity"] == res.stationarity and d["system_residual"] == res.system_residual
     assert r.instance == {"inner": "nesterov", "inner_steps": 30, "cg_steps": 4}
     assert certificate.SETTINGS[-1] == ("nesterov", 200, 100) and len(certificate.SETTINGS) == 5
 

@@ -87,8 +87,8 @@ def test_modes_agree_where_the_system_is_positive_definite(sampler):
     cfg = TrainConfig(**{**TINY, "lam": 1e4})
     task, theta, inner = _at(cfg, sampler)
     got = {m: implicit_gradient(task, theta, inner, cg_steps=3, mode=m) for m in CG_MODES}
-    assert got["fallback"].cg.status is not Status.BREAKDOWN
-    assert got["fixed"].cg.evaluations["nonpositive_curvature"] == 0
+    assert got["fallback"].linear.status is not Status.BREAKDOWN
+    assert got["fixed"].linear.evaluations["nonpositive_curvature"] == 0
     g = got["fallback"].gradient
     tol = relative_tolerance("float32", kappa=2.0, dim=task.dim)
     assert float((got["fixed"].gradient - g).norm() / g.norm()) <= tol
@@ -104,16 +104,36 @@ def test_modes_differ_where_the_system_is_indefinite(sampler):
     for ep in range(6):
         task, theta, inner = _at(cfg, sampler, ep)
         safe = implicit_gradient(task, theta, inner, cg_steps=3, mode="fallback")
-        if safe.cg.status is Status.BREAKDOWN:
+        if safe.linear.status is Status.BREAKDOWN:
             break
     else:
         pytest.fail("no indefinite system among the episodes")
     fixed = implicit_gradient(task, theta, inner, cg_steps=3, mode="fixed")
-    assert fixed.cg.steps == 3 and fixed.cg.evaluations["nonpositive_curvature"] >= 1
+    assert fixed.linear.steps == 3 and fixed.linear.evaluations["nonpositive_curvature"] >= 1
     assert not torch.allclose(fixed.gradient, safe.gradient)
-    if safe.cg.steps == 0:
+    if safe.linear.steps == 0:
         assert safe.method.endswith("first_order_fallback")
         assert torch.equal(safe.gradient, task.outer_grad(inner.x))
+
+
+def test_minres_runs_where_cg_breaks_down(sampler):
+    """On an indefinite system (tiny λ) where the safeguarded CG stops, MINRES takes its steps,
+    and its residual never exceeds its start ‖∇L(φ)‖ (MINRES's residual is monotone; float32
+    rounding allowed)."""
+    cfg = TrainConfig(**{**TINY, "lam": 1e-3})
+    for ep in range(6):
+        task, theta, inner = _at(cfg, sampler, ep)
+        safe = implicit_gradient(task, theta, inner, cg_steps=3, mode="fallback")
+        if safe.linear.status is Status.BREAKDOWN:
+            break
+    else:
+        pytest.fail("no indefinite system among the episodes")
+    res = implicit_gradient(task, theta, inner, cg_steps=3, mode="minres")
+    assert res.method == "imaml+minres" and res.linear_solver == "minres"
+    assert res.linear.status is not Status.BREAKDOWN and res.linear.steps == 3
+    tol = relative_tolerance("float32", kappa=1.0, dim=task.dim)
+    assert float(res.system_residual) <= float(res.outer_grad_norm) * (1 + tol)
+    assert not torch.allclose(res.gradient, safe.gradient)
 
 
 def test_damped_matvec_is_the_papers_matrix(sampler):

@@ -79,13 +79,13 @@ def test_cg_breakdown_at_first_step_falls_back_to_first_order_and_is_reported(sa
     for i in range(6):
         task = episode_task(model, sampler.episode(i), cfg)
         res = meta_gradient(cfg, task, theta)
-        if res.cg.status is Status.BREAKDOWN:
+        if res.linear.status is Status.BREAKDOWN:
             found = True
-            if res.cg.steps == 0:
+            if res.linear.steps == 0:
                 assert res.method.endswith("first_order_fallback")
                 assert torch.equal(res.gradient, task.outer_grad(res.phi))
             else:
-                assert torch.equal(res.gradient, res.cg.x)
+                assert torch.equal(res.gradient, res.linear.x)
     assert found
 
 

@@ -12,7 +12,7 @@ from verify import figures
 
 DRAWN = [f for f in figures.FIGURES]
 LOG_AXES = {"fig1": "y", "fig2": "y", "fig3": "xy", "fig4": "xy", "fig5": "xy", "fig6": "x",
-            "fig7": "y"}
+            "fig7": "y", "fig8": "xy"}
 
 
 def _positive_pairs(x, y):
@@ -195,3 +195,18 @@ def test_pep_cache_agrees_with_a_recomputation_within_the_solvers_accuracy(tmp_p
     monkeypatch.setattr(pep, "CACHE", planted)
     rows = pep.recheck([1, 2, 3])
     assert [r["agree"] for r in rows] == [True, False, True]
+
+
+def test_fig8_says_which_solver_survives_an_indefinite_system(quick_run):
+    """Figure 8's numbers: on the definite task every solver reaches rounding level; on the
+    indefinite system CG breaks down, the Neumann series and the fixed point diverge, and only
+    MINRES reaches rounding level."""
+    _, _, doc, _ = quick_run
+    data = doc["figures"]["fig8"]["data"]
+    for c in data["definite"]["curves"]:
+        assert c["relative_error"][-1] <= data["floor"], c["solver"]
+    ind = {c["solver"]: c for c in data["indefinite"]["curves"]}
+    assert ind["cg"]["status"] == "breakdown"
+    assert ind["neumann"]["status"] == ind["fixed_point"]["status"] == "diverged"
+    assert ind["neumann"]["final_error"] > 1 and ind["fixed_point"]["final_error"] > 1
+    assert ind["minres"]["relative_error"][-1] <= data["floor"]

@@ -113,7 +113,7 @@ def test_reptile_result_fields():
     task, _ = planted_spectrum_task(5, 10.0, 2.0, seed=0, query="independent")
     theta = np.ones(5)
     res = reptile_direction(task, theta, inner_steps=4)
-    assert res.method == "reptile" and res.cg is None
+    assert res.method == "reptile" and res.linear is None
     assert res.evaluations == {"inner_grad": 4, "hvp": 0, "outer_grad": 0}
     assert np.array_equal(res.gradient, theta - res.phi)
     fo = fomaml_meta_gradient(task, theta, inner_steps=4)

@@ -91,7 +91,9 @@ def test_dry_run_fewshot_document(dry_run):
     assert md == render_markdown(doc, figure_path="fewshot_memory.png")
     assert "![memory" not in render_markdown(doc)  # the report links the GPU run's figure only
     assert "not Omniglot" in md and "99.16 ± 0.35" in md and "CPU dry run" in md
-    assert "three options" in md and "the paper's code" in md and "iMAML-GD ≥ MAML" in md
+    assert "CG's three behaviours and MINRES" in md and "the paper's code" in md
+    assert "iMAML-GD ≥ MAML" in md and "MINRES on I + H/λ" in md
+    assert doc["training"]["methods"]["imaml_gd:minres"]["cg_mode"] == "minres"
     assert "not run" not in md  # every row of Table 2 has our number
     # rendered as a GPU run would be: the allocator column, and the report links the figure
     gpu_doc = json.loads(json.dumps(doc))

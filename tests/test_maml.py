@@ -94,7 +94,7 @@ def test_evaluation_counts_and_diagnostics():
     task, _ = planted_spectrum_task(5, 10.0, 1.0, seed=0)
     theta = np.ones(5)
     res = maml_meta_gradient(task, theta, inner_steps=7)
-    assert res.method == "maml" and res.cg is None and res.inner.steps == 7
+    assert res.method == "maml" and res.linear is None and res.inner.steps == 7
     assert res.evaluations == {"inner_grad": 7, "hvp": 7, "outer_grad": 1}
     assert isinstance(res.gradient, np.ndarray) and res.gradient.dtype == np.float64
     tr = truncated_meta_gradient(task, theta, inner_steps=7, backprop_steps=3)

@@ -168,4 +168,4 @@ def test_meta_gradient_scales_with_the_task(drawn, power, inner, cg_start, inner
                            scale=c * gradient_scale(task, theta), kappa=spec.kappa,
                            dim=spec.dim * (inner_steps + cg_steps + 1), roundings=2,
                            what=f"meta-gradient of the scaled task {same}")
-    assert r1.inner.steps == r0.inner.steps and r1.cg.steps == r0.cg.steps
+    assert r1.inner.steps == r0.inner.steps and r1.linear.steps == r0.linear.steps

@@ -214,10 +214,10 @@ def test_certify_raises_its_bound_by_the_formula_rounding():
         return max(norm_upper_bound("float64", v, terms=terms, length=m.length, dim=m.dim,
                                     underflow_gain=gain) - v, 5e-324)
 
-    raw = aposteriori_bound(c, stationarity=res.stationarity, cg_residual=res.cg_residual,
+    raw = aposteriori_bound(c, stationarity=res.stationarity, system_residual=res.system_residual,
                             outer_grad_norm=res.outer_grad_norm,
                             stationarity_rounding=up(res.stationarity, m.stationarity),
-                            residual_rounding=up(res.cg_residual, m.residual, m.residual_gain),
+                            residual_rounding=up(res.system_residual, m.residual, m.residual_gain),
                             outer_grad_rounding=up(res.outer_grad_norm, m.outer_grad))
     assert cert.bound == round_up(raw.bound, 20, 20)
     assert cert.rounding == cert.bound - exact.bound and cert.rounding > 0
@@ -377,14 +377,14 @@ def test_aposteriori_bound_labels_what_it_was_given():
     from theory.constants import Constants
 
     c = Constants(beta=10.0, mu=1.0, kappa=10.0, L=2.0, B=1.0, rho=0.0, D=1.0, lam=1.0)
-    full = aposteriori_bound(c, stationarity=1.0, cg_residual=1.0, outer_grad_norm=1.0,
+    full = aposteriori_bound(c, stationarity=1.0, system_residual=1.0, outer_grad_norm=1.0,
                              stationarity_rounding=1e-3, residual_rounding=1e-3,
                              outer_grad_rounding=1e-3)
     assert full.method == "model" and full.rounding_safe
     for missing in range(3):
         r = [1e-3, 1e-3, 1e-3]
         r[missing] = 0.0
-        part = aposteriori_bound(c, stationarity=1.0, cg_residual=1.0, outer_grad_norm=1.0,
+        part = aposteriori_bound(c, stationarity=1.0, system_residual=1.0, outer_grad_norm=1.0,
                                  stationarity_rounding=r[0], residual_rounding=r[1],
                                  outer_grad_rounding=r[2])
         assert part.method == "exact arithmetic" and not part.rounding_safe
@@ -403,7 +403,7 @@ def test_the_model_at_an_exactly_zero_result_is_its_underflow_part(monkeypatch):
     base, _ = planted_spectrum_task(3, 10.0, 0.25, seed=0)
     task = QuadraticTask(base.A, np.zeros(3), base.A_query, np.zeros(3), base.lam)
     res = imaml_meta_gradient(task, np.zeros(3), inner_steps=3, cg_steps=2)
-    assert res.stationarity == res.cg_residual == res.outer_grad_norm == 0.0
+    assert res.stationarity == res.system_residual == res.outer_grad_norm == 0.0
     c = task.constants(np.zeros(3))
     monkeypatch.setattr(bounds, "EXACT_RESIDUALS_SHARE", math.inf)
     m = computation_magnitudes(task, np.zeros(3), res.phi, res.gradient)
@@ -413,7 +413,7 @@ def test_the_model_at_an_exactly_zero_result_is_its_underflow_part(monkeypatch):
         return norm_upper_bound("float64", 0.0, terms=terms, length=m.length, dim=m.dim,
                                 underflow_gain=gain)
 
-    raw = aposteriori_bound(c, stationarity=0.0, cg_residual=0.0, outer_grad_norm=0.0,
+    raw = aposteriori_bound(c, stationarity=0.0, system_residual=0.0, outer_grad_norm=0.0,
                             stationarity_rounding=up(m.stationarity, 1.0),
                             residual_rounding=up(m.residual, 4.0),
                             outer_grad_rounding=up(m.outer_grad, 1.0))

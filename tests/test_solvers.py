@@ -371,7 +371,7 @@ def test_meta_gradient_converges_for_every_inner_solver(inner, warm_start, drawn
     task, spec, theta = drawn
     result = check_meta_gradient_converges(task, task, spec, theta, inner=inner,
                                            warm_start=warm_start)
-    assert result.method == "imaml" and result.cg.steps <= 4 * spec.dim
+    assert result.method == "imaml" and result.linear.steps <= 4 * spec.dim
 
 
 class _Proxy:
@@ -424,19 +424,19 @@ def test_zero_cg_steps_from_the_gradient_is_first_order_maml(drawn, inner, inner
     fo = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=0, inner=inner,
                              cg_start="gradient")
     assert np.array_equal(fo.gradient, task.outer_grad(fo.phi))
-    assert fo.cg.steps == 0 and fo.evaluations["hvp"] == fo.inner.evaluations.get("hvp", 0)
+    assert fo.linear.steps == 0 and fo.evaluations["hvp"] == fo.inner.evaluations.get("hvp", 0)
     zero = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=0, inner=inner)
     assert np.array_equal(zero.gradient, np.zeros(spec.dim))
     assert np.array_equal(zero.phi, fo.phi)
     # the diagnostics are those of the returned g
-    assert zero.cg_residual == zero.outer_grad_norm
+    assert zero.system_residual == zero.outer_grad_norm
     assert math.isclose(zero.outer_grad_norm, np.linalg.norm(task.outer_grad(zero.phi)),
                         rel_tol=relative_tolerance("float64", dim=spec.dim))
 
 
 @given(quadratic_tasks(), st.sampled_from(INNER_SOLVERS), st.integers(0, 6), st.integers(0, 6))
 def test_meta_gradient_diagnostics(drawn, inner, inner_steps, cg_steps):
-    """stationarity, cg_residual and outer_grad_norm are the quantities their names say, at the
+    """stationarity, system_residual and outer_grad_norm are the quantities their names say, at the
     returned φ and g; evaluations count the method's work."""
     task, spec, theta = drawn
     r = imaml_meta_gradient(task, theta, inner_steps=inner_steps, cg_steps=cg_steps, inner=inner)
@@ -447,15 +447,15 @@ def test_meta_gradient_diagnostics(drawn, inner, inner_steps, cg_steps):
     assert abs(r.stationarity - np.linalg.norm(task.inner_grad(phi) + task.lam * (phi - theta))) \
         <= allow(s)
     M = np.eye(spec.dim) + task.A / task.lam
-    assert abs(r.cg_residual - np.linalg.norm(task.outer_grad(phi) - M @ g)) <= allow(s)
+    assert abs(r.system_residual - np.linalg.norm(task.outer_grad(phi) - M @ g)) <= allow(s)
     assert math.isclose(r.outer_grad_norm, np.linalg.norm(task.outer_grad(phi)),
                         rel_tol=relative_tolerance("float64", dim=spec.dim))
     # fewer steps only by an exactly zero gradient (rtol = atol = 0), or Newton-CG's stalled search
     assert r.inner.steps == inner_steps or (r.inner.steps < inner_steps and r.inner.status in
                                             (Status.CONVERGED, Status.STALLED))
     assert r.evaluations["inner_grad"] == r.inner.steps and r.evaluations["outer_grad"] == 1
-    assert r.evaluations["hvp"] == r.inner.evaluations.get("hvp", 0) + r.cg.steps
-    assert r.cg.steps == cg_steps or r.cg.status is Status.CONVERGED
+    assert r.evaluations["hvp"] == r.inner.evaluations.get("hvp", 0) + r.linear.steps
+    assert r.linear.steps == cg_steps or r.linear.status is Status.CONVERGED
 
 
 def test_inner_solve_defaults_follow_the_task():

@@ -50,7 +50,7 @@ def test_meta_gradient_tolerances_solve_the_certificate_for_any_mu(mu):
     for eps in (1e-9, 1e-3, 10.0):
         inner_tol, cg_tol = meta_gradient_tolerances(c, eps)
         delta = inner_tol / c.mu
-        cert = aposteriori_bound(c, stationarity=inner_tol, cg_residual=cg_tol,
+        cert = aposteriori_bound(c, stationarity=inner_tol, system_residual=cg_tol,
                                  outer_grad_norm=c.B + c.L * delta)
         assert cert.bound == pytest.approx(eps, rel=rel)
         assert cert.delta_prime == pytest.approx(eps / 2, rel=rel)

@@ -65,7 +65,7 @@ def test_certificate_holds_on_the_crafted_instances(theta_norm, steps, seed):
 
 def _exact_arithmetic_certificate(res, c):
     """The old certificate: the computed residuals taken as exact (a planted defect)."""
-    return aposteriori_bound(c, stationarity=res.stationarity, cg_residual=res.cg_residual,
+    return aposteriori_bound(c, stationarity=res.stationarity, system_residual=res.system_residual,
                              outer_grad_norm=res.outer_grad_norm)
 
 

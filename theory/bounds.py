@@ -7,10 +7,11 @@ attributes ``beta, mu, kappa, L, B, rho, D, lam``).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from theory.tolerances import computation_magnitudes, norm_upper_bound, round_up
-from validation import check_kappa, check_positive, check_steps, dtype_name
+from validation import check_kappa, check_positive, check_steps, dtype_name, real_number
 
 __all__ = [
     "lemma2_steps",
@@ -20,6 +21,12 @@ __all__ = [
     "cg_contraction",
     "cg_error_bound",
     "cg_steps_for_error",
+    "neumann_contraction",
+    "neumann_error_bound",
+    "neumann_steps_for_error",
+    "minres_contraction",
+    "minres_residual_bound",
+    "minres_error_bound",
     "meta_gradient_tolerances",
     "lemma3_bound",
     "lemma3_bound_sharp",
@@ -98,6 +105,119 @@ def cg_error_bound(kappa, steps, initial_error, *, norm: str = "2") -> float:
     e0 = check_positive(initial_error, "initial_error", allow_zero=True)
     factor = 2.0 * (math.sqrt(check_kappa(kappa)) if norm == "2" else 1.0)
     return min(factor * cg_contraction(kappa) ** steps, factor) * e0
+
+
+def _interval(low, high, name):
+    lo, hi = real_number(low, f"{name}[0]"), real_number(high, f"{name}[1]")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"{name} must be a finite interval (low, high) with low <= high, got "
+                         f"{(low, high)!r}")
+    return lo, hi
+
+
+def neumann_contraction(spectrum, alpha) -> float:
+    """‖I − αM‖ = max(|1 − α·low|, |1 − α·high|) for a symmetric M whose eigenvalues lie in
+    ``spectrum`` = (low, high) (an upper bound; the norm itself when both ends are eigenvalues):
+    the factor by which one step of the Neumann series / Richardson iteration
+    x ← x + α(b − Mx) contracts the error (docs/mathematics.md §4a). Below 1 exactly when
+    0 < low and α·high < 2 (M positive definite, α‖M‖ < 2); at least 1 otherwise (the series
+    does not converge for a start with a component along the offending eigenvector)."""
+    lo, hi = _interval(*spectrum, "spectrum")
+    a = check_positive(alpha, "alpha")
+    return max(abs(1.0 - a * lo), abs(1.0 - a * hi))
+
+
+def neumann_error_bound(spectrum, alpha, steps, initial_error) -> float:
+    """The truncated Neumann series (upper bound; docs/mathematics.md §4a): after k steps of
+    x ← x + α(b − Mx), x_k − x* = (I − αM)^k(x₀ − x*), so ‖x_k − x*‖ ≤ ‖I − αM‖^k‖x₀ − x*‖
+    (from x₀ = 0: ‖I − αM‖^k‖x*‖). Attained when x₀ − x* is an eigenvector of M at the end
+    of ``spectrum`` that gives :func:`neumann_contraction`. It is also the fixed-point
+    iteration's bound with α = ηλ (§4a). Grows without bound when the contraction exceeds 1
+    (inf beyond float64's range)."""
+    steps = check_steps(steps, "steps")
+    e0 = check_positive(initial_error, "initial_error", allow_zero=True)
+    q = neumann_contraction(spectrum, alpha)
+    if e0 == 0.0:
+        return 0.0
+    if q > 1.0 and steps * math.log(q) + math.log(e0) > math.log(sys.float_info.max):
+        return math.inf                     # the series diverges past float64's range
+    return q ** steps * e0
+
+
+def neumann_steps_for_error(spectrum, alpha, rel_error) -> int | None:
+    """The smallest k with ‖I − αM‖^k ≤ ``rel_error`` (the Neumann series' steps to a relative
+    accuracy, docs/mathematics.md §4a), or None when the series does not converge
+    (contraction ≥ 1)."""
+    target = check_positive(rel_error, "rel_error")
+    q = neumann_contraction(spectrum, alpha)
+    if target >= 1.0:
+        return 0
+    if q >= 1.0:
+        return None
+    if q == 0.0:
+        return 1
+    k = max(0, math.ceil(math.log(target) / math.log(q)) - 1)
+    while q ** k > target:                      # settle the rounding of the logarithms
+        k += 1
+    return k
+
+
+def _minres_intervals(positive, negative):
+    """(c, d) and, for an indefinite spectrum, (a, b) with the negative interval given as
+    magnitudes a ≥ b > 0 (eigenvalues in [−a, −b] ∪ [c, d]), both made of equal length."""
+    c, d = _interval(*positive, "positive")
+    if c <= 0:
+        raise ValueError(f"positive must lie above 0, got {positive!r}")
+    if negative is None:
+        return c, d, None
+    lo, hi = _interval(*negative, "negative")
+    if hi >= 0:
+        raise ValueError(f"negative must lie below 0, got {negative!r}")
+    a, b = -lo, -hi
+    # equal lengths: enlarge the shorter interval away from 0 (the spectrum stays inside)
+    if a - b < d - c:
+        a = b + (d - c)
+    else:
+        d = c + (a - b)
+    return c, d, (a, b)
+
+
+def minres_contraction(positive, negative=None) -> float:
+    """The rate of MINRES's residual bound (docs/mathematics.md §4b): for eigenvalues in
+    [c, d] (0 < c ≤ d), q = (√κ − 1)/(√κ + 1) with κ = d/c, per step; for an indefinite
+    spectrum in [−a, −b] ∪ [c, d] (``negative`` = (−a, −b), after enlarging the shorter interval
+    to equal lengths), q = (√(ad) − √(bc))/(√(ad) + √(bc)), per **two** steps."""
+    c, d, neg = _minres_intervals(positive, negative)
+    if neg is None:
+        return cg_contraction(d / c)
+    a, b = neg
+    u, v = math.sqrt(a * d), math.sqrt(b * c)
+    return (u - v) / (u + v)
+
+
+def minres_residual_bound(steps, initial_residual, *, positive, negative=None) -> float:
+    """MINRES (upper bound; docs/mathematics.md §4b): the residual after k steps from x₀,
+    ‖r_k‖ ≤ min(1, 2q^k)·‖r₀‖ for eigenvalues in ``positive`` = [c, d] (q of
+    :func:`minres_contraction`: the Chebyshev bound, as CG's but on the residual and without
+    √κ), and ‖r_k‖ ≤ min(1, 2q^⌊k/2⌋)·‖r₀‖ for eigenvalues in [−a, −b] ∪ [c, d]
+    (``negative`` = (−a, −b)): the two-interval bound of Elman, Silvester & Wathen, *Finite
+    Elements and Fast Iterative Solvers* (2005), Theorem 6.13 (for [−d, −c] ∪ [c, d]: Greenbaum,
+    *Iterative Methods for Solving Linear Systems*, 1997, §3.1), derived in §4b. The factor
+    min(1, ·) is MINRES's monotone residual."""
+    steps = check_steps(steps, "steps")
+    r0 = check_positive(initial_residual, "initial_residual", allow_zero=True)
+    q = minres_contraction(positive, negative)
+    power = steps if negative is None else steps // 2
+    return min(1.0, 2.0 * q ** power) * r0
+
+
+def minres_error_bound(steps, initial_residual, *, positive, negative=None) -> float:
+    """‖x_k − x*‖ ≤ ‖M⁻¹‖·‖r_k‖ with ‖M⁻¹‖ ≤ 1/min(|b|, c), the residual bound of
+    :func:`minres_residual_bound` (upper bound; docs/mathematics.md §4b)."""
+    c = _interval(*positive, "positive")[0]
+    gap = c if negative is None else min(c, -_interval(*negative, "negative")[1])
+    return minres_residual_bound(steps, initial_residual, positive=positive,
+                                 negative=negative) / gap
 
 
 def lemma3_B1(constants, *, sharp: bool = False) -> float:
@@ -228,7 +348,7 @@ def _lemma3_sharp_terms(c, delta, delta_prime, outer_grad_norm):
     return (c.lam * c.rho * B / c.mu ** 2 + c.lam * c.L / c.mu) * delta + delta_prime, B
 
 
-def aposteriori_bound(constants, *, stationarity, cg_residual, outer_grad_norm,
+def aposteriori_bound(constants, *, stationarity, system_residual, outer_grad_norm,
                       stationarity_rounding=0.0, residual_rounding=0.0,
                       outer_grad_rounding=0.0) -> Certificate:
     """Lemma 3 made computable (docs/mathematics.md §5a; upper bound):
@@ -241,7 +361,7 @@ def aposteriori_bound(constants, *, stationarity, cg_residual, outer_grad_norm,
     at rounding level a computed residual can be far below the exact one."""
     c = constants
     s = check_positive(stationarity, "stationarity", allow_zero=True)
-    r = check_positive(cg_residual, "cg_residual", allow_zero=True)
+    r = check_positive(system_residual, "system_residual", allow_zero=True)
     v = check_positive(outer_grad_norm, "outer_grad_norm", allow_zero=True)
     es = check_positive(stationarity_rounding, "stationarity_rounding", allow_zero=True)
     er = check_positive(residual_rounding, "residual_rounding", allow_zero=True)
@@ -312,7 +432,7 @@ def certify(result, constants, *, task=None, theta=None, magnitudes=None,
                              theta=None if theta is None else theta[i], magnitudes=magnitudes,
                              exact_arithmetic=exact_arithmetic)
                      for i, c in enumerate(per_task))
-    norms = dict(stationarity=float(result.stationarity), cg_residual=float(result.cg_residual),
+    norms = dict(stationarity=float(result.stationarity), system_residual=float(result.system_residual),
                  outer_grad_norm=float(result.outer_grad_norm))
     computed = aposteriori_bound(constants, **norms)
     if exact_arithmetic:
@@ -340,7 +460,7 @@ def certify(result, constants, *, task=None, theta=None, magnitudes=None,
 
     model = _raised(aposteriori_bound(
         constants, **norms, stationarity_rounding=up(norms["stationarity"], m.stationarity),
-        residual_rounding=up(norms["cg_residual"], m.residual, getattr(m, "residual_gain", 1.0)),
+        residual_rounding=up(norms["system_residual"], m.residual, getattr(m, "residual_gain", 1.0)),
         outer_grad_rounding=up(norms["outer_grad_norm"], m.outer_grad)), "model", computed.bound)
     if not (task is not None and _is_quadratic(task)
             and model.rounding >= EXACT_RESIDUALS_SHARE * model.bound):
@@ -351,7 +471,7 @@ def certify(result, constants, *, task=None, theta=None, magnitudes=None,
     # (finite: the three computed norms, checked finite above, are of vectors built from them)
     s, r, v = residual_norm_bounds(task, *(to_numpy64(x) for x in (theta, result.phi,
                                                                      result.gradient)))
-    exact = _raised(aposteriori_bound(constants, stationarity=s, cg_residual=r,
+    exact = _raised(aposteriori_bound(constants, stationarity=s, system_residual=r,
                                       outer_grad_norm=v), "exact residuals", computed.bound)
     return exact if exact.bound < model.bound else model
 

@@ -167,7 +167,7 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
             return out
         best = out if best is None or out.bound < best.bound else best
         stuck = (driven and result.inner.status is not Status.CONVERGED) or (
-            result.cg.status is not Status.CONVERGED)
+            result.linear.status is not Status.CONVERGED)
         if stuck:
             break
         shrink = 0.5 * eps / out.bound
@@ -177,6 +177,6 @@ def accurate_meta_gradient(task, theta, eps, *, inner=None, constants=None, max_
         f"could not certify eps = {eps:.3g}: the best certificate is {best.bound:.3g} "
         f"(delta = {worst.delta:.3g}, delta' = {worst.delta_prime:.3g}) after {best.rounds} "
         f"round(s) with inner_tol = {best.inner_tol:.3g}, cg_tol = {best.cg_tol:.3g}; inner "
-        f"solver {best.result.inner.status.value}, CG {best.result.cg.status.value}. The "
+        f"solver {best.result.inner.status.value}, CG {best.result.linear.status.value}. The "
         f"accuracy asked for is at or below what the working precision resolves for this task "
         f"(or a step cap is too small)", best)

@@ -45,10 +45,10 @@ def iteration_count_row(config: dict, *, seed: int) -> dict:
     cg_bound = bounds.cg_steps_for_error(kappa, target)
     res = implicit_gradient_at(task, theta, exact_inner(phi_star), cg_steps=2 * cg_bound,
                                history=True)
-    errors = distances(res.cg.history.iterates, g_star)
+    errors = distances(res.linear.history.iterates, g_star)
     row["cg_bound_steps"] = cg_bound
     row["cg_steps"] = steps_to_stay_below(errors, target * float(np.linalg.norm(g_star)))
-    row["cg_final_residual"] = float(res.cg_residual)
+    row["cg_final_residual"] = float(res.system_residual)
 
     def ratio(a, b):
         return None if a is None or not b else a / b

@@ -74,6 +74,13 @@ def add_parser(subparsers):
                         "--family planted --family paper for quadratic tasks only)")
     p.add_argument("--inner", default="any", choices=["any", "nesterov", "gd"],
                    help="budget mode: the inner method whose rate bounds the inner error")
+    p.add_argument("--linear-solver", default="cg",
+                   choices=["cg", "minres", "neumann", "fixed_point"],
+                   help="budget mode: the linear solver the implementation runs for its M steps "
+                        "(held to that solver's bound; default cg)")
+    p.add_argument("--linear-option", action="append", default=None, metavar="NAME=VALUE",
+                   help="budget mode: an option of --linear-solver (neumann: alpha=...; "
+                        "fixed_point: step_size=...; repeatable)")
     p.add_argument("--seed", type=int, default=0, help="0 to 2**32 - 1 (default 0)")
     p.add_argument("--max-examples", type=int, default=None,
                    help="instances drawn after the fixed corners (default 100; 25 with --budget)")
@@ -188,7 +195,9 @@ def _check_here(args, status) -> int:
                                          backend=args.backend, device=args.device,
                                          dtype=args.dtype, seed=args.seed,
                                          max_examples=args.max_examples, families=args.family,
-                                         inner=args.inner, timeout=args.timeout)
+                                         inner=args.inner, timeout=args.timeout,
+                                         linear_solver=args.linear_solver,
+                                         linear_options=_linear_options(args.linear_option))
     except ValueError as exc:   # CheckerArgumentError is one too
         print(f"imaml-verify check: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -202,6 +211,22 @@ def _check_here(args, status) -> int:
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
+def _linear_options(pairs) -> dict | None:
+    """--linear-option NAME=VALUE pairs as a dict of numbers (a ValueError naming the flag)."""
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--linear-option must be NAME=NUMBER, got {pair!r}") from None
+    return out
+
+
 def _child_argv(args) -> list:
     argv = ["check", args.target, "--backend", args.backend, "--device", args.device,
             "--dtype", args.dtype, "--inner", args.inner, "--seed", str(args.seed),
@@ -210,6 +235,9 @@ def _child_argv(args) -> list:
                        ("--max-examples", args.max_examples)):
         if value is not None:
             argv += [opt, str(value)]
+    argv += ["--linear-solver", args.linear_solver]
+    for opt in args.linear_option or []:
+        argv += ["--linear-option", opt]
     for fam in args.family or []:
         argv += ["--family", fam]
     if args.json:
@@ -358,6 +386,7 @@ def run(args) -> int:
             _ints(args.cg, "--cg")
         if args.budget:
             _ints(args.budget, "--budget", 2)
+        _linear_options(args.linear_option)
         if ":" not in args.target:
             raise ValueError(f"expected module:function, got {args.target!r}")
     except ValueError as exc:

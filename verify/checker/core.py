@@ -15,7 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from theory.bounds import cg_error_bound, lemma3_B1, lemma3_bound_sharp, nesterov_distance_bound
+from solvers import ImplicitSystem
+from theory.bounds import (cg_error_bound, lemma3_B1, lemma3_bound_sharp, minres_error_bound,
+                           neumann_contraction, neumann_error_bound, nesterov_distance_bound)
 from theory.tolerances import rounding_allowance
 from verify._threads import single_thread
 from verify.checker.diagnosis import Diagnosis, diagnose
@@ -217,15 +219,48 @@ def inner_distance_bound(kappa: float, steps: int, distance: float, inner: str =
     return {"nesterov": nest, "gd": gd, "any": max(nest, gd)}[inner]
 
 
+#: the linear solvers the checker knows in budget mode (solvers.LINEAR_SOLVERS' names)
+LINEAR_SOLVER_NAMES = ("cg", "minres", "neumann", "fixed_point")
+
+
+def linear_step(constants, linear_solver: str, linear_options=None) -> float | None:
+    """The step α of the Neumann series a budget-mode implementation declares: ``alpha``
+    (default λ/β) for 'neumann', ηλ with η = ``step_size`` (default 1/β) for 'fixed_point'
+    (docs/mathematics.md §4a); None for the Krylov solvers."""
+    c, opts = constants, dict(linear_options or {})
+    if linear_solver == "neumann":
+        return float(opts.get("alpha", c.lam / c.beta))
+    if linear_solver == "fixed_point":
+        return float(opts.get("step_size", 1.0 / c.beta)) * c.lam
+    return None
+
+
 def budget_bound(constants, distance: float, inner_steps: int, cg_steps: int,
-                 inner: str = "any") -> tuple[float, float, float]:
-    """(bound, δ, δ′) for Algorithm 2 with K inner steps from θ and M CG steps from 0
-    (docs/mathematics.md §3–§5): δ from :func:`inner_distance_bound`, δ′ from CG's Chebyshev
-    bound with ‖g*(φ)‖ ≤ (λ/μ)(B + Lδ), and Lemma 3 in its sharp form B₁δ + δ′."""
+                 inner: str = "any", linear_solver: str = "cg",
+                 linear_options=None) -> tuple[float, float, float]:
+    """(bound, δ, δ′) for Algorithm 2 with K inner steps from θ and M steps of the linear solver
+    from 0 (docs/mathematics.md §3–§5): δ from :func:`inner_distance_bound`, δ′ from the
+    solver's bound (CG's Chebyshev bound by default; MINRES's residual bound over μ/λ, §4b; for
+    the Neumann series and the fixed point ‖I − αM‖^M‖g*‖ with α of :func:`linear_step`, §4a) with
+    ‖g*(φ)‖ ≤ (λ/μ)(B + Lδ), and Lemma 3 in its sharp form B₁δ + δ′."""
     c = constants
     delta = inner_distance_bound(c.kappa, inner_steps, distance, inner)
-    delta_p = cg_error_bound(c.kappa, cg_steps, c.lam / c.mu * (c.B + c.L * delta))
+    delta_p = linear_delta(c, cg_steps, c.B + c.L * delta, linear_solver, linear_options)
     return lemma3_bound_sharp(c, delta, delta_p), delta, delta_p
+
+
+def linear_delta(constants, steps: int, grad_bound: float, linear_solver: str = "cg",
+                 linear_options=None) -> float:
+    """δ′ of ``steps`` steps of ``linear_solver`` from 0 on (I + H/λ)g = ∇L with
+    ‖∇L‖ ≤ ``grad_bound`` (so ‖g*‖ ≤ (λ/μ)·grad_bound) and M's eigenvalues in [μ/λ, β/λ]."""
+    c = constants
+    e0 = c.lam / c.mu * grad_bound
+    if linear_solver == "cg":
+        return cg_error_bound(c.kappa, steps, e0)
+    spectrum = (c.mu / c.lam, c.beta / c.lam)
+    if linear_solver == "minres":
+        return minres_error_bound(steps, grad_bound, positive=spectrum)
+    return neumann_error_bound(spectrum, linear_step(c, linear_solver, linear_options), steps, e0)
 
 
 def _steps_until(fn, target, cap=MAX_CONVERGED_STEPS) -> int | None:
@@ -298,8 +333,9 @@ class _Search:
 # -- check_meta_gradient --------------------------------------------------------------------------
 class _MetaGradientCheck:
     def __init__(self, fn, *, budgets, inner, backend, device, dtype, families,
-                 timeout=DEFAULT_TIMEOUT):
+                 timeout=DEFAULT_TIMEOUT, linear_solver="cg", linear_options=None):
         self.fn, self.budgets, self.inner = fn, budgets, inner
+        self.linear_solver, self.linear_options = linear_solver, dict(linear_options or {})
         self.opts = dict(backend=backend, device=device, dtype=dtype)
         self.families = families
         self.history: list = []
@@ -375,6 +411,13 @@ class _MetaGradientCheck:
         k_conv = _steps_until(lambda k: inner_distance_bound(c.kappa, k, dist, self.inner), target)
         m_conv = _steps_until(lambda m: cg_error_bound(c.kappa, m, lam / mu * (c.B + c.L * dist)),
                               1e-3 * al.total, cap=max(50 * task.dim, 200))
+        solver, opts = self.linear_solver, self.linear_options
+        diverging = self._diverging(inst, task, ref, c)
+        if diverging is not None:
+            return _Outcome(False, [diverging], math.inf)
+        if solver != "cg":
+            m_conv = _steps_until(lambda m: linear_delta(c, m, c.B + c.L * dist, solver, opts),
+                                  1e-3 * al.total, cap=max(50 * task.dim, 200))
         ladder = [(K, M), (2 * K, 2 * M), (4 * K, 4 * M)]
         if k_conv is not None and m_conv is not None:
             ladder.append((max(k_conv, K), max(m_conv, M)))
@@ -382,7 +425,7 @@ class _MetaGradientCheck:
             g, error = self._call(inst, task, theta, inner_steps=k, cg_steps=m)
             if error:
                 return _Outcome(False, [self._fail_output(inst, ref, error, (k, m))])
-            bound, delta, delta_p = budget_bound(c, dist, k, m, self.inner)
+            bound, delta, delta_p = budget_bound(c, dist, k, m, self.inner, solver, opts)
             allowed = bound + al.total
             measured = rel(g, ref.g)
             worst = max(worst, measured / allowed if allowed else 0.0)
@@ -390,24 +433,52 @@ class _MetaGradientCheck:
                 failures.append(Failure(
                     "budget", inst, measured, allowed, _norm(ref.g),
                     f"‖g − dθL(Alg*(θ))‖ ≤ B₁δ + δ′ + rounding with δ = {delta:.3g} "
-                    f"({self.inner} inner bound) and δ′ = {delta_p:.3g} (CG bound) "
-                    f"(docs/mathematics.md §3–§5)", (k, m),
+                    f"({self.inner} inner bound) and δ′ = {delta_p:.3g} ({_SOLVER_LABEL[solver]} "
+                    f"bound) (docs/mathematics.md §3–§5{_SOLVER_SECTION[solver]})", (k, m),
                     details={"delta": delta, "delta_prime": delta_p, "bound": bound,
                              "allowance": al.total, "output": g}))
+                if solver != "cg" and k_conv is not None:
+                    # for the diagnosis: the same linear budget with the inner solve converged
+                    # (φ at rounding level), where the catalogue's answers at φ* apply
+                    g_conv, error = self._call(inst, task, theta, inner_steps=max(k_conv, k),
+                                               cg_steps=m)
+                    if not error:
+                        failures[-1].details["converged_inner"] = (max(k_conv, k), g_conv)
                 break   # one failing budget is enough for this instance
         skipped = 0
-        if not failures and k_conv is not None:
+        # (the Krylov comparison is CG's: its m-step iterate is the unique Krylov iterate)
+        if not failures and k_conv is not None and solver == "cg":
             kf, sk = self._krylov(inst, task, theta, ref, al, max(k_conv, K))
             failures += kf
             skipped += sk
         return _Outcome(not failures, failures, worst, skipped)
 
+    def _diverging(self, inst, task, ref, c):
+        """For a declared Neumann series / fixed point: a Failure when its step α has
+        ‖I − αM‖ ≥ 1 at this instance's system M = I + H(φ*)/λ (α‖M‖ ≥ 2: the series diverges
+        whatever the budget, docs/mathematics.md §4a), else None."""
+        alpha = linear_step(c, self.linear_solver, self.linear_options)
+        if alpha is None:
+            return None
+        w = np.linalg.eigvalsh(ImplicitSystem.of_hessian(np.asarray(ref.H, dtype=np.float64),
+                                                         task.lam).matrix())
+        q = neumann_contraction((float(w[0]), float(w[-1])), alpha)
+        if q < 1.0:
+            return None
+        top = float(np.max(np.abs(w)))
+        name = (f"a Neumann series with α too large: α = {alpha:.4g}, α‖I + H/λ‖ = "
+                f"{alpha * top:.3g} ≥ 2, so it diverges (‖I − αM‖ = {q:.3g}; docs/mathematics.md "
+                f"§4a)")
+        return Failure("divergent", inst, alpha * top, 2.0, _norm(ref.g),
+                       "the declared step must make the series contract: α‖I + H/λ‖ < 2 "
+                       "(docs/mathematics.md §4a)", self.budgets,
+                       diagnosis=Diagnosis(name, 0.0),
+                       details={"alpha": alpha, "contraction": q, "system_norm": top})
+
     def _krylov(self, inst, task, theta, ref, al, k_conv):
         """At an inner budget where φ is at rounding level, Algorithm 2 with m CG steps from 0
         is the unique m-step Krylov iterate of (I + H/λ)g = ∇L(φ*) (docs/mathematics.md §4)."""
-        lam = float(task.lam)
-        H = np.asarray(ref.H, dtype=np.float64)
-        Msys = np.eye(task.dim) + H / lam
+        Msys = ImplicitSystem.of_hessian(np.asarray(ref.H, dtype=np.float64), task.lam).matrix()
         v = np.asarray(ref.outer_grad, dtype=np.float64)
         failures, skipped = [], 0
         for m in sorted({1, 2, 3, self.budgets[1]}):
@@ -435,6 +506,8 @@ class _MetaGradientCheck:
         g = failure.details.get("output")
         if g is None:
             return failure.diagnosis
+        if "converged_inner" in failure.details:
+            g = failure.details["converged_inner"][1]
         task, theta, ref, al = self._prepare(failure.instance)
         al32 = converged_allowance(task, theta, ref, dtype="float32").total
         cg_steps = failure.budgets[1] if failure.budgets else None
@@ -449,6 +522,11 @@ class _MetaGradientCheck:
             if not out.passed:
                 return out.failures[0]
         return None
+
+
+_SOLVER_LABEL = {"cg": "CG", "minres": "MINRES", "neumann": "Neumann series",
+                 "fixed_point": "fixed point"}
+_SOLVER_SECTION = {"cg": "", "minres": ", §4b", "neumann": ", §4a", "fixed_point": ", §4a"}
 
 
 def _f64(x):
@@ -599,6 +677,34 @@ def _check_search(seed, max_examples, max_dim, max_kappa, corners, timeout):
     return seed, max_examples, max_dim, max_kappa, bool(corners), timeout
 
 
+def _check_linear(linear_solver, linear_options, budgets):
+    """The declared linear solver and its options (budget mode only)."""
+    from solvers import LINEAR_SOLVERS
+
+    if linear_solver not in LINEAR_SOLVER_NAMES:
+        raise CheckerArgumentError(f"linear_solver must be one of {LINEAR_SOLVER_NAMES}, got "
+                                   f"{linear_solver!r}")
+    if linear_options is not None and not isinstance(linear_options, dict):
+        raise CheckerArgumentError(f"linear_options must be a dict, got "
+                                   f"{type(linear_options).__name__}")
+    opts = dict(linear_options or {})
+    if budgets is None and (linear_solver != "cg" or opts):
+        raise CheckerArgumentError("linear_solver and linear_options describe Algorithm 2's "
+                                   "linear solve: give them in budget mode (inner_steps=, "
+                                   "cg_steps=)")
+    known = LINEAR_SOLVERS[linear_solver].options
+    for key, value in opts.items():
+        if key not in known:
+            raise CheckerArgumentError(f"linear_options[{key!r}] is not an option of "
+                                       f"linear_solver={linear_solver!r} (its options: "
+                                       f"{', '.join(known) or 'none'})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not (math.isfinite(value) and value > 0):
+            raise CheckerArgumentError(f"linear_options[{key!r}] must be a finite number > 0, "
+                                       f"got {value!r}")
+    return opts
+
+
 def _validated_meta_gradient_args(fn, *, inner_steps, cg_steps, backend, device, dtype, seed,
                                   max_examples, families, inner, max_dim, max_kappa, corners,
                                   timeout):
@@ -636,7 +742,8 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
                         device: str = "cpu", dtype: str = "float64", seed: int = 0,
                         max_examples: int | None = None, families=None, inner: str = "any",
                         max_dim: int = 40, max_kappa: float | None = None,
-                        corners: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> Report:
+                        corners: bool = True, timeout: float | None = DEFAULT_TIMEOUT,
+                        linear_solver: str = "cg", linear_options=None) -> Report:
     """Check an implementation of iMAML's meta-gradient on instances with exact answers.
 
     Converged mode (no budgets): ``fn(task, theta)`` claims the exact meta-gradient
@@ -651,6 +758,14 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
     'any', 'nesterov' or 'gd') and CG's δ′, plus rounding (so it must improve as budgets grow);
     and with φ at rounding level, m ∈ {1, 2, 3, M} CG steps must give the exact m-step Krylov
     iterate (docs/mathematics.md §3–§5).
+
+    ``linear_solver`` (budget mode): the solver the implementation runs for its ``cg_steps``
+    steps, held to that solver's bound — 'cg' (default), 'minres' (§4b), 'neumann' (the
+    truncated Neumann series with ``linear_options={'alpha': α}``, default λ/β, §4a) or
+    'fixed_point' (the fixed-point hypergradient of the inner gradient step with
+    ``linear_options={'step_size': η}``, default 1/β: the series with α = ηλ). A declared α with
+    α‖I + H/λ‖ ≥ 2 on an instance fails there ("a Neumann series with α too large": the series
+    diverges whatever the budget). The Krylov comparison is made for CG only.
 
     ``task`` is a :class:`theory.QuadraticTask` (A, b, A_query, b_query, lam and the task
     protocol) or, in ``families`` 'logistic' (default with ``backend='torch'``), a
@@ -679,8 +794,10 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
         fn, inner_steps=inner_steps, cg_steps=cg_steps, backend=backend, device=device,
         dtype=dtype, seed=seed, max_examples=max_examples, families=families, inner=inner,
         max_dim=max_dim, max_kappa=max_kappa, corners=corners, timeout=timeout)
+    linear_options = _check_linear(linear_solver, linear_options, budgets)
     check = _MetaGradientCheck(fn, budgets=budgets, inner=inner, backend=backend, device=device,
-                               dtype=dtype, families=fams, timeout=timeout)
+                               dtype=dtype, families=fams, timeout=timeout,
+                               linear_solver=linear_solver, linear_options=linear_options)
     corners = corner_instances(families=fams, max_dim=max_dim, max_kappa=max_kappa,
                                seed=seed) if corners else []
     drawn = functools.partial(draw, seed, families=fams, max_dim=max_dim, max_kappa=max_kappa)
@@ -699,7 +816,8 @@ def check_meta_gradient(fn, *, inner_steps=None, cg_steps=None, backend: str = "
                  "max_examples": max_examples, "families": list(fams),
                  "families_default": not families_given, "corners": len(corners),
                  "max_dim": max_dim, "max_kappa": max_kappa, "timeout": timeout,
-                 "not_evaluated": not_evaluated}
+                 "not_evaluated": not_evaluated, "linear_solver": linear_solver,
+                 "linear_options": dict(linear_options)}
     if n == 0 and not failures:   # nothing was checked: that is not a pass
         overall = Diagnosis("no instance was evaluated, so nothing was checked")
     return Report(_name(fn), "converged" if budgets is None else "budget",
@@ -769,8 +887,7 @@ def check_cg(cg_fn, steps=(1, 2, 3, 5, 8), *, backend: str = "numpy", device: st
             return _Outcome(True, [])
         task, theta = build(inst, **opts)
         ref = exact_meta_gradient(task, theta)
-        lam = float(task.lam)
-        Msys = np.eye(task.dim) + np.asarray(ref.H, dtype=np.float64) / lam
+        Msys = ImplicitSystem.of_hessian(np.asarray(ref.H, dtype=np.float64), task.lam).matrix()
         v = np.asarray(ref.outer_grad, dtype=np.float64)
         if not np.any(v):
             return _Outcome(True, [])

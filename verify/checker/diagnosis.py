@@ -5,11 +5,13 @@ that known mistakes produce (docs/mathematics.md §1–§7) and names the one th
 first-order MAML ∇L(φ*), Reptile's θ − φ*, the inner loss's gradient, the inverse without λ,
 H⁻¹∇L, a damped or shifted system sI + H/λ′ (the paper's reference code defaults to
 2I + H/(λ + 10)), CG on the normal equations or on the right system stopped after k steps, an
-inner solve stopped after k steps, a missing or extra factor (λ, 1/λ, λ², 2, −1), the query
+inner solve stopped after k steps, a Neumann series (the fixed-point hypergradient) with too
+few terms or not converged, or with its own step α — "α too large" when α‖I + H/λ‖ ≥ 2
+(docs/mathematics.md §4a) —, a missing or extra factor (λ, 1/λ, λ², 2, −1), the query
 data replaced by the inner data (or the other way round), θ in place of φ*, θ ignored, an
 unregularised inner solve, the answer of an earlier task, single-precision rounding. A
 candidate is named when it explains the error: ‖g − candidate‖ ≤ 5% of ‖g − g*‖ (and less than
-any other); a fitted constant factor or shifted system only when it explains it to 1e-6. Otherwise the diagnosis says how the error looks (one coordinate, a small
+any other); a fitted constant factor, shifted system or Neumann step only when it explains it to 1e-6. Otherwise the diagnosis says how the error looks (one coordinate, a small
 relative error) or "no known defect".
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from solvers import ImplicitSystem
 from theory.quadratic import QuadraticTask
 
 __all__ = ["Diagnosis", "diagnose", "candidates", "cg_iterates"]
@@ -110,6 +113,53 @@ def _previous_residual_cg(matvec, rhs, steps: int):
             yield x
 
 
+#: the Neumann terms / fixed-point iterations the catalogue tries
+NEUMANN_TERMS = 400
+
+
+def neumann_iterates(matvec, rhs, alpha, terms: int):
+    """The truncated Neumann series x_k = α Σ_{j<k}(I − αM)^j rhs in float64, k = 1…``terms``
+    (yields each; stops when they stop being finite)."""
+    x = np.zeros_like(rhs)
+    with np.errstate(all="ignore"):
+        for _ in range(terms):
+            x = x + alpha * (rhs - matvec(x))
+            if not np.all(np.isfinite(x)):
+                return
+            yield x
+
+
+def neumann_step_fit(g, H, lam, v, terms: int):
+    """(α, ‖g − x_k(α)‖) for the step α > 0 whose ``terms``-term Neumann series of
+    M = I + H/λ comes closest to ``g`` (a search over α‖M‖ in [1e-3, 4], log-spaced, refined by
+    golden sections), from M's eigendecomposition: x_k(α) = U((1 − (1 − αw)^k)/w ⊙ Uᵀv)."""
+    w, U = np.linalg.eigh(ImplicitSystem.of_hessian(H, lam).matrix())
+    vh, gh = U.T @ v, U.T @ g
+    top = float(np.max(np.abs(w)))
+    if top == 0 or np.any(w == 0):
+        return None
+
+    def miss(a):
+        with np.errstate(all="ignore"):
+            x = (1 - (1 - a * w) ** terms) / w * vh
+            e = float(np.linalg.norm(gh - x))
+        return e if math.isfinite(e) else math.inf
+
+    grid = np.geomspace(1e-3, 4.0, 400) / top
+    errs = [miss(a) for a in grid]
+    i = int(np.argmin(errs))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    phi = (math.sqrt(5) - 1) / 2
+    for _ in range(80):
+        a, b = hi - phi * (hi - lo), lo + phi * (hi - lo)
+        if miss(a) <= miss(b):
+            hi = b
+        else:
+            lo = a
+    best = (lo + hi) / 2
+    return best, miss(best)
+
+
 def _sym_solve(M, v):
     try:
         return np.linalg.solve(M, v)
@@ -170,9 +220,10 @@ def candidates(task, theta, ref, *, cg_steps=None, history=()) -> list[tuple[str
             add("an unregularised inner solve φ = argmin L̂", lam * _sym_solve(C, Aq @ phi_u + bq))
             add("an unregularised inner solve with first-order MAML", Aq @ phi_u + bq)
     # CG stopped early, on the right system, on the normal equations, on the paper's system
-    M = lambda w: w + H @ w / lam  # noqa: E731
+    system = ImplicitSystem.of_hessian(H, lam)
+    M = system.matvec
     N = lambda w: M(M(w))  # noqa: E731
-    P = lambda w: 2 * w + H @ w / (lam + 10)  # noqa: E731
+    P = system.damped(1.0, 10.0).matvec
     kmax = max(min(d + 2, 40), cg_steps or 0)
     first = [cg_steps] if cg_steps else []
     for label, mv, rhs in (("CG on I + H/λ", M, v), ("CG on the normal equations (I + H/λ)²g = (I + H/λ)∇L", N, M(v)),
@@ -188,8 +239,20 @@ def candidates(task, theta, ref, *, cg_steps=None, history=()) -> list[tuple[str
     for k, x in enumerate(_previous_residual_cg(C_mv, v, max(kmax, 2 * d)), start=1):
         add(f"CG with its direction built from the previous residual (betty's cg), {k} "
             f"step{'s' if k > 1 else ''}", lam * x)
-    # inner solve stopped after k steps (gradient descent / Nesterov from θ, step 1/β)
+    # the Neumann series at its default step α = λ/β, i.e. the fixed-point hypergradient of the
+    # inner gradient step with η = 1/β (docs/mathematics.md §4a), cut after k terms
     beta, mu = t64.curvature_bounds()
+    alpha = lam / beta
+    budget = cg_steps or 0
+    for k, x in enumerate(neumann_iterates(M, v, alpha, max(NEUMANN_TERMS, budget)), start=1):
+        s = "s" if k > 1 else ""
+        if k < budget:
+            add(f"a Neumann series with too few terms: {k} of the {budget} budgeted "
+                f"(α = λ/β)", x)
+        elif k > budget:
+            add(f"the fixed-point hypergradient not converged: {k} iteration{s} (η = 1/β; "
+                f"equally, the Neumann series with α = λ/β, {k} term{s})", x)
+    # inner solve stopped after k steps (gradient descent / Nesterov from θ, step 1/β)
     q = (math.sqrt(beta / mu) - 1) / (math.sqrt(beta / mu) + 1)
     for label, mom in (("gradient descent", 0.0), ("Nesterov", q)):
         x = y = th.copy()
@@ -288,6 +351,24 @@ def diagnose(g_out, task, theta, ref, *, allowance=None, allowance32=None, cg_st
                              float(np.linalg.norm(g - g_fit)) / err))
             except np.linalg.LinAlgError:
                 pass
+    # a Neumann series with its own step α (fitted): named "α too large" when α‖M‖ ≥ 2 (only
+    # where a rescaled g* does not explain the output: on M = cI every series is a rescaling)
+    if d >= 2 and rescaled > FIT_MATCH:
+        H = _f64(ref.H)
+        v = _f64(ref.outer_grad)
+        top = float(np.max(np.abs(np.linalg.eigvalsh(ImplicitSystem.of_hessian(H, lam).matrix()))))
+        for k in ([cg_steps] if cg_steps else range(2, 41)):
+            if k < 2:
+                continue
+            fit = neumann_step_fit(g, H, lam, v, k)
+            if fit is None:
+                continue
+            a, miss = fit
+            what = (f"a Neumann series with α too large: α = {a:.4g}, α‖I + H/λ‖ = {a * top:.3g} "
+                    f"≥ 2, so it diverges ({k} terms)" if a * top >= 2 else
+                    f"a Neumann series with step α = {a:.4g} (α‖I + H/λ‖ = {a * top:.3g}), "
+                    f"{k} terms")
+            fits.append((what, miss / err))
     fits.sort(key=lambda x: x[1])
     ranking = sorted(named + fits, key=lambda x: x[1])[:5]
     best = min(named, key=lambda x: x[1]) if named else None

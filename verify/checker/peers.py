@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import solvers
+from solvers import ImplicitSystem
 from verify.checker.core import check_meta_gradient
 from verify.checker.diagnosis import NO_DEFECT, cg_iterates, diagnose
 from verify.checker.instances import Instance, build
@@ -94,16 +95,14 @@ def _last(iterates, d):
 def normal_cg_reimpl(task, theta, inner_steps=None, cg_steps=5):
     """torchopt's solve_normal_cg: CG on MᵀM g = Mᵀ∇L (M = I + H/λ symmetric)."""
     phi = _inner(task, theta, inner_steps)
-    lam = float(task.lam)
-    M = lambda w: w + task.inner_hvp(phi, w) / lam  # noqa: E731
+    M = ImplicitSystem.at(task, phi).matvec
     return _last(cg_iterates(lambda w: M(M(w)), M(task.outer_grad(phi)), cg_steps), task.dim)
 
 
 def paper_defaults_reimpl(task, theta, inner_steps=None, cg_steps=5, regu_coef=1.0, lam_damping=10.0):
     """The paper's reference code: CG on ((1 + regu_coef)I + H/(λ + lam_damping))g = ∇L."""
     phi = _inner(task, theta, inner_steps)
-    lam = float(task.lam)
-    A = lambda w: (1 + regu_coef) * w + task.inner_hvp(phi, w) / (lam + lam_damping)  # noqa: E731
+    A = ImplicitSystem.at(task, phi).damped(regu_coef, lam_damping).matvec
     return _last(cg_iterates(A, task.outer_grad(phi), cg_steps), task.dim)
 
 

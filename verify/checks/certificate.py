@@ -1,5 +1,5 @@
 """The a-posteriori certificate (docs/mathematics.md §5a): from a solver's own result (its
-diagnostics ‖∇_φG‖, the CG residual, ‖∇L(φ)‖, and the φ, g, task and θ it carries) and the
+diagnostics ‖∇_φG‖, the residual of the implicit system, ‖∇L(φ)‖, and the φ, g, task and θ it carries) and the
 task's μ, L, ρ, a bound on the exact-solve error of that very meta-gradient, safe in floating
 point: ``certify(result, constants)``, the plain call. It must hold on every instance with no
 allowance: the true error is the proven upper end of the 50-digit reference's enclosure
@@ -96,7 +96,7 @@ def check_certificate(task, theta, twin=None, theta64=None, *, inner, inner_step
                             "B_hat": cert.B, "rounding_share": cert.rounding / cert.bound
                             if cert.bound > 0 else 0.0, "method": cert.method,
                             "rounding_safe": cert.rounding_safe,
-                            "stationarity": res.stationarity, "cg_residual": res.cg_residual})
+                            "stationarity": res.stationarity, "system_residual": res.system_residual})
 
 
 def units(ctx):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers import cg
+from solvers import ImplicitSystem, cg
 from theory.bounds import cg_contraction, cg_error_bound
 from theory import to_numpy64
 from verify.checks._common import (LARGE_DIM, allowance, cg_allowance, far_instances,
@@ -20,8 +20,8 @@ FT_STATEMENT = "CG reaches g* (to rounding) within as many steps as I + H/λ has
 
 
 def system_matvec(task, phi):
-    """v ↦ (I + H(φ)/λ) v through the task protocol."""
-    return lambda v: v + task.inner_hvp(phi, v) / task.lam
+    """v ↦ (I + H(φ)/λ) v through the task protocol (:class:`solvers.ImplicitSystem`)."""
+    return ImplicitSystem.at(task, phi).matvec
 
 
 def check_cg_bound(task, theta, *, steps=None, instance=None, matvec=None, norm="2"):
@@ -41,7 +41,7 @@ def check_cg_bound(task, theta, *, steps=None, instance=None, matvec=None, norm=
     kappa, dim = beta / mu, phi64.shape[0]
     theta64 = to_numpy64(theta)
     floor = cg_allowance(dtype_name(phi), twin, theta64, phi64, g_star)
-    M = np.eye(dim) + to_numpy64(twin.A) / twin.lam
+    M = ImplicitSystem.of_hessian(to_numpy64(twin.A), twin.lam).matrix()
     if norm == "M":     # ‖e‖_M ≤ √(β/λ)‖e‖: the allowance in the M-norm
         floor *= float(np.sqrt(beta / twin.lam))
     e0_2 = float(np.linalg.norm(g_star))

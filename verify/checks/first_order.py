@@ -24,6 +24,7 @@ import numpy as np
 
 import theory.maml as tm
 from solvers import (
+    ImplicitSystem,
     fomaml_meta_gradient,
     implicit_gradient_at,
     reptile_direction,
@@ -197,7 +198,7 @@ def opposite_tasks_example(c: float = 1.0, lam: float = 1.0):
 
 def m_norm(task64, v) -> float:
     """‖v‖_M with M = I + A/λ (positive definite under Assumption 2)."""
-    M = np.eye(task64.dim) + to_numpy64(task64.A) / task64.lam
+    M = ImplicitSystem.of_hessian(to_numpy64(task64.A), task64.lam).matrix()
     return float(math.sqrt(max(float(v @ M @ v), 0.0)))
 
 
@@ -219,7 +220,7 @@ def krylov_errors(task64, phi64, g0, steps):
     precision, verify.checker.reference.krylov_iterate)."""
     from verify.checker.reference import krylov_iterate
 
-    M = np.eye(task64.dim) + to_numpy64(task64.A) / task64.lam
+    M = ImplicitSystem.of_hessian(to_numpy64(task64.A), task64.lam).matrix()
     v = to_numpy64(task64.outer_grad(phi64))
     target = np.linalg.solve(M, v)
     r0 = v - M @ g0

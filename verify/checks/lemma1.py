@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from solvers import ImplicitSystem
 from theory.tolerances import machine_epsilon
 from theory import to_numpy64
 from verify.checks._common import (LARGE_DIM, allowance, far_instances, grid_units,
@@ -34,7 +35,7 @@ def lemma1_jacobian(task, phi):
     phi64 = to_numpy64(phi)
     d = phi64.shape[0]
     H = np.stack([to_numpy64(task.inner_hvp(phi, _like(phi, e))) for e in np.eye(d)], axis=1)
-    return np.linalg.inv(np.eye(d) + (H + H.T) / (2 * task.lam))
+    return np.linalg.inv(ImplicitSystem.of_hessian((H + H.T) / 2, task.lam).matrix())
 
 
 def _like(ref, x):

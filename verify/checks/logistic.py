@@ -226,7 +226,7 @@ def check_theorem2(task, theta, eps, *, inner_steps=None, cg_steps=None, instanc
     inner_needed = next((k for k, x in enumerate(res.inner.history.iterates)
                          if np.linalg.norm(np.asarray(x) - sol.phi) <= d_target), None)
     target = task.implicit_gradient_at(res.phi)
-    cg_needed = next((k for k, x in enumerate(res.cg.history.iterates)
+    cg_needed = next((k for k, x in enumerate(res.linear.history.iterates)
                       if np.linalg.norm(np.asarray(x) - target) <= eps / 2), None)
     _, ref_err = task.reference_error(theta)
     return compare("theorem2-logistic", SECTION6,

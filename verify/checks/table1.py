@@ -336,9 +336,9 @@ def check_imaml_row(task, theta, delta, *, inner_steps=None, cg_steps=None, inst
     v = to_numpy64(task.outer_grad(phi))
     target = to_numpy64(task.implicit_gradient(phi))
     bound_m = lemma2_steps(kappa, lam / mu * float(np.linalg.norm(v)), delta)
-    from solvers import cg
+    from solvers import ImplicitSystem, cg
 
-    hist = cg(lambda w: w + task.inner_hvp(phi, w) / lam, task.outer_grad(phi),
+    hist = cg(ImplicitSystem.at(task, phi).matvec, task.outer_grad(phi),
               max_steps=max(bound_m, 1), rtol=0.0, atol=0.0, history=True).history.iterates
     m_needed = steps_to_stay_below(distances(hist, target), delta)
     M = _steps(m_needed, bound_m) if cg_steps is None else cg_steps

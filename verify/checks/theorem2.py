@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from solvers import cg, imaml_meta_gradient, inner_solve, nesterov
+from solvers import ImplicitSystem, cg, imaml_meta_gradient, inner_solve, nesterov
 from theory import to_numpy64
 from theory.bounds import (
     cg_contraction,
@@ -83,8 +83,7 @@ def steps_needed(task, theta, eps, c, delta, t_inner):
     inner_mg = steps_to_stay_below(mg_err, eps / 2)
     phi = res.x
     target = to_numpy64(twin.implicit_gradient(to_numpy64(phi)))
-    lam = task.lam
-    cg_res = cg(lambda v: v + task.inner_hvp(phi, v) / lam, task.outer_grad(phi),
+    cg_res = cg(ImplicitSystem.at(task, phi).matvec, task.outer_grad(phi),
                 max_steps=max(4 * theta64.shape[0], 50), rtol=0.0, atol=0.0, history=True)
     cg_needed = steps_to_stay_below(distances(cg_res.history.iterates, target), eps / 2)
     return {"inner_proof_split": inner_split, "inner_meta_gradient": inner_mg, "cg": cg_needed}
@@ -209,7 +208,7 @@ def slip_numbers(task, theta, eps):
         theta, "detach") else "numpy", dtype=dtype_name(theta), device=str(getattr(theta, "device", "cpu")))
     target = to_numpy64(twin.implicit_gradient(to_numpy64(phi)))
     lam = float(task.lam)
-    matvec = lambda v: v + task.inner_hvp(phi, v) / lam  # noqa: E731
+    matvec = ImplicitSystem.at(task, phi).matvec
     rhs = task.outer_grad(phi)
     cap = max(4 * t_cg, 50)
     cg_res = cg(matvec, rhs, max_steps=cap, rtol=0.0, atol=0.0, history=True)
@@ -254,8 +253,7 @@ def cg_slip_point(task, theta, eps):
     c, _ = theorem2_constants(twin, theta64, eps)
     phi = twin.inner_solution(theta64)
     target = to_numpy64(twin.implicit_gradient(phi))
-    lam = float(twin.lam)
-    res = cg(lambda v: v + twin.inner_hvp(phi, v) / lam, twin.outer_grad(phi),
+    res = cg(ImplicitSystem.at(twin, phi).matvec, twin.outer_grad(phi),
              max_steps=20 * twin.dim, rtol=0.0, atol=0.0, history=True)
     return (theorem2_cg_steps_proof_slip(c, eps),
             steps_to_stay_below(distances(res.history.iterates, target), eps / 2))

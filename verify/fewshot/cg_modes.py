@@ -1,10 +1,11 @@
-"""Three ways to solve iMAML's linear system (I + H(φ)/λ) g = ∇L(φ) in few-shot training, and a
+"""Four ways to solve iMAML's linear system (I + H(φ)/λ) g = ∇L(φ) in few-shot training, and a
 float64 reference to measure them against.
 
 The theory (docs/mathematics.md §4, §5) assumes I + H/λ positive definite: L̂ convex, or λ large
 enough. On this project's batch-normalized ConvNet and glyph data at the paper's λ = 2 it is not:
 H(φ) has eigenvalues below −λ on almost every task, and CG meets non-positive curvature pᵀMp ≤ 0,
-usually at its first step. What to do then is a choice; the three options are
+usually at its first step. What to do then is a choice; the options are three ways of running
+CG and one other solver:
 
 - ``"fallback"`` (this project's default, the safeguarded solver): :func:`solvers.cg` stops at
   the first non-positive curvature and returns its last iterate; if that happens at the first
@@ -30,12 +31,12 @@ import math
 
 import torch
 
-from solvers import MetaGradientResult, SolverResult, Status, implicit_gradient_at
+from solvers import ImplicitSystem, MetaGradientResult, SolverResult, Status, implicit_gradient_at
 
 __all__ = ["CG_MODES", "PAPER_DAMPING", "PAPER_LAM_DAMPING", "PAPER_RESIDUAL_TOL", "plain_cg",
            "system_matvec", "implicit_gradient", "reference_gradient"]
 
-CG_MODES = ("fallback", "fixed", "damped")
+CG_MODES = ("fallback", "fixed", "damped", "minres")
 PAPER_DAMPING = 1.0        #: the Omniglot script's --cg_damping (matrix_evaluator's regu_coef)
 PAPER_LAM_DAMPING = 10.0   #: matrix_evaluator's lam_damping default
 PAPER_RESIDUAL_TOL = 1e-10  #: the reference CG's early stop, on rᵀr
@@ -78,14 +79,14 @@ def plain_cg(matvec, b, steps, *, residual_tol=None, count_nonpositive=False):
 
 def system_matvec(task, phi, *, mode="fallback", damping=PAPER_DAMPING,
                   lam_damping=PAPER_LAM_DAMPING):
-    """The matrix-vector product of ``mode``'s system at φ: w + H(φ)w/λ ('fallback', 'fixed')
-    or (1 + damping)·w + H(φ)w/(λ + lam_damping) ('damped')."""
+    """The matrix-vector product of ``mode``'s system at φ (a :class:`solvers.ImplicitSystem`):
+    w + H(φ)w/λ ('fallback', 'fixed', 'minres') or (1 + damping)·w + H(φ)w/(λ + lam_damping)
+    ('damped')."""
     _check_mode(mode)
-    lam = float(task.lam)
+    system = ImplicitSystem.at(task, phi)
     if mode == "damped":
-        scale, lam = 1.0 + float(damping), lam + float(lam_damping)
-        return lambda w: scale * w + task.inner_hvp(phi, w) / lam
-    return lambda w: w + task.inner_hvp(phi, w) / lam
+        system = system.damped(damping, lam_damping)
+    return system.matvec
 
 
 def _check_mode(mode):
@@ -98,14 +99,20 @@ def implicit_gradient(task, theta, inner_result, *, cg_steps, mode="fallback",
     """iMAML's meta-gradient at an inner result with ``cg_steps`` CG steps in ``mode`` (see the
     module docstring). The result's ``cg.status`` is BREAKDOWN when the safeguarded solver
     stopped ('fallback'); for 'fixed'/'damped' it is MAX_STEPS (or CONVERGED at the reference
-    code's rᵀr tolerance) and ``cg.evaluations['nonpositive_curvature']`` counts the steps
-    taken along non-positive curvature. ``method`` names the mode: 'imaml',
-    'imaml+first_order_fallback', 'imaml+fixed_cg', 'imaml+damped_cg'."""
+    code's rᵀr tolerance) and ``linear.evaluations['nonpositive_curvature']`` counts the steps
+    taken along non-positive curvature; for 'minres' it is MAX_STEPS (or BREAKDOWN, reported,
+    if the system is singular on the Krylov space). ``method`` names the mode: 'imaml',
+    'imaml+first_order_fallback', 'imaml+fixed_cg', 'imaml+damped_cg', 'imaml+minres'."""
     _check_mode(mode)
+    if mode == "minres":
+        res = implicit_gradient_at(task, theta, inner_result, cg_steps=cg_steps,
+                                   on_breakdown="return", linear_solver="minres")
+        res.method = "imaml+minres"
+        return res
     if mode == "fallback":
         res = implicit_gradient_at(task, theta, inner_result, cg_steps=cg_steps,
                                    on_breakdown="return")
-        if res.cg.status is Status.BREAKDOWN and res.cg.steps == 0:
+        if res.linear.status is Status.BREAKDOWN and res.linear.steps == 0:
             # negative curvature at CG's first direction: nothing of the Krylov solve is usable;
             # fall back to the first-order direction ∇L(φ) (as Newton-CG falls back to −∇f)
             res.gradient = task.outer_grad(res.phi)
@@ -119,18 +126,19 @@ def implicit_gradient(task, theta, inner_result, *, cg_steps, mode="fallback",
     g, info = plain_cg(matvec, v, cg_steps, residual_tol=PAPER_RESIDUAL_TOL,
                        count_nonpositive=True)
     lam = float(task.lam)
-    residual = float((v - matvec(g)).norm())
+    solved = float((v - matvec(g)).norm())       # of the system CG ran on (damped or not)
+    residual = float(ImplicitSystem.at(task, phi).residual(g, v).norm())   # of I + H/λ
     status = Status.CONVERGED if info["steps"] < cg_steps else Status.MAX_STEPS
-    cg = SolverResult(x=g, steps=info["steps"], residual_norm=residual, status=status,
+    cg = SolverResult(x=g, steps=info["steps"], residual_norm=solved, status=status,
                       evaluations={"matvec": info["steps"],
                                    "nonpositive_curvature": int(info["nonpositive_curvature"])})
     evals = {"inner_grad": inner_result.steps,
              "hvp": inner_result.evaluations.get("hvp", 0) + info["steps"], "outer_grad": 1}
     stationarity = float((task.inner_grad(phi) + lam * (phi - theta)).norm())
-    return MetaGradientResult(gradient=g, phi=phi, inner=inner_result, cg=cg,
-                              stationarity=stationarity, cg_residual=residual,
+    return MetaGradientResult(gradient=g, phi=phi, inner=inner_result, linear=cg,
+                              stationarity=stationarity, system_residual=residual,
                               outer_grad_norm=float(v.norm()), evaluations=evals,
-                              method=f"imaml+{mode}_cg")
+                              method=f"imaml+{mode}_cg", linear_solver="cg")
 
 
 def reference_gradient(task, phi, *, steps=500) -> dict:
@@ -146,14 +154,14 @@ def reference_gradient(task, phi, *, steps=500) -> dict:
     from theory.tolerances import machine_epsilon
 
     phi64 = phi.detach().double()
-    lam = float(task.lam)
     b = task.outer_grad(phi64)
     d = b.numel()
+    system = ImplicitSystem.at(task, phi64)
 
     def mv(w):
         t = torch.as_tensor(np.ascontiguousarray(w).reshape(-1), dtype=torch.float64,
                             device=phi64.device)
-        return (t + task.inner_hvp(phi64, t) / lam).cpu().numpy()
+        return system.matvec(t).cpu().numpy()
 
     count = {"n": 0}
 
@@ -163,6 +171,6 @@ def reference_gradient(task, phi, *, steps=500) -> dict:
     x, _ = minres(LinearOperator((d, d), matvec=mv, dtype=np.float64), b.cpu().numpy(),
                   rtol=machine_epsilon(torch.float64), maxiter=steps, callback=callback)
     g = torch.as_tensor(x, dtype=torch.float64, device=phi64.device)
-    rel = float((b - g - task.inner_hvp(phi64, g) / lam).norm() / b.norm())
+    rel = float(system.residual(g, b).norm() / b.norm())
     return {"gradient": g, "relative_residual": rel, "steps": count["n"],
             "exists": math.isfinite(rel) and rel <= machine_epsilon(torch.float32)}

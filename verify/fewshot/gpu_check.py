@@ -7,14 +7,14 @@ On the paper's ConvNet (64 filters, 4 layers, 28×28 embedded glyphs — NOT Omn
 1-shot, λ = 2, 16 GD steps, 5 CG steps; iMAML-HF: 3 Newton-CG iterations of 5 CG steps) it runs,
 in this order, the integration checks of :mod:`verify.fewshot.integration`:
 
-1. ``cg_modes``: the three ways of solving iMAML's system (stop and fall back, the paper code's
-   fixed CG steps, the paper script's damped system) against float64 references;
+1. ``cg_modes``: the ways of solving iMAML's system (CG: stop and fall back, the paper code's
+   fixed CG steps, the paper script's damped system; and MINRES) against float64 references;
 2. ``cg_convergence``: float32 CG against a float64 reference where the system is positive
    definite, and the indefinite system reported (judged: within the Chebyshev bound);
 3. ``memory``: bytes saved for backward against inner steps (judged: iMAML flat, MAML linear);
    on CUDA the allocator's peak after warm-ups, recorded;
 4. ``hvp_time``: one HVP's time and memory over one gradient's (recorded);
-5. ``training``: iMAML-GD in each CG mode, iMAML-HF, MAML, first-order MAML, Reptile and
+5. ``training``: iMAML-GD in each CG mode and with MINRES, iMAML-HF, MAML, first-order MAML, Reptile and
    joint training, equal wall-clock each out of what the deadline leaves, evaluated on held-out
    classes beside the untrained network; whether iMAML-GD ≥ MAML (the paper's ordering).
 
@@ -63,7 +63,8 @@ OUTPUT_NAME = "fewshot_gpu.json"
 PARTS = ("cg_modes", "cg_convergence", "memory", "hvp_time", "training")
 
 #: the methods trained, most telling first (a run short of time drops the last ones)
-TRAIN_METHODS = ("imaml_gd", "maml", "imaml_gd:fixed", "imaml_gd:damped", "fomaml", "imaml_hf",
+TRAIN_METHODS = ("imaml_gd", "maml", "imaml_gd:fixed", "imaml_gd:damped", "imaml_gd:minres",
+                 "fomaml", "imaml_hf",
                  "reptile", "pretrain")
 
 #: sizes of a GPU run, a CPU run and a dry run. ``budget_s``: the run's time when no deadline is

@@ -25,8 +25,7 @@ import time
 
 import torch
 
-from solvers import cg, inner_solve
-from solvers import implicit_gradient_at
+from solvers import ImplicitSystem, cg, implicit_gradient_at, inner_solve
 from theory.bounds import cg_error_bound
 from theory.tolerances import machine_epsilon
 from verify.fewshot.cg_modes import CG_MODES, implicit_gradient, reference_gradient
@@ -93,13 +92,14 @@ def cg_convergence(cfg, sampler, *, max_cg_steps=20, lanczos_steps=30, reference
     if matvec_defect is not None:
         task_pd = _DefectiveTask(task_pd, matvec_defect)
     rhs64 = task.outer_grad(phi64)
-    ref = cg(lambda w: w + task.inner_hvp(phi64, w) / lam_pd, rhs64, max_steps=reference_steps,
+    system64 = ImplicitSystem(lambda w: task.inner_hvp(phi64, w), lam_pd)   # I + H/λ_pd
+    ref = cg(system64.matvec, rhs64, max_steps=reference_steps,
              rtol=machine_epsilon(torch.float64) * kappa, atol=0.0, on_breakdown="return")
     g_ref = ref.x
-    ref_residual = float((rhs64 - g_ref - task.inner_hvp(phi64, g_ref) / lam_pd).norm())
+    ref_residual = float(system64.residual(g_ref, rhs64).norm())
     res = implicit_gradient_at(task_pd, theta, inner, cg_steps=max_cg_steps, history=True,
                                on_breakdown="return")
-    errors = [float((x.double() - g_ref).norm() / g_ref.norm()) for x in res.cg.history.iterates]
+    errors = [float((x.double() - g_ref).norm() / g_ref.norm()) for x in res.linear.history.iterates]
     bounds = [cg_error_bound(kappa, k, errors[0]) for k in range(len(errors))]
 
     if lam_small is None:
@@ -114,14 +114,14 @@ def cg_convergence(cfg, sampler, *, max_cg_steps=20, lanczos_steps=30, reference
         "lam_pd": lam_pd, "kappa_estimate": kappa,
         "reference": {"steps": ref.steps, "status": ref.status.value,
                       "relative_residual": ref_residual / float(rhs64.norm())},
-        "cg_status": res.cg.status.value, "relative_errors": errors,
+        "cg_status": res.linear.status.value, "relative_errors": errors,
         "chebyshev_bound_estimate": bounds,
         "indefinite": {
             "lam": lam_small, "certified_by_lanczos": r_min < -lam_small,
             "min_eig_estimate_of_system": 1.0 + r_min / lam_small,
-            "cg_status": small.cg.status.value, "cg_steps_before_stop": small.cg.steps},
+            "cg_status": small.linear.status.value, "cg_steps_before_stop": small.linear.steps},
         "paper_lam": {"lam": cfg.lam, "certified_indefinite": r_min < -cfg.lam,
-                      "cg_status": paper.cg.status.value, "cg_steps": paper.cg.steps},
+                      "cg_status": paper.linear.status.value, "cg_steps": paper.linear.steps},
     }
 
 
@@ -322,9 +322,10 @@ def cg_mode_errors(cfg, sampler, *, episodes=(0, 1, 2), theta=None, reference_st
     - the exact gradient of the computation actually run, d L(φ_K(θ))/dθ through the K GD steps
       (backpropagation, :func:`solvers.maml_meta_gradient`, in float64): always there.
 
-    Then each mode's meta-gradient with ``cfg.cg_steps`` CG steps (cfg.dtype) and the
-    first-order direction ∇L(φ), each with its relative error ‖g − g_ref‖/‖g_ref‖ and cosine to
-    both references (None against g* where it does not exist), and what CG met (breakdown
+    Then each mode's meta-gradient with ``cfg.cg_steps`` steps (cfg.dtype: CG's three modes and
+    MINRES) and the first-order direction ∇L(φ), each with its relative error
+    ‖g − g_ref‖/‖g_ref‖ and cosine to both references (None against g* where it does not
+    exist), its relative residual on the undamped system (float64), and what CG met (breakdown
     step, steps along non-positive curvature). Lanczos (float64) gives the smallest Ritz value
     of H(φ): below −λ certifies that I + H/λ is indefinite."""
     from solvers import maml_meta_gradient
@@ -364,18 +365,21 @@ def cg_mode_errors(cfg, sampler, *, episodes=(0, 1, 2), theta=None, reference_st
             res = implicit_gradient(task, theta, inner, cg_steps=cfg.cg_steps, mode=mode,
                                     damping=cfg.cg_damping, lam_damping=cfg.cg_lam_damping)
             row["modes"][mode] = {**versus(res.gradient), "method": res.method,
-                                  "cg_status": res.cg.status.value, "cg_steps": res.cg.steps,
+                                  "relative_residual": _residual(task, inner.x, res.gradient),
+                                  "cg_status": res.linear.status.value, "cg_steps": res.linear.steps,
                                   "nonpositive_curvature_steps":
-                                      res.cg.evaluations.get("nonpositive_curvature"),
+                                      res.linear.evaluations.get("nonpositive_curvature"),
                                   "finite": bool(torch.isfinite(res.gradient).all())}
         row["modes"]["first_order"] = {**versus(task.outer_grad(inner.x)),
+                                       "relative_residual": _residual(task, inner.x,
+                                                                      task.outer_grad(inner.x)),
                                        "method": "first-order MAML (∇L(φ))"}
         rows.append(row)
     summary = {}
     for mode in (*modes, "first_order"):
         summary[mode] = {key: _median([r["modes"][mode][key] for r in rows])
                          for key in ("relative_error", "cosine", "relative_error_vs_backprop",
-                                     "cosine_vs_backprop")}
+                                     "cosine_vs_backprop", "relative_residual")}
         summary[mode]["tasks_with_reference"] = sum(r["modes"][mode]["relative_error"] is not None
                                                     for r in rows)
     return {"dim": task.dim if task is not None else None, "dtype": cfg.dtype, "lam": cfg.lam,
@@ -383,6 +387,13 @@ def cg_mode_errors(cfg, sampler, *, episodes=(0, 1, 2), theta=None, reference_st
             "damping": cfg.cg_damping, "lam_damping": cfg.cg_lam_damping,
             "reference_steps": reference_steps, "tasks": rows, "summary": summary,
             "indefinite_tasks": sum(r["certified_indefinite"] for r in rows)}
+
+
+def _residual(task, phi, g):
+    """‖∇L(φ) − (I + H(φ)/λ)g‖/‖∇L(φ)‖ in float64: how well g solves the undamped system."""
+    phi64, g64 = phi.detach().double(), g.detach().double()
+    v = task.outer_grad(phi64)
+    return float(ImplicitSystem.at(task, phi64).residual(g64, v).norm() / v.norm())
 
 
 def _rel(g, ref):

@@ -308,10 +308,10 @@ def meta_train(cfg: TrainConfig, sampler, *, checkpoint=None, progress: bool = F
                 continue
             grads.append(res.gradient)
             losses.append(float(task.outer_loss(res.phi)))
-            breakdowns += bool(res.cg is not None and res.cg.status is Status.BREAKDOWN)
+            breakdowns += bool(res.linear is not None and res.linear.status is Status.BREAKDOWN)
             fallbacks += res.method.endswith("first_order_fallback")
-            nonpositive += bool(res.cg is not None
-                                and res.cg.evaluations.get("nonpositive_curvature", 0) > 0)
+            nonpositive += bool(res.linear is not None
+                                and res.linear.evaluations.get("nonpositive_curvature", 0) > 0)
         mean_grad = torch.stack(grads).mean(0).to(theta.dtype)
         entry = {"step": step + 1, "query_loss": float(np.mean(losses)),
                  "cg_breakdowns": breakdowns, "cg_fallbacks": fallbacks,

@@ -32,7 +32,7 @@ def compute(ctx, records=()) -> dict:
     for i, ((task, spec), kappa) in enumerate(zip(made, kappas)):
         g_star = task.meta_gradient(thetas[i])
         scale = float(np.linalg.norm(g_star))
-        iterates = [x[i] for x in res.cg.history.iterates[:steps[i] + 1]]
+        iterates = [x[i] for x in res.linear.history.iterates[:steps[i] + 1]]
         errors = (distances(iterates, g_star) / scale).tolist()
         bound = [bounds.cg_error_bound(kappa, k, 1.0) for k in range(len(errors))]
         allowance = rounding_allowance("float64", kappa=kappa, dim=dim)

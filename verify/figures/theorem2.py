@@ -45,7 +45,7 @@ def compute(ctx, records=()) -> dict:
     max_cg = int(1.2 * max(t for _, t in t_counts)) + 1
     cg_res = implicit_gradient_at(task, theta, exact_inner(task.inner_solution(theta)),
                                   cg_steps=max_cg, history=True)
-    cg_err = distances(cg_res.cg.history.iterates, g_star).tolist()
+    cg_err = distances(cg_res.linear.history.iterates, g_star).tolist()
     rows = []
     for eps, c, (t_inner, t_cg) in zip(eps_grid, consts, t_counts):
         need_inner = steps_to_stay_below(inner_err, eps / 2)
