@@ -155,45 +155,86 @@ class _RowCallback:
         return getattr(self.fn, name)
 
 
+class _Rows:
+    """Which rows have stopped, and when: the stopping rule's bookkeeping on the host (one
+    NumPy array per quantity for n rows)."""
+
+    def __init__(self, n, max_steps, rtol, atol):
+        self.rtol, self.atol, self.tol = rtol, atol, None
+        self.done = np.zeros(n, dtype=bool)
+        self.steps = np.full(n, max_steps)
+        self.stop = np.zeros(n)
+        self.n_done = 0
+
+    def observe(self, gn, k, name):
+        """Read step k's gradient norms (NaN/Inf raise); True when every row has stopped."""
+        gn = np.atleast_1d(gn)
+        raise_if_not_finite(float(gn[~self.done].max()), name, k + 1)
+        if self.tol is None:
+            self.tol = np.maximum(self.atol, self.rtol * gn)
+        newly = ~self.done & (gn <= self.tol)
+        if newly.any():
+            self.done |= newly
+            self.steps[newly] = k + 1
+            self.stop[newly] = gn[newly]
+            self.n_done = int(self.done.sum())
+        self.largest = float(gn.max())
+        return self.n_done == self.done.size
+
+
+class _OneRow:
+    """The same bookkeeping for one vector, in Python floats (no array per step: the loop's
+    cost per step is then the iteration's own)."""
+
+    def __init__(self, max_steps, rtol, atol):
+        self.rtol, self.atol, self.tol = rtol, atol, None
+        self.steps, self.stop, self.n_done = max_steps, 0.0, 0
+
+    def observe(self, gn, k, name):
+        gn = float(gn)
+        raise_if_not_finite(gn, name, k + 1)
+        if self.tol is None:
+            self.tol = max(self.atol, self.rtol * gn)
+        if gn <= self.tol:
+            self.steps, self.stop, self.n_done = k + 1, gn, 1
+        self.largest = gn
+        return self.n_done == 1
+
+    @property
+    def done(self):
+        return np.array([self.n_done == 1])
+
+
 def _loop(xp, o, oracle, x0, s, momentum, accelerated, max_steps, rtol, atol, rec):
     """The iteration on independent rows (a vector: one row), converged rows frozen."""
     n = x0.shape[0] if x0.ndim == 2 else 1
+    book = _Rows(n, max_steps, rtol, atol) if x0.ndim == 2 else _OneRow(max_steps, rtol, atol)
+    name = f"the output of {oracle.name}"
     x = y = x0
-    tol = None
-    done = np.zeros(n, dtype=bool)
-    row_steps = np.full(n, max_steps)
-    stop_norm = np.zeros(n)
+    all_done = False
     for k in range(max_steps):
         g = oracle(y)
-        gn = np.atleast_1d(host_norm(xp, g))
-        raise_if_not_finite(float(gn[~done].max()), f"the output of {oracle.name}", k + 1)
-        if tol is None:
-            tol = np.maximum(atol, rtol * gn)
-        newly = ~done & (gn <= tol)
-        if newly.any():
-            done |= newly
-            row_steps[newly] = k + 1
-            stop_norm[newly] = gn[newly]
-        if done.all():
+        if book.observe(host_norm(xp, g), k, name):
+            all_done = True
             break
         if rec is not None:
-            rec.record(x, float(gn.max()))
+            rec.record(x, book.largest)
         x_new = y - s * g
         y_new = x_new + momentum * (x_new - x) if accelerated else x_new
-        if done.any():       # (some rows of a batch) a converged row keeps its y and its x
-            frozen = xp.asarray(done, device=device(x0))[:, None]
+        if book.n_done:      # (some rows of a batch) a converged row keeps its y and its x
+            frozen = xp.asarray(book.done, device=device(x0))[:, None]
             x, y = o.where(frozen, x, x_new), o.where(frozen, y, y_new)
         else:
             x, y = x_new, y_new
-    out = y if done.all() else (o.where(xp.asarray(done, device=device(x0))[:, None], y, x)
-                                if done.any() else x)
+    out = y if all_done else (o.where(xp.asarray(book.done, device=device(x0))[:, None], y, x)
+                              if book.n_done else x)
     last = None
-    if done.all():
-        last = float(stop_norm.max())
+    if all_done:
+        last = float(np.max(book.stop))
         if rec is not None:
             rec.record(out, last)
-    result = finish(xp, oracle, out, int(row_steps.max()),
-                    Status.CONVERGED if done.all() else Status.MAX_STEPS, rec, last)
-    result.row_steps = row_steps
-    result.row_status = tuple(Status.CONVERGED if d else Status.MAX_STEPS for d in done)
+    result = finish(xp, oracle, out, int(np.max(book.steps)),
+                    Status.CONVERGED if all_done else Status.MAX_STEPS, rec, last)
+    result.row_steps = np.atleast_1d(np.asarray(book.steps))
+    result.row_status = tuple(Status.CONVERGED if d else Status.MAX_STEPS for d in book.done)
     return result
