@@ -2,16 +2,20 @@
 runs seed 0), in full mode on the report's seed 0 (marker `mutation`: `make mutate` and
 `make test-slow` run it, `make test` does not), and in full mode on seed 7 under
 `make test-slow`. The quick and full plans (which instances, which statements) are pinned
-(tests/_claim_plans.py); the full plans' digests, made with the report's pinned numerical kernels,
+(tools/claim_plans.py); the full plans' digests, made with the report's pinned numerical kernels,
 are compared in a pinned process (make mutate and make test-slow start pytest so). Claim-specific properties and negative controls live in the test
 module of each claim."""
 from __future__ import annotations
 
 import pytest
 
-from _claim_plans import MODES, pinned, summary
-from verify._numerics import state
-from verify.registry import RunContext, all_claims
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from claim_plans import MODES, pinned, summary  # noqa: E402
+from verify._numerics import state  # noqa: E402
+from verify.registry import RunContext, all_claims  # noqa: E402
 
 NAMES = sorted(all_claims())
 PLANS = pinned()
@@ -28,15 +32,15 @@ def test_every_claim_module_registered_something():
 def _plan_is_pinned(name, mode, results):
     want = PLANS.get(mode, {}).get(name)
     got = summary(results)
-    assert want is not None, f"{name} has no pinned {mode} plan: run tests/_claim_plans.py --write"
+    assert want is not None, f"{name} has no pinned {mode} plan: run tools/claim_plans.py --write"
     assert got["results"] == want["results"] and got["statements"] == want["statements"], (
         f"{name} ({mode}): {got['results']} results, statements {got['statements']}; pinned "
-        f"{want['results']}, {want['statements']} (if intended: tests/_claim_plans.py --write)")
+        f"{want['results']}, {want['statements']} (if intended: tools/claim_plans.py --write)")
     if mode == "full" and state() == "native":
         return   # full-mode step counts at a threshold follow the BLAS threads: pinned runs only
     assert got["digest"] == want["digest"], (
         f"{name} ({mode}): the same statements on other instances than pinned (if intended: "
-        f"tests/_claim_plans.py --write)")
+        f"tools/claim_plans.py --write)")
 
 
 def test_every_claim_has_a_pinned_plan():

@@ -91,7 +91,7 @@ def reexec_pinned(args) -> None:
 def exec_pinned(argv) -> None:
     """Replace this process by the command ``argv`` with :func:`pinned_environment` added (the
     tests of full-mode claim plans, ``make mutate`` and ``make test-slow``, and
-    ``tests/_claim_plans.py --write``, whose step counts are those of the pinned report)."""
+    ``tools/claim_plans.py --write``, whose step counts are those of the pinned report)."""
     if not argv:
         raise SystemExit("usage: python -m verify._numerics COMMAND [ARG ...]")
     env = dict(os.environ)

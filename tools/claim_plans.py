@@ -10,7 +10,7 @@ a threshold can differ by one with another BLAS thread count). The evidence behi
 cannot then change silently — a different grid, seed,
 family, or a result dropped — and a deliberate change is one regeneration:
 
-    .venv/bin/python tests/_claim_plans.py --write      # rewrites tests/data/claim_plans.json
+    .venv/bin/python tools/claim_plans.py --write      # rewrites tests/data/claim_plans.json
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import math
 import sys
 from pathlib import Path
 
-PLANS = Path(__file__).resolve().parent / "data" / "claim_plans.json"
+PLANS = Path(__file__).resolve().parent.parent / "tests" / "data" / "claim_plans.json"
 MODES = {"quick": dict(quick=True, seed=1), "full": dict(quick=False, seed=0)}
 
 
@@ -93,7 +93,7 @@ def write() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
-        raise SystemExit("usage: python tests/_claim_plans.py --write")
+        raise SystemExit("usage: python tools/claim_plans.py --write")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from verify._numerics import exec_pinned, state
 
