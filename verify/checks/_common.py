@@ -24,7 +24,7 @@ from verify.tasks import float64_twin, nonconvex_task, planted_spectrum_task, to
 
 __all__ = ["grid", "make_instance", "allowance", "unit", "inner_allowance", "cg_allowance",
            "meta_gradient_allowance", "crafted_task", "far_instances", "exact_reference",
-           "grid_units", "shared_instances", "LARGE_DIM"]
+           "grid_units", "shared_instances", "LARGE_DIM", "worst_step"]
 
 
 #: with ctx.scale, each grid point is tried with this many seeds (the callers salt the instance
@@ -218,3 +218,20 @@ def far_instances(ctx: RunContext, *, quick_count=2):
         result.append((t, conv(theta), dict(inst, array=ctx.array, dtype=ctx.dtype,
                                             device=ctx.device)))
     return result
+
+
+def worst_step(rows, floor, *, skip_start=False):
+    """The step an iteration's bound check reports, from rows (k, measured, bound): the worst
+    failing step (measured > bound + floor, a NaN counting as failing and worst), else the
+    largest measured/bound where the bound is above the rounding floor (``skip_start``: not at
+    k = 0, where error and bound are both the start's), else the largest measured/(bound +
+    floor). Returns (k, measured, bound, steps above the floor, steps failing)."""
+    failing = [r for r in rows if not r[1] <= r[2] + floor]
+    informative = [r for r in rows if r[2] > floor and not (skip_start and r[0] == 0)]
+    if failing:
+        row = max(failing, key=lambda r: r[1] / (r[2] + floor) if np.isfinite(r[1]) else np.inf)
+    elif informative:
+        row = max(informative, key=lambda r: r[1] / r[2])
+    else:
+        row = max(rows, key=lambda r: r[1] / (r[2] + floor))
+    return (*row, len(informative), len(failing))

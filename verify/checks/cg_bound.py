@@ -8,7 +8,7 @@ from solvers import ImplicitSystem, cg
 from theory.bounds import cg_contraction, cg_error_bound
 from theory import to_numpy64
 from verify.checks._common import (LARGE_DIM, allowance, cg_allowance, far_instances,
-                                   grid_units, make_instance)
+                                   grid_units, make_instance, worst_step)
 from verify.checks._result import compare
 from verify.registry import Unit, claim
 from verify.tasks import float64_twin, planted_spectrum_task, to_array
@@ -60,19 +60,12 @@ def check_cg_bound(task, theta, *, steps=None, instance=None, matvec=None, norm=
     rows = []
     for k, g in enumerate(res.history.iterates):
         rows.append((k, size(to_numpy64(g) - g_star), cg_error_bound(kappa, k, e0, norm=norm)))
-    failing = [r for r in rows if r[1] > r[2] + floor]
-    informative = [r for r in rows if r[2] > floor]
-    if failing:
-        k, err, bound = max(failing, key=lambda r: r[1] / (r[2] + floor))
-    elif informative:
-        k, err, bound = max(informative, key=lambda r: r[1] / r[2])
-    else:
-        k, err, bound = max(rows, key=lambda r: r[1] / (r[2] + floor))
+    k, err, bound, n_informative, n_failing = worst_step(rows, floor)
     return compare("cg-bound", SECTION, STATEMENT, err, bound, allowance=floor,
                    instance=dict(instance or {}, norm=norm, step=k),
                    details={"steps": res.steps, "kappa": kappa, "initial_error": e0,
-                            "steps_above_rounding": len(informative),
-                            "steps_failing": len(failing)})
+                            "steps_above_rounding": n_informative,
+                            "steps_failing": n_failing})
 
 
 def check_finite_termination(task, theta, distinct, *, instance=None):

@@ -13,7 +13,7 @@ from theory import to_numpy64
 from theory.bounds import minres_residual_bound
 from theory.tolerances import allowance as allowance_rule
 from theory.tolerances import computation_magnitudes
-from verify.checks._common import grid, make_instance
+from verify.checks._common import grid, make_instance, worst_step
 from verify.checks._result import compare
 from verify.registry import claim
 from verify.tasks import float64_twin, to_array
@@ -75,19 +75,12 @@ def check_minres_bound(task, theta, *, positive, negative=None, phi=None, steps=
         return compare(name, SECTION, CONTROL_STATEMENT, rk, bound, relation=">",
                        instance=dict(instance or {}, step=k),
                        details={"steps": res.steps, "condition": cond})
-    failing = [r for r in rows if not r[1] <= r[2] + floor]
-    if failing:
-        k, rk, bound = max(failing, key=lambda r: r[1] / (r[2] + floor) if math.isfinite(r[1])
-                           else math.inf)
-    elif informative:
-        k, rk, bound = max(informative, key=lambda r: r[1] / r[2])
-    else:
-        k, rk, bound = max(rows, key=lambda r: r[1] / (r[2] + floor))
+    k, rk, bound, n_informative, n_failing = worst_step(rows, floor, skip_start=True)
     return compare(name, SECTION, STATEMENT, rk, bound, allowance=floor,
                    instance=dict(instance or {}, step=k),
                    details={"steps": res.steps, "status": res.status.value, "condition": cond,
-                            "initial_residual": r0, "steps_above_rounding": len(informative),
-                            "steps_failing": len(failing)})
+                            "initial_residual": r0, "steps_above_rounding": n_informative,
+                            "steps_failing": n_failing})
 
 
 def _indefinite_instances(ctx):

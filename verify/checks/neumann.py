@@ -9,7 +9,7 @@ import numpy as np
 from solvers import LINEAR_SOLVERS, ImplicitSystem
 from theory import to_numpy64
 from theory.bounds import neumann_contraction, neumann_error_bound, neumann_steps_for_error
-from verify.checks._common import cg_allowance, grid, make_instance
+from verify.checks._common import cg_allowance, grid, make_instance, worst_step
 from verify.checks._result import compare
 from verify.registry import claim
 from verify.tasks import float64_twin, to_array
@@ -84,21 +84,13 @@ def check_neumann_bound(task, theta, alpha, *, solver="neumann", steps=None, ins
     res = _run(ImplicitSystem.at(task, phi), v, solver, options, steps)
     rows = [(k, float(np.linalg.norm(to_numpy64(g) - g_star)), q ** k * e0)
             for k, g in enumerate(res.history.iterates)]
-    failing = [r for r in rows if not r[1] <= r[2] + floor]
     # (step 0 is the start, where error and bound are both ‖g*‖: not informative)
-    informative = [r for r in rows if r[0] > 0 and r[2] > floor]
-    if failing:
-        k, err, bound = max(failing, key=lambda r: r[1] / (r[2] + floor) if np.isfinite(r[1])
-                            else np.inf)
-    elif informative:
-        k, err, bound = max(informative, key=lambda r: r[1] / r[2])
-    else:
-        k, err, bound = max(rows, key=lambda r: r[1] / (r[2] + floor))
+    k, err, bound, n_informative, n_failing = worst_step(rows, floor, skip_start=True)
     return compare("neumann-bound", SECTION, STATEMENT, err, bound, allowance=floor,
                    instance=dict(instance or {}, solver=solver, alpha=alpha, step=k),
                    details={"steps": res.steps, "contraction": q, "initial_error": e0,
-                            "steps_above_rounding": len(informative),
-                            "steps_failing": len(failing)})
+                            "steps_above_rounding": n_informative,
+                            "steps_failing": n_failing})
 
 
 def worst_case_rhs(twin, alpha):
