@@ -4,7 +4,6 @@ two-interval bound on an indefinite one, at every step, and the negative control
 one-interval bound does not carry over to an indefinite spectrum."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
