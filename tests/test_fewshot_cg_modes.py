@@ -97,17 +97,22 @@ def test_modes_agree_where_the_system_is_positive_definite(sampler):
     assert got["fixed"].method == "imaml+fixed_cg" and got["damped"].method == "imaml+damped_cg"
 
 
-def test_modes_differ_where_the_system_is_indefinite(sampler):
-    """Negative control of the comparison: at a tiny λ the system is indefinite; the safeguard
-    stops, the paper's loop runs on along negative curvature, and the results differ."""
+def _indefinite_episode(sampler):
+    """The first of six episodes at a tiny λ whose system the safeguarded CG finds indefinite:
+    (task, θ, inner result, the safeguarded CG's result)."""
     cfg = TrainConfig(**{**TINY, "lam": 1e-3})
     for ep in range(6):
         task, theta, inner = _at(cfg, sampler, ep)
         safe = implicit_gradient(task, theta, inner, cg_steps=3, mode="fallback")
         if safe.linear.status is Status.BREAKDOWN:
-            break
-    else:
-        pytest.fail("no indefinite system among the episodes")
+            return task, theta, inner, safe
+    pytest.fail("no indefinite system among the episodes")
+
+
+def test_modes_differ_where_the_system_is_indefinite(sampler):
+    """Negative control of the comparison: at a tiny λ the system is indefinite; the safeguard
+    stops, the paper's loop runs on along negative curvature, and the results differ."""
+    task, theta, inner, safe = _indefinite_episode(sampler)
     fixed = implicit_gradient(task, theta, inner, cg_steps=3, mode="fixed")
     assert fixed.linear.steps == 3 and fixed.linear.evaluations["nonpositive_curvature"] >= 1
     assert not torch.allclose(fixed.gradient, safe.gradient)
@@ -120,14 +125,7 @@ def test_minres_runs_where_cg_breaks_down(sampler):
     """On an indefinite system (tiny λ) where the safeguarded CG stops, MINRES takes its steps,
     and its residual never exceeds its start ‖∇L(φ)‖ (MINRES's residual is monotone; float32
     rounding allowed)."""
-    cfg = TrainConfig(**{**TINY, "lam": 1e-3})
-    for ep in range(6):
-        task, theta, inner = _at(cfg, sampler, ep)
-        safe = implicit_gradient(task, theta, inner, cg_steps=3, mode="fallback")
-        if safe.linear.status is Status.BREAKDOWN:
-            break
-    else:
-        pytest.fail("no indefinite system among the episodes")
+    task, theta, inner, safe = _indefinite_episode(sampler)
     res = implicit_gradient(task, theta, inner, cg_steps=3, mode="minres")
     assert res.method == "imaml+minres" and res.linear_solver == "minres"
     assert res.linear.status is not Status.BREAKDOWN and res.linear.steps == 3
