@@ -6,7 +6,8 @@ AVX2 on another) and a number of threads; the paths round differently, so the sa
 results that agree only to rounding, and a report's figures of merit at rounding level (and
 which instance is the worst) change from machine to machine. Pinned, every library runs its
 AVX2 + FMA path on one thread, which any x86-64 processor from 2013 on has, so a report
-regenerates byte for byte. This is read once, when the libraries load: a process is pinned only
+regenerates byte for byte (MKL: its COMPATIBLE branch, the one it runs on every x86-64
+vendor's processor). This is read once, when the libraries load: a process is pinned only
 if it was started with :func:`pinned_environment`, so ``imaml-verify run`` (and ``claim``,
 ``figure``) starts itself again with it (:func:`reexec_pinned`) unless given
 ``--native-kernels``. Where the processor has no AVX2 (or is not x86-64) only the threads are
@@ -24,7 +25,10 @@ __all__ = ["MARK", "VARIABLES", "pinned_environment", "state", "reexec_pinned", 
 MARK = "IMAML_VERIFY_NUMERICS"
 THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 KERNELS = {"OPENBLAS_CORETYPE": "Haswell",      # OpenBLAS (NumPy's and SciPy's): AVX2 + FMA
-           "MKL_CBWR": "AVX2",                   # MKL inside torch: the AVX2 branch
+           # MKL inside torch: its COMPATIBLE (SSE2) branch. Not AVX2: MKL honours MKL_CBWR=AVX2
+           # on Intel processors only, and an AMD one ran the COMPATIBLE branch under it (the
+           # committed reports, made on one, differed from an Intel machine's in torch results)
+           "MKL_CBWR": "COMPATIBLE",
            "ATEN_CPU_CAPABILITY": "avx2"}        # torch's own vectorised kernels
 #: every variable this module may set (what run.json records)
 VARIABLES = (*THREADS, *KERNELS, "NPY_DISABLE_CPU_FEATURES", MARK)
