@@ -26,6 +26,10 @@ __all__ = ["array_namespace", "ops", "to_host", "count_host_reads", "checked",
            "host_norm", "pow2_scale"]
 
 
+#: NumPy's row inner product (np.vecdot where NumPy has it)
+_np_dot = getattr(np, "vecdot", None) or (lambda a, b: np.sum(a * b, axis=-1))
+
+
 @functools.lru_cache(maxsize=None)
 def _ops_for(xp):
     """The handful of operations the solvers' loops run every step, for one namespace: the
@@ -34,10 +38,10 @@ def _ops_for(xp):
     autograd graph: quantities computed only to be read (norms for stopping and finiteness
     tests, diagnostics) are taken from it, so they add nothing to what autograd saves."""
     if is_numpy_namespace(xp):
-        dot = getattr(np, "vecdot", None) or (lambda a, b: np.sum(a * b, axis=-1))
         return SimpleNamespace(
-            where=np.where, any=np.any, all=np.all, sqrt=np.sqrt, isfinite=np.isfinite,
-            dot=dot, norm=lambda a: np.sqrt(dot(a, a)), maximum=np.maximum,
+            # (the methods: np.any/np.all add a Python dispatch layer per call)
+            where=_np_where, any=lambda a: a.any(), all=lambda a: a.all(), sqrt=np.sqrt,
+            isfinite=np.isfinite, dot=_np_dot, norm=_np_norm, maximum=np.maximum,
             stack=np.stack, plain=lambda a: a)
     if is_torch_namespace(xp):
         import torch
@@ -58,6 +62,25 @@ def ops(xp):
     return _ops_for(xp)
 
 
+def _np_where(keep, new, old):
+    """``np.where`` for the masks of the solvers' loops: with one row (a NumPy bool scalar) and
+    two values of one shape and dtype, the chosen value itself (the same numbers; np.where's
+    dispatch costs more than a CG step's arithmetic on a short vector)."""
+    if type(keep) is np.bool_ and getattr(new, "shape", None) == getattr(old, "shape", 0) \
+            and getattr(new, "dtype", None) == getattr(old, "dtype", 0):
+        return new if keep else old
+    return np.where(keep, new, old)
+
+
+def _np_norm(a):
+    """``ops(numpy).norm``: √(Σaᵢ²) over the last axis."""
+    return np.sqrt(_np_dot(a, a))
+
+
+#: array types :func:`to_host` reads without asking which library they belong to
+_HOST_TYPES = (np.ndarray, np.float64, np.float32, np.bool_, np.int64)
+
+
 #: (mantissa bits, exponent bias, integer type of the same width) of the float types whose powers
 #: of two :func:`pow2_scale` builds bit by bit (exact on every device)
 _FLOAT_BITS = {"float64": (52, 1023, "int64"), "float32": (23, 127, "int32")}
@@ -74,6 +97,11 @@ def pow2_scale(xp, a):
     m = xp.max(xp.abs(o.plain(a)), axis=-1)
     if is_numpy_namespace(xp):
         fin = np.finfo(m.dtype)
+        if m.ndim == 0:    # one vector: the same power of two from the float (exact)
+            v = float(m)
+            e = min(max(math.frexp(v)[1] - 1, fin.minexp), fin.maxexp - 1) \
+                if math.isfinite(v) and v > 0 else 0
+            return m.dtype.type(math.ldexp(1.0, e))
         _, e = np.frexp(m)                    # m = f·2^e, f in [1/2, 1): s = 2^(e − 1)
         e = np.where(np.isfinite(m) & (m > 0), np.clip(e - 1, fin.minexp, fin.maxexp - 1), 0)
         return np.ldexp(np.ones_like(m), e)
@@ -118,8 +146,13 @@ def host_norm(xp, a):
     than one rounding; otherwise (a second read, only then) :func:`safe_norm`. A float for a
     vector, a NumPy array for rows. (NumPy warns of an overflow in the plain norm unless the
     caller silences it, as the solvers' loops do: ``quiet``.)"""
-    o = _ops_for(xp)
-    value = to_host(o.norm(o.plain(a)))
+    if type(a) is np.ndarray:    # NumPy: the same norm, without the generic path's calls
+        _Reads.count += 1
+        v = _np_norm(a)
+        value = float(v) if a.ndim == 1 else v
+    else:
+        o = _ops_for(xp)
+        value = to_host(o.norm(o.plain(a)))
     low = _plain_norm_floor(a.dtype, a.shape[-1])
     if isinstance(value, float):
         if low <= value < math.inf:
@@ -145,7 +178,10 @@ def to_host(*arrays):
     Several: a list of those, moved in one transfer (a single synchronisation on CUDA).
     Torch tensors are detached first (reading a value is not part of a computation graph)."""
     _Reads.count += 1
-    if not any(is_torch_array(a) for a in arrays):
+    if len(arrays) == 1 and type(arrays[0]) in _HOST_TYPES:    # the common case, directly
+        a = arrays[0]
+        return float(a) if a.ndim == 0 else np.asarray(a)
+    if all(type(a) in _HOST_TYPES for a in arrays) or not any(is_torch_array(a) for a in arrays):
         out = [float(a) if getattr(a, "ndim", 0) == 0 else np.asarray(a) for a in arrays]
     elif all(a.device.type == "cpu" for a in arrays):   # no synchronisation to save
         out = [a.detach().item() if a.ndim == 0 else a.detach().numpy() for a in arrays]

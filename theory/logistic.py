@@ -94,6 +94,8 @@ class LogisticTask(Sealed):
         self._versions = versions(X, y, X_query, y_query)
         self.dim, self.n, self.m = d, n, X_query.shape[0]
         self._xp = array_namespace(X)
+        # NumPy's own matmul (array-api-compat's wrapper is one more Python call per product)
+        self._matmul = np.matmul if isinstance(X, np.ndarray) else self._xp.matmul
         self._X64, self._y64 = frozen(to_numpy64(X)), frozen(to_numpy64(y))
         self._Xq64, self._yq64 = frozen(to_numpy64(X_query)), frozen(to_numpy64(y_query))
         self._lmax = float(np.linalg.eigvalsh(self._X64.T @ self._X64)[-1]) / n
@@ -104,26 +106,29 @@ class LogisticTask(Sealed):
     # -- task protocol (array API: NumPy or torch, differentiable on torch) -------------------
     def _loss(self, X, y, phi):
         xp = self._xp
-        return xp.mean(_softplus_neg(xp, y * xp.matmul(X, phi)))
+        return xp.mean(_softplus_neg(xp, y * self._matmul(X, phi)))
 
     def _grad(self, X, y, phi):
         xp = self._xp
-        z = y * xp.matmul(X, phi)
-        return -xp.matmul(y * _sigmoid(xp, -z), X) / X.shape[0]
+        mm = self._matmul
+        # φ of shape (r, d): the task at r points, row i the gradient at φᵢ
+        z = y * (mm(phi, X.T) if phi.ndim > 1 else mm(X, phi))
+        return -mm(y * _sigmoid(xp, -z), X) / X.shape[0]
 
     def inner_loss(self, phi):
         """L̂(φ) = (1/n) Σ log(1 + exp(−yⱼxⱼᵀφ))."""
         return self._loss(self.X, self.y, phi)
 
     def inner_grad(self, phi):
-        """∇L̂(φ) = −(1/n) Σ yⱼ σ(−yⱼxⱼᵀφ) xⱼ."""
+        """∇L̂(φ) = −(1/n) Σ yⱼ σ(−yⱼxⱼᵀφ) xⱼ (φ of shape (r, d): one row per point)."""
         return self._grad(self.X, self.y, phi)
 
     def inner_hvp(self, phi, v):
         """∇²L̂(φ)v = (1/n) Xᵀ(s ⊙ Xv), s = σ(z)(1 − σ(z)); batched over leading dims of v."""
         xp = self._xp
-        p = _sigmoid(xp, xp.matmul(self.X, phi))
-        return xp.matmul(p * (1 - p) * xp.matmul(v, self.X.T), self.X) / self.n
+        mm = self._matmul
+        p = _sigmoid(xp, mm(self.X, phi))
+        return mm(p * (1 - p) * mm(v, self.X.T), self.X) / self.n
 
     def outer_loss(self, phi):
         return self._loss(self.X_query, self.y_query, phi)

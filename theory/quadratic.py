@@ -88,6 +88,9 @@ class QuadraticTask(Sealed):
         self.batched = A.ndim == 3
         self.n_tasks = A.shape[0] if self.batched else None
         self._xp = array_namespace(A)
+        # NumPy's own matmul: array-api-compat's wrapper adds a Python call per product (the
+        # inner loops run millions); same function, same result. torch keeps the namespace's.
+        self._matmul = np.matmul if isinstance(A, np.ndarray) else self._xp.matmul
         return self._seal()
 
     @classmethod
@@ -147,10 +150,10 @@ class QuadraticTask(Sealed):
         # so a NumPy task given a torch vector (or vice versa) says so instead of coercing
         check_same_namespace(x, self.A, "phi")
         if self.batched:
-            return self._xp.matmul(M, x[..., None])[..., 0]
+            return self._matmul(M, x[..., None])[..., 0]
         if x.ndim > 1:   # one task at several points (rows): row i is M xᵢ
-            return self._xp.matmul(x, M.T)
-        return self._xp.matmul(M, x)
+            return self._matmul(x, M.T)
+        return self._matmul(M, x)
 
     def _quadratic_form(self, M, c, phi):
         xp = self._xp
@@ -209,8 +212,8 @@ class QuadraticTask(Sealed):
         of v times Aᵢ)."""
         check_same_namespace(v, self.A, "v")
         if self.batched:
-            return self._xp.matmul(v[..., None, :], self.A)[..., 0, :]
-        return self._xp.matmul(v, self.A)  # A is symmetric: v Aᵀ = (A v)ᵀ row-wise
+            return self._matmul(v[..., None, :], self.A)[..., 0, :]
+        return self._matmul(v, self.A)  # A is symmetric: v Aᵀ = (A v)ᵀ row-wise
 
     def outer_loss(self, phi):
         """L(φ) = ½ φᵀAₜφ + φᵀbₜ."""

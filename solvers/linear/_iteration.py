@@ -103,6 +103,7 @@ def _loop(xp, o, it, tol, floor, s, *, max_steps, check_every, rec, on_breakdown
     benign = np.zeros(rn.shape, dtype=bool)    # host: halted at the rounding floor (converged)
     broken = np.zeros(rn.shape, dtype=bool)    # host: halted (on_breakdown='return')
     step, next_check = 0, 0 if check_every == 1 else check_every
+    vector = rn.ndim == 0
 
     def judge(final):
         """One host read: any row still live, any freshly halted, any non-finite residual;
@@ -110,7 +111,9 @@ def _loop(xp, o, it, tol, floor, s, *, max_steps, check_every, rec, on_breakdown
         nonlocal classified
         live = ~(conv | halted)
         fresh = halted & ~classified
-        arrays = [o.any(live), o.any(fresh), ~o.all(o.isfinite(rn))]
+        # (one vector: the masks are 0-d, their any/all the masks themselves)
+        arrays = ([live, fresh, ~o.isfinite(rn)] if vector else
+                  [o.any(live), o.any(fresh), ~o.all(o.isfinite(rn))])
         if final:
             arrays += [row_steps, conv, o.all(o.isfinite(o.plain(it.x * rows))), rn * s]
         values = to_host(*arrays)
