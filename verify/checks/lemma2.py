@@ -38,24 +38,43 @@ def worst_case_task(dim, kappa, lam, *, seed, distance=1.0, array="numpy", dtype
     return task, conv(theta)
 
 
-def check_lemma2(task, theta, delta, *, inner="nesterov", instance=None, relation="<="):
-    """Run ``inner`` from x₀ = θ for Lemma 2's count (relation '<=': must be within δ) or,
-    for the negative control (relation '>'), count the steps it really needs and compare them
-    with the count. Returns a CheckResult whose measured value is ‖x_T − x*‖ (respectively the
-    steps needed)."""
+def _setting(task, theta, delta):
+    """(float64 twin, θ in float64, x* = Alg*(θ), κ, ‖x₀ − x*‖, Lemma 2's count for δ)."""
     twin = float64_twin(task)
     theta64 = to_numpy64(theta)
     x_star = twin.inner_solution(theta64)
     beta, mu = twin.curvature_bounds()
-    kappa, dim = beta / mu, theta64.shape[0]
     dist0 = float(np.linalg.norm(theta64 - x_star))
-    budget = lemma2_steps(kappa, dist0, delta)
+    return twin, theta64, x_star, beta / mu, dist0, lemma2_steps(beta / mu, dist0, delta)
+
+
+def recorded_run(task, theta, deltas, *, inner="nesterov"):
+    """One run of ``inner`` from θ with its history, as long as the largest of Lemma 2's counts
+    for ``deltas``: a fixed-step run of T steps is the first T steps of any longer one, so it
+    serves :func:`check_lemma2` for every δ (``recorded=``)."""
+    budget = max(_setting(task, theta, d)[-1] for d in deltas)
+    return inner_solve(task, theta, inner_steps=budget, inner=inner, history=True)
+
+
+def check_lemma2(task, theta, delta, *, inner="nesterov", instance=None, relation="<=",
+                 recorded=None):
+    """Run ``inner`` from x₀ = θ for Lemma 2's count (relation '<=': must be within δ) or,
+    for the negative control (relation '>'), count the steps it really needs and compare them
+    with the count. Returns a CheckResult whose measured value is ‖x_T − x*‖ (respectively the
+    steps needed). ``recorded``: a :func:`recorded_run` of the same ``inner`` from this θ whose
+    first T steps are then used instead of a new run (the same iterates)."""
+    twin, theta64, x_star, kappa, dist0, budget = _setting(task, theta, delta)
     floor = inner_allowance(dtype_name(theta), twin, theta64, x_star)
     inst = dict(instance or {}, delta=delta, distance=dist0, kappa=kappa)
     if relation == "<=":
-        res = inner_solve(task, theta, inner_steps=budget, inner=inner, history=True)
-        err = float(np.linalg.norm(to_numpy64(res.x) - x_star))
-        needed = steps_to_reach(res.history.iterates, x_star, delta)
+        if recorded is not None and len(recorded.history.iterates) > budget:
+            iterates = recorded.history.iterates[:budget + 1]
+            x = iterates[budget]
+        else:       # (no run given, or it stopped early at an exactly zero gradient)
+            res = inner_solve(task, theta, inner_steps=budget, inner=inner, history=True)
+            iterates, x = res.history.iterates, res.x
+        err = float(np.linalg.norm(to_numpy64(x) - x_star))
+        needed = steps_to_reach(iterates, x_star, delta)
         return compare("lemma2", SECTION, STATEMENT, err, delta, allowance=floor, instance=inst,
                        details={"steps_budget": budget, "steps_needed": needed,
                                 "steps_needed_over_budget": None if needed is None else needed / max(budget, 1)})
@@ -84,17 +103,18 @@ def run(ctx):
         for kappa in _kappas(ctx):
             for lam in (0.5, 5.0):
                 seed = ctx.rng_seed(d, int(kappa), int(lam * 10))
+                worst = worst_case_task(d, kappa, lam, seed=seed, array=ctx.array,
+                                        dtype=ctx.dtype, device=ctx.device)
+                task, _ = planted_spectrum_task(d, kappa, lam, seed=seed, array=ctx.array,
+                                                dtype=ctx.dtype, device=ctx.device)
+                random = (task, to_array(np.random.default_rng(seed).standard_normal(d),
+                                         array=ctx.array, dtype=ctx.dtype, device=ctx.device))
+                inst = dict(dim=d, kappa=kappa, lam=lam, seed=seed, start="worst-case")
+                runs = [recorded_run(t, th, deltas) for t, th in (worst, random)]
                 for delta in deltas:
-                    task, theta = worst_case_task(d, kappa, lam, seed=seed, array=ctx.array,
-                                                  dtype=ctx.dtype, device=ctx.device)
-                    inst = dict(dim=d, kappa=kappa, lam=lam, seed=seed, start="worst-case")
-                    results.append(check_lemma2(task, theta, delta, instance=inst))
-                    task, _ = planted_spectrum_task(d, kappa, lam, seed=seed, array=ctx.array,
-                                                    dtype=ctx.dtype, device=ctx.device)
-                    theta = to_array(np.random.default_rng(seed).standard_normal(d), array=ctx.array,
-                                     dtype=ctx.dtype, device=ctx.device)
-                    results.append(check_lemma2(task, theta, delta,
-                                                instance=dict(inst, start="random")))
+                    for (t, th), run_, start in zip((worst, random), runs, ("worst-case", "random")):
+                        results.append(check_lemma2(t, th, delta, recorded=run_,
+                                                    instance=dict(inst, start=start)))
     for task, theta, inst in far_instances(ctx, quick_count=1):
         for delta in deltas[:1]:
             results.append(check_lemma2(task, theta, delta, instance=inst))
