@@ -89,16 +89,15 @@ def check_lemma1_autograd(task, theta, *, tol=1e-10, instance=None):
         if K > 1 << 16:
             raise ValueError("the gradient-descent Jacobian does not reach tol within 65536 steps")
     tt = torch64(t64)
-    th = torch.from_numpy(theta.copy()).requires_grad_(True)
+    # d copies of θ as the rows of one leaf (the solver runs them as d independent problems,
+    # each the same K steps): one reverse pass of Σᵢ φᵢ[i] gives row i of the Jacobian as the
+    # gradient of row i (d passes through one single-vector graph cost d times as much;
+    # batching their cotangents with vmap is slower still on graphs of thousands of steps)
+    rows = torch.from_numpy(np.tile(theta, (t64.dim, 1))).requires_grad_(True)
     with warnings.catch_warnings():  # the solver reads gradient norms as floats while recording
         warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
-        phi = inner_solve(tt, th, inner_steps=K, inner="gd", inner_step_size=alpha).x
-    # d reverse passes through the one recorded graph: row i = eᵢᵀJ_K (a loop: batching the
-    # cotangents with vmap is ~10x slower on graphs of thousands of small steps)
-    eye = torch.eye(t64.dim, dtype=torch.float64)
-    J_auto = np.stack([torch.autograd.grad(phi, th, grad_outputs=eye[i],
-                                           retain_graph=i < t64.dim - 1)[0].numpy()
-                       for i in range(t64.dim)])
+        phi = inner_solve(tt, rows, inner_steps=K, inner="gd", inner_step_size=alpha).x
+    J_auto = torch.autograd.grad(torch.diagonal(phi).sum(), rows)[0].numpy()
     J_ref = np.asarray(t64.jacobian(theta))
     err = float(np.linalg.norm(J_auto - J_ref, 2))
     bound = maml_jacobian_error_bound(c, step_size=alpha, inner_steps=K, initial_distance=r0)
