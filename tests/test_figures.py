@@ -210,3 +210,19 @@ def test_fig8_says_which_solver_survives_an_indefinite_system(quick_run):
     assert ind["neumann"]["status"] == ind["fixed_point"]["status"] == "diverged"
     assert ind["neumann"]["final_error"] > 1 and ind["fixed_point"]["final_error"] > 1
     assert ind["minres"]["relative_error"][-1] <= data["floor"]
+
+
+def test_fig7_says_which_extra_is_missing_without_importing_it(monkeypatch):
+    """Figure 7 finds PEPit and cvxpy (it imports neither when the cache serves): with PEPit
+    not installed it returns the 'missing' record naming it, and draws nothing from PEPit."""
+    import importlib.util
+
+    from verify.figures import pep
+    from verify.registry import RunContext
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "PEPit" else real(name, *a))
+    data = pep.compute(RunContext(quick=True))
+    assert data["missing"] is not None and "PEPit" in data["missing"] and "pep" in data["missing"]
+    assert "steps" not in data
