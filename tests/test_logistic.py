@@ -233,3 +233,19 @@ def test_bad_theta_and_radius():
         task.constants(np.zeros(3), radius=-1.0)
     with pytest.raises(ValueError, match="flip"):
         logistic_task(5, 2, 1.0, seed=0, flip=0.7)
+
+
+@pytest.mark.parametrize("array", ["numpy", "torch"])
+def test_inner_grad_at_rows_of_points_is_each_points_gradient(array):
+    """inner_grad on φ of shape (r, d) (the batched autograd of lemma1-logistic runs d copies of
+    θ as rows): row i is the gradient at φᵢ, to the rounding of the two products' orders."""
+    task, _ = logistic_task(25, 4, 0.3, seed=3, array=array)
+    rng = np.random.default_rng(4)
+    pts = rng.standard_normal((3, 4))
+    conv = (lambda a: torch.from_numpy(a)) if array == "torch" else (lambda a: a)  # noqa: E731
+    rows = np.asarray(task.inner_grad(conv(pts)))
+    single = np.stack([np.asarray(task.inner_grad(conv(p))) for p in pts])
+    assert rows.shape == (3, 4)
+    tol = rounding_allowance("float64", kappa=1.0, scale=float(np.abs(single).max()), dim=25)
+    assert np.max(np.abs(rows - single)) <= tol
+    assert np.max(np.abs(rows[::-1] - single)) > tol     # the rows are not interchangeable
