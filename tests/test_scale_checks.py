@@ -101,21 +101,43 @@ def test_lanczos_worst_direction_is_the_top_singular_vector(query):
     assert abs(u @ vt[0]) >= 1 - np.sqrt(lemma3.ARPACK_TOL)  # the same vector, up to sign
 
 
-def test_worst_direction_falls_back_to_the_full_svd(monkeypatch):
+def _assert_top_right_singular_vector(u, K, tol):
+    _, s, vt = np.linalg.svd(K)
+    assert u[np.argmax(np.abs(u))] > 0                         # the sign is fixed
+    assert abs(np.linalg.norm(K @ u) - s[0]) <= tol * s[0]
+    assert abs(u @ vt[0]) >= 1 - np.sqrt(tol)                  # the same vector, up to sign
+
+
+@pytest.mark.parametrize("stop", ["no convergence", "out of products"])
+def test_worst_direction_falls_back_to_the_dense_eigenvector(monkeypatch, stop):
     import scipy.sparse.linalg as sparse
 
     task, _ = planted_spectrum_task(D, 1e3, 1.0, seed=4, query="independent")
     twin = planted_spectrum_task(D, 1e3, 1.0, seed=4, query="independent")[0]
     A, Aq, lam = to_numpy64(task.A), to_numpy64(task.A_query), task.lam
+    if stop == "no convergence":
+        def no_convergence(*args, **kwargs):
+            raise sparse.ArpackNoConvergence("planted", [], [])
 
-    def no_convergence(*args, **kwargs):
-        raise sparse.ArpackNoConvergence("planted", [], [])
-
-    monkeypatch.setattr(sparse, "svds", no_convergence)
+        monkeypatch.setattr(sparse, "svds", no_convergence)
+    else:   # the converging run takes more than 3 products: stopped at the budget
+        assert lemma3._top_right_singular_vector(A, Aq, lam) is not None
+        monkeypatch.setattr(lemma3, "ARPACK_MAX_PRODUCTS", 3)
     assert lemma3._top_right_singular_vector(A, Aq, lam) is None
     u = lemma3._worst_direction(twin)
     K = lam * np.linalg.solve(A + lam * np.eye(D), Aq)
-    np.testing.assert_array_equal(u, np.linalg.svd(K)[2][0])
+    _assert_top_right_singular_vector(u, K, lemma3.ARPACK_TOL)
+    # the dense route is exact to rounding: far closer than Lanczos' tolerance
+    _assert_top_right_singular_vector(lemma3._top_eigenvector_of_gram(A, Aq, lam), K,
+                                      1e3 * np.finfo(float).eps)
+
+
+def test_worst_direction_of_clustered_singular_values_is_found():
+    """κ = 2: singular values packed in [1/3, 2/3]·λ, where Lanczos needs many products."""
+    task, _ = planted_spectrum_task(D, 2.0, 1.0, seed=4, query="shared")
+    A, Aq, lam = to_numpy64(task.A), to_numpy64(task.A_query), task.lam
+    K = lam * np.linalg.solve(A + lam * np.eye(D), Aq)
+    _assert_top_right_singular_vector(lemma3._worst_direction(task), K, lemma3.ARPACK_TOL)
 
 
 def test_lemma3_at_large_d_holds():
