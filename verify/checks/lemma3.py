@@ -67,14 +67,14 @@ class _OutOfProducts(Exception):
     pass
 
 
-def _top_right_singular_vector(A, Aq, lam, *, max_products=None):
+def _top_right_singular_vector(A, Aq, lam):
     """v₁ of K = λ(A + λI)⁻¹Aₜ by ARPACK on K as an operator (None if it does not converge
-    within ``max_products`` products by K and by Kᵀ each, default ARPACK_MAX_PRODUCTS)."""
+    within ARPACK_MAX_PRODUCTS products by K)."""
     import scipy.linalg
     import scipy.sparse.linalg as sparse
 
     d = A.shape[0]
-    budget = [ARPACK_MAX_PRODUCTS if max_products is None else max_products]
+    budget = [ARPACK_MAX_PRODUCTS]
     lu = scipy.linalg.lu_factor(A + lam * np.eye(d), check_finite=False)
 
     def matvec(v):
